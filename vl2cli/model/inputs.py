@@ -1,0 +1,65 @@
+"""What the model takes and gives back, independent of how media was decoded.
+
+The media package produces these from files; the model consumes them. Keeping the contract in one
+small module lets the two sides evolve separately.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+#: How a file's content is put in front of the LLM.
+#:  video: frames only (`<video>` placeholder)      image: one image tiled to num_frames (`<image>`)
+#:  audio: fbank only (`<audio>`)                   av: frames then audio tokens, both for one `<video>`
+#:  text:  no media at all
+Modality = Literal["video", "image", "audio", "av", "text"]
+
+
+@dataclass
+class MultimodalInput:
+    """One file's preprocessed tensors.
+
+    pixel_values: (T, 3, S, S) float32 for videos, (1, 3, S, S) for images, already normalised by the
+        tower's image processor.
+    fbank: (2998, 128) float32 kaldi log-mel fbank of 30 s of 16 kHz audio, rounded to bfloat16 values
+        as upstream preprocessing does (not yet BEATs-normalised: BEATs normalises inside).
+    notes: facts the result should report (e.g. "audio track missing: 30 s of silence used").
+    """
+
+    modality: Modality
+    pixel_values: torch.Tensor | None = None
+    fbank: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        needs_pixels = self.modality in ("video", "image", "av")
+        needs_audio = self.modality in ("audio", "av")
+        if needs_pixels and self.pixel_values is None:
+            raise ValueError(f"modality {self.modality!r} needs pixel_values")
+        if needs_audio and self.fbank is None:
+            raise ValueError(f"modality {self.modality!r} needs fbank")
+
+
+@dataclass
+class Generation:
+    """A generated answer: the text (special tokens skipped, stripped) and the new token ids."""
+
+    text: str
+    token_ids: list[int]
+    stopped_on_eos: bool
+
+
+@dataclass
+class LabelScores:
+    """Log-likelihood of each candidate label's tokens after the prompt (higher is more likely)."""
+
+    labels: list[str]
+    log_likelihoods: list[float]
+    num_tokens: list[int]
+
+    def probabilities(self) -> list[float]:
+        """Softmax over the labels' total log-likelihoods: a distribution over the given labels only."""
+        scores = torch.tensor(self.log_likelihoods, dtype=torch.float64)
+        return torch.softmax(scores, dim=0).tolist()
