@@ -1,0 +1,348 @@
+"""VideoLLaMA 2 for inference: load a released checkpoint, encode media, splice, generate, score.
+
+Mirrors upstream's `Videollama2*ForCausalLM` + `mm_infer` with two deliberate differences: batches of
+prompts of different lengths work (left padding; upstream's batched splice is broken), and label
+scoring for classification exists (one prefill shared by all labels of a file).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import CheckpointError, UnsupportedModelError, Vl2Error
+from ..runtime.backend import EncoderBackend, TorchEncoders
+from ..runtime.selection import choose_encoder_backend
+from .checkpoint import CHECKPOINT_PATTERNS, ShardedSafetensors, resolve_repo
+from .config import Vl2Config
+from .connector import build_projector, build_video_connector, takes_frames
+from .inputs import Generation, LabelScores, MultimodalInput
+from .language_model import load_language_model, quiet_transformers
+from .prompt import build_prompt, tokenize_with_placeholders
+from .vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
+
+log = logging.getLogger(__name__)
+
+CONNECTOR_PREFIX = "model.mm_projector."
+AUDIO_TOWER_PREFIX = "model.audio_tower."
+AUDIO_PROJECTOR_PREFIX = "model.mm_projector_a."
+DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+#: Frames per vision-tower call: bounds activation memory for long batches of videos.
+MAX_FRAMES_PER_TOWER_CALL = 64
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise Vl2Error(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """fp32 on CPU, bf16 on CUDA (the released weights' dtype) unless asked otherwise."""
+    if dtype in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    try:
+        return DTYPE_NAMES[dtype]
+    except KeyError:
+        raise Vl2Error(f"--dtype {dtype!r}: choose one of fp32, bf16, fp16.") from None
+
+
+class VideoLlama2:
+    """A loaded checkpoint: tokenizer, LLM, encoders. Build with `VideoLlama2.from_pretrained`."""
+
+    def __init__(
+        self,
+        *,
+        config: Vl2Config,
+        llm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        torch_encoders: TorchEncoders,
+        model_id: str,
+        revision: str | None,
+        folder: Path,
+        image_processor_config: dict | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config = config
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.torch_encoders = torch_encoders
+        self.encoders: EncoderBackend = torch_encoders
+        self.model_id = model_id
+        self.revision = revision
+        self.folder = folder
+        self.image_processor_config = image_processor_config
+        self.device = device
+        self.dtype = dtype
+        self.num_frames = config.num_frames
+        self.eos_token_ids = self._eos_token_ids()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        device_map: str | dict | None = None,
+        encoder_backend: str = "auto",
+        num_frames: int | None = None,
+    ) -> "VideoLlama2":
+        """Load a released checkpoint from a hub id (through the HF cache) or a local folder."""
+        repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
+        config = Vl2Config.from_file(repo.folder / "config.json")
+        if config.is_base_checkpoint:
+            raise UnsupportedModelError(
+                f"{model}: a '-Base' (pre-training) checkpoint holds only the connector; vl2 runs the chat "
+                "checkpoints (e.g. DAMO-NLP-SG/VideoLLaMA2.1-7B-16F)."
+            )
+        shards = ShardedSafetensors(repo.folder)
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        tokenizer = _load_tokenizer(repo.folder)
+        llm = load_language_model(repo.folder, config, dtype=torch_dtype, device=torch_device, device_map=device_map)
+        encoder_device = llm.get_input_embeddings().weight.device
+
+        vision_tower = connector = audio_tower = audio_projector = None
+        image_processor_config = None
+        if config.has_vision:
+            spec = load_tower_spec(config.vision_tower)
+            image_processor_config = spec.image_processor_config
+            vision_tower = VisionTower(spec, config.vision_select_layer, config.vision_select_feature)
+            vision_tower.load_released_weights(_required(shards, TOWER_WEIGHT_PREFIX, "vision tower"))
+            connector = build_video_connector(config.projector_type, config.mm_hidden_size or vision_tower.hidden_size, config.hidden_size)
+            _load_strict(connector, _required(shards, CONNECTOR_PREFIX, "video connector"), "video connector")
+        if config.has_audio:
+            from .beats import BeatsConfig, BeatsModel, load_beats_state_dict
+
+            beats_config = BeatsConfig.from_dict(config.audio_tower_config) if config.audio_tower_config else BeatsConfig()
+            audio_tower = BeatsModel(beats_config)
+            load_beats_state_dict(audio_tower, _required(shards, AUDIO_TOWER_PREFIX, "audio tower (BEATs)"))
+            audio_projector = build_projector(
+                config.audio_projector_type,
+                config.mm_hidden_size_a or beats_config.encoder_embed_dim,
+                config.hidden_size_a or config.hidden_size,
+            )
+            _load_strict(audio_projector, _required(shards, AUDIO_PROJECTOR_PREFIX, "audio projector"), "audio projector")
+        modules = [m for m in (vision_tower, connector, audio_tower, audio_projector) if m is not None]
+        for module in modules:
+            module.to(device=encoder_device, dtype=torch_dtype).eval()
+        torch_encoders = TorchEncoders(
+            vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type)
+        )
+        instance = cls(
+            config=config, llm=llm, tokenizer=tokenizer, torch_encoders=torch_encoders, model_id=model,
+            revision=repo.revision, folder=repo.folder, image_processor_config=image_processor_config,
+            device=encoder_device, dtype=torch_dtype,
+        )
+        if num_frames is not None:
+            instance.num_frames = int(num_frames)
+        instance.encoders = choose_encoder_backend(torch_encoders, encoder_backend, model=instance)
+        return instance
+
+    def _eos_token_ids(self) -> list[int]:
+        eos = self.llm.generation_config.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    # ----------------------------------------------------------------- prompts
+    def prompt(self, item: MultimodalInput, instruction: str) -> str:
+        """The exact prompt string the model sees (the chat template applied)."""
+        return build_prompt(self.tokenizer, self.config.model_type, item.modality, instruction)
+
+    def input_ids(self, item: MultimodalInput, instruction: str) -> list[int]:
+        return tokenize_with_placeholders(self.tokenizer, self.prompt(item, instruction), item.modality)
+
+    # ----------------------------------------------------------------- encoding
+    def _check_supported(self, item: MultimodalInput) -> None:
+        if item.modality in ("video", "image", "av") and not self.config.has_vision:
+            raise Vl2Error(f"{self.model_id} has no vision tower; it cannot take {item.modality} input.")
+        if item.modality in ("audio", "av") and not self.config.has_audio:
+            raise Vl2Error(f"{self.model_id} has no audio tower; it cannot take {item.modality} input.")
+
+    @torch.inference_mode()
+    def encode(self, items: Sequence[MultimodalInput]) -> list[torch.Tensor | None]:
+        """Feature blocks (M_i, C) to splice for each item, all encoders run batched across items."""
+        for item in items:
+            self._check_supported(item)
+        blocks: list[torch.Tensor | None] = [None] * len(items)
+        visual = [i for i, x in enumerate(items) if x.modality in ("video", "image", "av")]
+        by_length: dict[int, list[int]] = {}
+        frames: dict[int, torch.Tensor] = {}
+        for i in visual:
+            pixels = items[i].pixel_values
+            if items[i].modality == "image":  # upstream tiles one image to num_frames identical frames
+                pixels = pixels[:1].expand(self.num_frames, *pixels.shape[1:])
+            frames[i] = pixels
+            by_length.setdefault(pixels.shape[0], []).append(i)
+        for length, indices in by_length.items():
+            stacked = torch.cat([frames[i] for i in indices]).to(self.device, self.dtype)
+            features = torch.cat(
+                [self.encoders.encode_frames(chunk) for chunk in stacked.split(MAX_FRAMES_PER_TOWER_CALL)]
+            )
+            tokens = self.encoders.connect(features.reshape(len(indices), length, *features.shape[1:]))
+            for row, i in enumerate(indices):
+                blocks[i] = tokens[row]
+        audible = [i for i, x in enumerate(items) if x.modality in ("audio", "av")]
+        if audible:
+            fbanks = torch.stack([items[i].fbank.reshape(items[i].fbank.shape[-2:]) for i in audible])
+            audio_tokens = self.encoders.encode_audio(fbanks.to(self.device, self.dtype))
+            for row, i in enumerate(audible):
+                # audio-visual: video tokens first, then audio tokens, both in place of one <video>
+                blocks[i] = audio_tokens[row] if blocks[i] is None else torch.cat([blocks[i], audio_tokens[row]])
+        return blocks
+
+    def _splice(self, ids: list[int], block: torch.Tensor | None) -> torch.Tensor:
+        """Embeddings (L, C) of `ids` with the placeholder replaced by the feature block."""
+        embed = self.llm.get_input_embeddings()
+        placeholder_positions = [p for p, t in enumerate(ids) if t < 0]
+        if len(placeholder_positions) != (0 if block is None else 1):
+            raise Vl2Error(f"prompt has {len(placeholder_positions)} media placeholders for {0 if block is None else 1} media input")
+        if block is None:
+            return embed(torch.tensor(ids, device=self.device))
+        p = placeholder_positions[0]
+        before = embed(torch.tensor(ids[:p], device=self.device, dtype=torch.long))
+        after = embed(torch.tensor(ids[p + 1 :], device=self.device, dtype=torch.long))
+        return torch.cat([before, block.to(before.dtype), after])
+
+    def prepare_inputs(
+        self, items: Sequence[MultimodalInput], instructions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded `inputs_embeds` (B, L, C) and `attention_mask` (B, L) for a batch."""
+        if len(items) != len(instructions):
+            raise ValueError("one instruction per input")
+        blocks = self.encode(items)
+        sequences = [self._splice(self.input_ids(item, text), block) for item, text, block in zip(items, instructions, blocks)]
+        longest = max(s.shape[0] for s in sequences)
+        width = sequences[0].shape[1]
+        embeds = sequences[0].new_zeros(len(sequences), longest, width)
+        mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=self.device)
+        for row, seq in enumerate(sequences):
+            embeds[row, longest - seq.shape[0] :] = seq
+            mask[row, longest - seq.shape[0] :] = 1
+        return embeds, mask
+
+    # --------------------------------------------------------------- generation
+    def generation_config(self, *, max_new_tokens: int, do_sample: bool, temperature: float | None, top_p: float | None) -> GenerationConfig:
+        """The checkpoint's generation_config.json with upstream mm_infer's arguments on top."""
+        config = GenerationConfig.from_dict(self.llm.generation_config.to_dict())
+        config.max_new_tokens = max_new_tokens
+        config.do_sample = do_sample
+        config.use_cache = True
+        config.eos_token_id = self.eos_token_ids
+        config.pad_token_id = self.tokenizer.eos_token_id  # upstream: pad_token_id=tokenizer.eos_token_id
+        if do_sample:
+            config.temperature = 0.2 if temperature is None else temperature  # upstream mm_infer defaults
+            config.top_p = 0.9 if top_p is None else top_p
+        else:  # sampling knobs are meaningless for greedy search; drop them so transformers does not warn
+            config.temperature = config.top_p = config.top_k = None
+        return config
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        inputs: Sequence[MultimodalInput],
+        instructions: Sequence[str],
+        *,
+        max_new_tokens: int = 2048,
+        do_sample: bool = False,
+        temperature: float | None = None,
+        top_p: float | None = None,
+    ) -> list[Generation]:
+        """Answers for a batch; greedy results equal one-at-a-time results."""
+        embeds, mask = self.prepare_inputs(inputs, instructions)
+        config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        output = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+        results = []
+        for row in output.tolist():
+            stop = next((k for k, t in enumerate(row) if t in self.eos_token_ids), None)
+            token_ids = row if stop is None else row[: stop + 1]
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+            results.append(Generation(text=text, token_ids=token_ids, stopped_on_eos=stop is not None))
+        return results
+
+    @torch.inference_mode()
+    def forward_logits(self, inputs: Sequence[MultimodalInput], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, L, V) of one forward pass over the spliced, left-padded batch, and its mask."""
+        embeds, mask = self.prepare_inputs(inputs, instructions)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits, mask
+
+    @torch.inference_mode()
+    def score_labels(self, input: MultimodalInput, instruction: str, labels: Sequence[str]) -> LabelScores:
+        """Log-likelihood of each label (its tokens, then end-of-turn) as the answer to the prompt.
+
+        One prefill of the prompt is shared by all labels: its KV cache is repeated across a batch of
+        the labels' token sequences.
+        """
+        if not labels:
+            raise Vl2Error("classify needs at least one label")
+        embeds, mask = self.prepare_inputs([input], [instruction])
+        prefill = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+        first_logprobs = torch.log_softmax(prefill.logits[0, -1].float(), dim=-1)
+        end_of_turn = self.eos_token_ids[0]
+        label_ids = [self.tokenizer(label, add_special_tokens=False).input_ids + [end_of_turn] for label in labels]
+        longest = max(len(ids) for ids in label_ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end_of_turn
+        tokens = torch.full((len(labels), longest), pad, dtype=torch.long, device=self.device)
+        label_mask = torch.zeros(len(labels), longest, dtype=torch.long, device=self.device)
+        for row, ids in enumerate(label_ids):
+            tokens[row, : len(ids)] = torch.tensor(ids)
+            label_mask[row, : len(ids)] = 1
+        cache = prefill.past_key_values
+        cache.batch_repeat_interleave(len(labels))
+        prompt_length = embeds.shape[1]
+        full_mask = torch.cat([mask.expand(len(labels), -1), label_mask], dim=1)
+        positions = torch.arange(prompt_length, prompt_length + longest, device=self.device).expand(len(labels), -1)
+        logits = self.llm(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        totals: list[float] = []
+        for row, ids in enumerate(label_ids):
+            total = first_logprobs[ids[0]].item()
+            for k in range(1, len(ids)):
+                total += logprobs[row, k - 1, ids[k]].item()
+            totals.append(total)
+        return LabelScores(labels=list(labels), log_likelihoods=totals, num_tokens=[len(ids) for ids in label_ids])
+
+
+def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: cannot load the tokenizer: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no chat_template; vl2 builds prompts from it.")
+    if tokenizer.pad_token is None and tokenizer.unk_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token  # upstream model_init does the same for Mistral
+    return tokenizer
+
+
+def _required(shards: ShardedSafetensors, prefix: str, what: str) -> dict[str, torch.Tensor]:
+    keys = shards.keys_with_prefix(prefix)
+    if not keys:
+        raise CheckpointError(f"{shards.folder}: the checkpoint has no {what} weights (no keys under {prefix!r}).")
+    return shards.load(keys, strip_prefix=prefix)
+
+
+def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{what} weights do not match the config: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
