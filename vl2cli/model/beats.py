@@ -126,7 +126,8 @@ def relative_position_buckets(
     Half the buckets are for positive offsets; within each half, offsets below a quarter of
     `num_buckets` get their own bucket and larger ones share log-spaced buckets up to `max_distance`.
     """
-    relative = torch.arange(key_length, dtype=torch.long)[None, :] - torch.arange(query_length, dtype=torch.long)[:, None]
+    query_positions = torch.arange(query_length, dtype=torch.long)[:, None]
+    relative = torch.arange(key_length, dtype=torch.long)[None, :] - query_positions
     half = num_buckets // 2
     buckets = (relative > 0).to(torch.long) * half
     distance = relative.abs()
