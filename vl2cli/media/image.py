@@ -1,0 +1,159 @@
+"""The vision tower's image processor, reproduced uint8-exactly and vectorised over all frames.
+
+Why not call transformers' processor: upstream's goldens come from the slow (PIL) CLIP/SigLIP
+processors of transformers 4.42. Their result is PIL's uint8 bicubic resize followed by a per-value
+rescale/normalise. PIL is therefore kept for the resize (torchvision's uint8 antialiased bicubic is
+±1..23 levels off PIL's), while the crop and the float maths run once over the whole frame stack:
+the normalised value depends only on the uint8 level and the channel, so it is a 256-entry lookup table.
+
+Pillow ≥ 11 may run the vertical pass of a two-axis resize first (it picks the cheaper order); the
+goldens' Pillow 10.4 always ran the horizontal pass first, and the uint8 rounding between the passes
+makes the order visible (up to 19 levels on a portrait image squashed to a square). We therefore
+resize the two axes in two explicit calls, horizontal first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+ProcessorFamily = Literal["clip", "siglip"]
+RGB_CHANNELS = 3
+_UINT8_LEVELS = 256
+#: `image_processor_type` / legacy `feature_extractor_type` values, by family.
+_FAMILY_BY_TYPE = {
+    "CLIPImageProcessor": "clip", "CLIPImageProcessorFast": "clip", "CLIPFeatureExtractor": "clip",
+    "SiglipImageProcessor": "siglip", "SiglipImageProcessorFast": "siglip",
+}
+
+
+def _square_side(value: int | dict, key_order: tuple[str, ...]) -> int:
+    if isinstance(value, int):
+        return value
+    for key in key_order:
+        if key in value:
+            return int(value[key])
+    raise ValueError(f"unsupported size entry {value!r}")
+
+
+@dataclass(frozen=True)
+class ImageProcessorSpec:
+    """What the tower's `preprocessor_config.json` asks for (only the fields that change the pixels).
+
+    CLIP: resize the shortest edge to `shortest_edge`, centre-crop `size`×`size`.
+    SigLIP: resize to `size`×`size` ignoring the aspect ratio (`shortest_edge` is None).
+    """
+
+    family: ProcessorFamily
+    size: int
+    shortest_edge: int | None
+    resample: int
+    do_resize: bool
+    do_center_crop: bool
+    do_rescale: bool
+    rescale_factor: float
+    do_normalize: bool
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ImageProcessorSpec":
+        """Build from a CLIPImageProcessor / SiglipImageProcessor config dict (as on the hub)."""
+        kind = config.get("image_processor_type") or config.get("feature_extractor_type")
+        family = _FAMILY_BY_TYPE.get(kind)
+        if family is None:
+            raise ValueError(f"unsupported image processor {kind!r}; expected one of {sorted(_FAMILY_BY_TYPE)}")
+        common = dict(
+            resample=int(config.get("resample", Image.Resampling.BICUBIC)),
+            do_resize=bool(config.get("do_resize", True)),
+            do_rescale=bool(config.get("do_rescale", True)),
+            rescale_factor=float(config.get("rescale_factor", 1 / 255)),
+            do_normalize=bool(config.get("do_normalize", True)),
+            image_mean=tuple(float(v) for v in config["image_mean"]),
+            image_std=tuple(float(v) for v in config["image_std"]),
+        )
+        if family == "clip":
+            shortest = _square_side(config["size"], ("shortest_edge",))
+            crop = _square_side(config.get("crop_size", shortest), ("height",))
+            return cls(family="clip", size=crop, shortest_edge=shortest,
+                       do_center_crop=bool(config.get("do_center_crop", True)), **common)
+        side = _square_side(config["size"], ("height",))
+        return cls(family="siglip", size=side, shortest_edge=None, do_center_crop=False, **common)
+
+    @property
+    def pad_color(self) -> tuple[int, int, int]:
+        """Background of upstream's training-time pad-to-square (`int(mean*255)` per channel)."""
+        return tuple(int(m * 255) for m in self.image_mean)
+
+
+def resized_hw(height: int, width: int, spec: ImageProcessorSpec) -> tuple[int, int]:
+    """Output (height, width) of the resize step, with transformers' integer rounding of the long edge."""
+    if spec.shortest_edge is None:
+        return spec.size, spec.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(spec.shortest_edge * long / short)
+    return (new_long, spec.shortest_edge) if width <= height else (spec.shortest_edge, new_long)
+
+
+def value_lookup_table(spec: ImageProcessorSpec) -> torch.Tensor:
+    """(3, 256) float32: the processor's output for each uint8 level and channel.
+
+    Same operations and dtypes as transformers' slow path: rescale in float64 then cast to float32,
+    normalise in float32 with float32 mean/std.
+    """
+    levels = np.arange(_UINT8_LEVELS, dtype=np.float64)[None, :].repeat(RGB_CHANNELS, 0)
+    values = (levels * spec.rescale_factor if spec.do_rescale else levels).astype(np.float32)
+    if spec.do_normalize:
+        mean = np.array(spec.image_mean, dtype=np.float32)[:, None]
+        std = np.array(spec.image_std, dtype=np.float32)[:, None]
+        values = (values - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def pil_resize_horizontal_first(frame: np.ndarray, out_w: int, out_h: int, resample: int) -> np.ndarray:
+    """PIL resize of one (H,W,3) uint8 frame with Pillow 10's pass order (width first, then height)."""
+    height, width = frame.shape[:2]
+    image = Image.fromarray(frame)
+    if out_w != width:
+        image = image.resize((out_w, height), resample=resample)
+    if out_h != height:
+        image = image.resize((out_w, out_h), resample=resample)
+    return np.asarray(image)
+
+
+def resize_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> np.ndarray:
+    """PIL resize of each (H,W,3) uint8 frame, then the centre crop; returns (N,S,S,3) uint8."""
+    count, height, width = frames.shape[:3]
+    out_h, out_w = resized_hw(height, width, spec) if spec.do_resize else (height, width)
+    if (out_h, out_w) == (height, width):
+        resized = frames
+    else:
+        resized = np.empty((count, out_h, out_w, RGB_CHANNELS), dtype=np.uint8)
+        for i in range(count):
+            resized[i] = pil_resize_horizontal_first(frames[i], out_w, out_h, spec.resample)
+    if not spec.do_center_crop:
+        return resized
+    top, left = (out_h - spec.size) // 2, (out_w - spec.size) // 2
+    return resized[:, top:top + spec.size, left:left + spec.size]
+
+
+def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> torch.Tensor:
+    """(N,H,W,3) uint8 RGB -> (N,3,S,S) float32, equal to the tower's image processor output."""
+    if frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS or frames.dtype != np.uint8:
+        raise ValueError(f"expected (N,H,W,3) uint8 frames, got {frames.shape} {frames.dtype}")
+    cropped = torch.from_numpy(np.ascontiguousarray(resize_frames(frames, spec)))
+    table = value_lookup_table(spec)
+    chw = cropped.permute(0, 3, 1, 2).long()
+    out = torch.empty(chw.shape, dtype=torch.float32)
+    for channel in range(RGB_CHANNELS):
+        out[:, channel] = table[channel][chw[:, channel]]
+    return out
+
+
+def load_image_rgb(path: str) -> np.ndarray:
+    """Upstream's image read: `PIL.Image.open(p).convert('RGB')` as a (1,H,W,3) uint8 array."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))[None]

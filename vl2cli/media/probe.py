@@ -1,0 +1,119 @@
+"""What a file is, decided by opening its container with PyAV (the extension is never trusted).
+
+The probe runs before any decoding so every later stage can rely on its answer, and so broken files
+fail early with a typed error that says what is wrong.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+
+from vl2cli.errors import CorruptMediaError, EmptyFileError, UnsupportedMediaError
+
+MediaKind = Literal["video", "image", "audio"]
+
+#: libavformat demuxers that read a single still image (image2 for files, *_pipe for sniffed streams).
+_IMAGE_DEMUXER_SUFFIX = "_pipe"
+_IMAGE_DEMUXERS = frozenset({"image2", "webp", "apng"})
+#: Leading bytes of containers we recognise. A file that starts like one of these but cannot be
+#: opened is corrupt (e.g. an mp4 cut before its moov atom); anything else is simply not media.
+_CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"),  # ISO-BMFF / QuickTime
+    (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"OggS"), (0, b"fLaC"), (0, b"ID3"),
+    (0, b"\x00\x00\x01\xba"), (0, b"\x47"), (0, b"FLV"), (0, b"\x30\x26\xb2\x75"),  # MPEG-PS/TS, FLV, ASF
+    (0, b"\xff\xd8\xff"), (0, b"\x89PNG"), (0, b"GIF8"),
+)
+_SIGNATURE_READ_BYTES = 16
+
+
+@dataclass
+class MediaInfo:
+    """Facts about one file, as reported in results and used to route it to a decoder."""
+
+    path: str
+    kind: MediaKind
+    size_bytes: int
+    container: str | None
+    duration_s: float | None
+    has_video: bool
+    has_audio: bool
+    width: int | None
+    height: int | None
+    avg_fps: float | None
+    num_frames: int | None
+    video_codec: str | None
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_channels: int | None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (for the output record)."""
+        return asdict(self)
+
+
+def _looks_like_known_container(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(_SIGNATURE_READ_BYTES)
+    return any(head[offset:offset + len(magic)] == magic for offset, magic in _CONTAINER_SIGNATURES)
+
+
+def _is_cover_art(stream: av.stream.Stream) -> bool:
+    """Embedded album art (mp3/m4a) shows up as a video stream but is not a video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _open_container(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path)
+    except av.error.FFmpegError as exc:
+        if _looks_like_known_container(path):
+            raise CorruptMediaError(f"{path}: the container is damaged or truncated and cannot be read ({exc})",
+                                    path=path) from exc
+        raise UnsupportedMediaError(f"{path}: not a video, image or audio file that FFmpeg recognises", path=path) from exc
+
+
+def probe_media(path: str | Path) -> MediaInfo:
+    """Open the container and classify it: video (with/without audio), image, or audio-only.
+
+    Raises EmptyFileError (0 bytes), CorruptMediaError (recognised but unreadable) or
+    UnsupportedMediaError (not media, or no decodable video/audio stream).
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UnsupportedMediaError(f"{path}: no such file", path=path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise EmptyFileError(f"{path}: the file is empty (0 bytes)", path=path)
+    with _open_container(path) as container:
+        fmt = container.format.name
+        videos = [s for s in container.streams.video if not _is_cover_art(s)]
+        audios = list(container.streams.audio)
+        video = videos[0] if videos else None
+        audio = audios[0] if audios else None
+        is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
+        if is_image:
+            kind: MediaKind = "image"
+        elif video is not None:
+            kind = "video"
+        elif audio is not None:
+            kind = "audio"
+        else:
+            raise UnsupportedMediaError(f"{path}: the {fmt} container has no video or audio stream", path=path)
+        duration = container.duration / av.time_base if container.duration and not is_image else None
+        fps = float(video.average_rate) if video is not None and video.average_rate and not is_image else None
+        return MediaInfo(
+            path=path, kind=kind, size_bytes=size, container=fmt, duration_s=duration,
+            has_video=video is not None, has_audio=audio is not None,
+            width=video.codec_context.width if video is not None else None,
+            height=video.codec_context.height if video is not None else None,
+            avg_fps=fps,
+            num_frames=(1 if is_image else (video.frames or None)) if video is not None else None,
+            video_codec=video.codec_context.name if video is not None else None,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            audio_channels=audio.codec_context.channels if audio is not None else None,
+        )

@@ -1,0 +1,97 @@
+"""Decoding the sampled frames of a video: decord (upstream's reader) first, PyAV where decord fails.
+
+Both backends report decord's frame count and average fps so the sampled indices are the same
+whichever one decoded the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import av
+import numpy as np
+
+from vl2cli.errors import CorruptMediaError, NoVideoStreamError
+
+VideoBackend = Literal["decord", "pyav"]
+#: Upstream (audio_visual branch) opens decord with one thread; parallelism comes from decode workers.
+DECORD_THREADS = 1
+#: Exact RGB conversion: the goldens' decord frames equal the FFmpeg CLI's default (bicubic) swscale.
+_PYAV_RGB_INTERPOLATION = "BICUBIC"
+
+#: Maps (total frame count, average fps) to the absolute indices to decode.
+IndexPlanner = Callable[[int, float], list[int]]
+
+
+@dataclass
+class DecodedVideo:
+    """RGB frames at the sampled indices, and the stream facts the indices were computed from."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    indices: list[int]
+    total_frames: int
+    avg_fps: float
+    backend: VideoBackend
+
+
+def decode_with_decord(path: str, plan: IndexPlanner) -> DecodedVideo:
+    """Upstream's reader: `len(vr)` frames, `get_avg_fps()`, random access with `get_batch`."""
+    import decord  # imported lazily: loading its native library is slow and it is optional at runtime
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=DECORD_THREADS)
+    try:
+        total, fps = len(reader), float(reader.get_avg_fps())
+        indices = plan(total, fps)
+        frames = reader.get_batch(indices).asnumpy()
+    finally:
+        del reader
+    return DecodedVideo(frames=frames, indices=indices, total_frames=total, avg_fps=fps, backend="decord")
+
+
+def _decord_compatible_frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """decord's `len(vr)`: the stream's frame count, else the number of video packets (demux only)."""
+    if stream.frames:
+        return int(stream.frames)
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+    container.seek(0)
+    return count
+
+
+def decode_with_pyav(path: str, plan: IndexPlanner) -> DecodedVideo:
+    """Sequential decode keeping only the wanted frames (PyAV cannot seek to an exact frame cheaply)."""
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{path}: no video stream", path=path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        total = _decord_compatible_frame_count(container, stream)
+        fps = float(stream.average_rate or stream.base_rate or 0)
+        indices = plan(total, fps)
+        wanted = set(indices)
+        last = max(indices)
+        by_index: dict[int, np.ndarray] = {}
+        for position, frame in enumerate(container.decode(stream)):
+            if position in wanted:
+                by_index[position] = frame.to_ndarray(format="rgb24", interpolation=_PYAV_RGB_INTERPOLATION)
+            if position >= last:
+                break
+    missing = sorted(wanted - by_index.keys())
+    if missing:
+        raise CorruptMediaError(f"{path}: the stream ended before frame {missing[0]} of {total}", path=path)
+    frames = np.stack([by_index[i] for i in indices])
+    return DecodedVideo(frames=frames, indices=indices, total_frames=total, avg_fps=fps, backend="pyav")
+
+
+def decode_video_frames(path: str, plan: IndexPlanner, backend: VideoBackend = "decord") -> DecodedVideo:
+    """Decode the planned frames; with backend "decord", fall back to PyAV for files decord cannot read."""
+    if backend == "decord":
+        try:
+            return decode_with_decord(path, plan)
+        except CorruptMediaError:
+            raise
+        except Exception:  # decord raises bare RuntimeError/DECORDError for codecs it lacks (e.g. AV1)
+            pass
+    try:
+        return decode_with_pyav(path, plan)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise CorruptMediaError(f"{path}: the video stream cannot be decoded ({exc})", path=path) from exc
