@@ -1,0 +1,152 @@
+"""Parity with upstream VideoLLaMA 2 on the reference fixtures: every case, every stored tensor.
+
+Tolerances: fp32 on CPU; the fixture README measured the reference against itself at 0 (same
+process) and 4.1e-6 (reload); 1e-4 is the issue's bound for logits and what we use throughout.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reference_fixtures import case_input, case_instructions, fixture_names, load_fixture_model, load_reference
+
+ATOL = 1e-4
+FIXTURES = fixture_names()
+CASES = [(name, case) for name in FIXTURES for case in load_reference(name).cases()]
+
+pytestmark = pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual.float() - expected.float()).abs().max().item()
+    assert diff <= ATOL, f"{what}: max |diff| {diff:.3g} > {ATOL}"
+
+
+def _inputs(fixture, case):
+    count = len(case.get("images_arg") or [None])
+    return [case_input(fixture, case, i) for i in range(count)], case_instructions(case)
+
+
+@pytest.mark.parametrize("name,case_name", CASES)
+def test_prompt_and_input_ids(monkeypatch, name, case_name):
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    case = fixture.cases()[case_name]
+    items, instructions = _inputs(fixture, case)
+    prompts = case["prompt"] if isinstance(case["prompt"], list) else [case["prompt"]]
+    for row, (item, instruction) in enumerate(zip(items, instructions)):
+        assert model.prompt(item, instruction) == prompts[row]
+        assert model.input_ids(item, instruction) == case["input_ids"][row]
+
+
+@pytest.mark.parametrize("name,case_name", CASES)
+def test_encoders_match_upstream(monkeypatch, name, case_name):
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    case = fixture.cases()[case_name]
+    t = fixture.tensors
+    items, _ = _inputs(fixture, case)
+    prefix = f"{case_name}."
+    visual = [x for x in items if x.modality in ("video", "image", "av")]
+    if prefix + "vision_features" in t:
+        pixels = torch.cat([x.pixel_values[:1].expand(model.num_frames, -1, -1, -1) if x.modality == "image" else x.pixel_values for x in visual])
+        features = model.encoders.encode_frames(pixels)
+        _close(features, t[prefix + "vision_features"], "vision_features")
+        tokens = model.encoders.connect(features.reshape(len(visual), -1, *features.shape[1:]))
+        _close(tokens, t[prefix + "video_tokens"], "video_tokens")
+    audio_key = prefix + "audio_features" if prefix + "audio_features" in t else ("av.audio_features" if case["modal"] == "audio" else None)
+    if audio_key:
+        fbank = t["inputs.fbank"].float().reshape(1, 2998, 128)
+        _close(model.torch_encoders.audio_tower(fbank), t[audio_key], "audio_features")
+        _close(model.encoders.encode_audio(fbank), t[audio_key.replace("features", "tokens")], "audio_tokens")
+
+
+@pytest.mark.parametrize("name,case_name", CASES)
+def test_spliced_embeddings_and_logits(monkeypatch, name, case_name):
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    case = fixture.cases()[case_name]
+    t = fixture.tensors
+    items, instructions = _inputs(fixture, case)
+    embeds, mask = model.prepare_inputs(items, instructions)
+    assert embeds.shape[1] == case["spliced_length"]
+    assert mask.all(), "equal-length prompts need no padding"
+    positions = t[f"{case_name}.logits_positions"]
+    stored_embeds = t[f"{case_name}.inputs_embeds"]
+    _close(embeds[:, positions] if stored_embeds.shape[1] == len(positions) else embeds, stored_embeds, "inputs_embeds")
+    logits, _ = model.forward_logits(items, instructions)
+    _close(logits[:, positions], t[f"{case_name}.logits"], "logits")
+
+
+@pytest.mark.parametrize("name,case_name", CASES)
+def test_greedy_generation_matches_upstream(monkeypatch, name, case_name):
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    case = fixture.cases()[case_name]
+    items, instructions = _inputs(fixture, case)
+    max_new = case["generate_kwargs"]["max_new_tokens"]
+    embeds, mask = model.prepare_inputs(items, instructions)
+    config = model.generation_config(max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None)
+    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config, output_logits=True, return_dict_in_generate=True)
+    expected_ids = case["generated_ids"]
+    step_logits = torch.stack(out.logits, dim=1)
+    golden_steps = fixture.tensors[f"{case_name}.gen_step_logits"]
+    _close(step_logits[:, : golden_steps.shape[1]], golden_steps, "gen_step_logits")
+    generations = model.generate(items, instructions, max_new_tokens=max_new)
+    for row, generation in enumerate(generations):
+        assert generation.token_ids == expected_ids[row][: len(generation.token_ids)]
+        assert len(generation.token_ids) == len(expected_ids[row]) or generation.stopped_on_eos
+    if "generated_text" in case and len(generations) == 1:
+        assert generations[0].text == case["generated_text"]
+
+
+def _unequal_pair(fixture):
+    cases = fixture.cases()
+    if "video" in cases and "video_long" in cases:
+        return ["video", "video_long"]
+    return None
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_batch_of_unequal_prompts_equals_one_at_a_time(monkeypatch, name):
+    """Upstream cannot batch prompts of different lengths; vl2 must, with identical greedy tokens."""
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    pair = _unequal_pair(fixture) or [c for c in fixture.cases() if c in ("av", "text", "image")][:3]
+    items, instructions, expected = [], [], []
+    for case_name in pair:
+        case = fixture.cases()[case_name]
+        item_list, text_list = _inputs(fixture, case)
+        items += item_list
+        instructions += text_list
+        expected += case["generated_ids"]
+    lengths = {len(model.input_ids(i, s)) for i, s in zip(items, instructions)}
+    assert len(lengths) > 1, "the batch must mix prompt lengths"
+    generations = model.generate(items, instructions, max_new_tokens=8)
+    for generation, ids in zip(generations, expected):
+        assert generation.token_ids == ids[: len(generation.token_ids)]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_label_scores_share_one_prefill_and_match_full_forward(monkeypatch, name):
+    """Scores from the shared-prefill path equal the log-likelihood from a plain full forward pass."""
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    case_name = next(iter(fixture.cases()))
+    case = fixture.cases()[case_name]
+    item = case_input(fixture, case)
+    instruction = case_instructions(case)[0]
+    labels = ["cooking", "sports", "music videos", "a"]
+    scores = model.score_labels(item, instruction, labels)
+    embeds, mask = model.prepare_inputs([item], [instruction])
+    for label, score in zip(labels, scores.log_likelihoods):
+        ids = model.tokenizer(label, add_special_tokens=False).input_ids + [model.eos_token_ids[0]]
+        label_embeds = model.llm.get_input_embeddings()(torch.tensor([ids]))
+        logits = model.llm(inputs_embeds=torch.cat([embeds, label_embeds], dim=1)).logits[0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        start = embeds.shape[1] - 1
+        expected = sum(logprobs[start + k, token].item() for k, token in enumerate(ids))
+        assert score == pytest.approx(expected, abs=1e-3)
+    probabilities = scores.probabilities()
+    assert sum(probabilities) == pytest.approx(1.0)
