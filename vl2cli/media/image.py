@@ -144,13 +144,12 @@ def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> torch.Ten
     """(N,H,W,3) uint8 RGB -> (N,3,S,S) float32, equal to the tower's image processor output."""
     if frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS or frames.dtype != np.uint8:
         raise ValueError(f"expected (N,H,W,3) uint8 frames, got {frames.shape} {frames.dtype}")
-    cropped = torch.from_numpy(np.ascontiguousarray(resize_frames(frames, spec)))
-    table = value_lookup_table(spec)
-    chw = cropped.permute(0, 3, 1, 2).long()
-    out = torch.empty(chw.shape, dtype=torch.float32)
+    channels_first = np.ascontiguousarray(resize_frames(frames, spec).transpose(0, 3, 1, 2))
+    table = value_lookup_table(spec).numpy()
+    out = np.empty(channels_first.shape, dtype=np.float32)
     for channel in range(RGB_CHANNELS):
-        out[:, channel] = table[channel][chw[:, channel]]
-    return out
+        np.take(table[channel], channels_first[:, channel], out=out[:, channel])
+    return torch.from_numpy(out)
 
 
 def load_image_rgb(path: str) -> np.ndarray:

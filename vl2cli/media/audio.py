@@ -1,0 +1,186 @@
+"""Audio to BEATs input: decode with PyAV in-process, pick upstream's samples, kaldi log-mel fbank.
+
+Upstream shells out to the ffmpeg CLI for a video's audio and uses torchaudio's kaldi fbank; vl2
+decodes in-process with PyAV (no subprocess, no CLI dependency) and computes the same fbank from
+transformers' kaldi window/mel-bank definitions with vectorised framing (transformers' own
+`spectrogram` loops over the 2998 frames in Python and stores complex64, which is slower and less
+exact).
+"""
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import av
+import numpy as np
+import torch
+from transformers.audio_utils import mel_filter_bank, window_function
+
+from vl2cli.constants import (
+    AUDIO_SAMPLE_RATE,
+    AUDIO_WINDOW_SAMPLES,
+    AUDIO_WINDOW_SECONDS,
+    FBANK_FRAME_LENGTH_MS,
+    FBANK_FRAME_SHIFT_MS,
+    FBANK_NUM_MEL_BINS,
+)
+from vl2cli.errors import CorruptMediaError, NoAudioStreamError
+from vl2cli.media.sampling import audio_clip_slices
+
+#: upstream scales the [-1, 1) waveform to int16 range before the fbank (`waveform * 2**15`).
+INT16_SCALE = 2 ** 15
+#: torchaudio.compliance.kaldi.fbank defaults that BEATs relies on.
+_KALDI_PREEMPHASIS = 0.97
+_KALDI_LOW_FREQ_HZ = 20.0
+_KALDI_MEL_FLOOR = float(np.finfo(np.float32).eps)
+_MS_PER_SECOND = 1000
+#: soundfile's scaling of integer PCM to float (what upstream's `soundfile.read` returns).
+_PCM_FULL_SCALE = {"s16": 2 ** 15, "s16p": 2 ** 15, "s32": 2 ** 31, "s32p": 2 ** 31}
+_PCM_U8_OFFSET = 128
+
+
+# ---------------------------------------------------------------- decoding
+
+def _open_audio_stream(path: str) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+    container = av.open(path)
+    if not container.streams.audio:
+        container.close()
+        raise NoAudioStreamError(f"{path}: no audio stream", path=path)
+    return container, container.streams.audio[0]
+
+
+def decode_audio_track_16k_mono(path: str) -> np.ndarray:
+    """The first audio stream as 16 kHz mono int16, as upstream's `ffmpeg -ac 1 -ar 16000 -f s16le`.
+
+    libswresample's default downmix (including 5.1 -> mono) and s16 quantisation are kept so values
+    stay close to the CLI's; the sample count may differ by decoder priming (see docs/media.md).
+    """
+    try:
+        container, stream = _open_audio_stream(path)
+        with container:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
+            chunks = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+
+def _channel0_as_float64(frame: av.AudioFrame) -> np.ndarray:
+    """First channel of a decoded frame, scaled like soundfile's float64 read."""
+    data = frame.to_ndarray()
+    fmt = frame.format.name
+    channels = len(frame.layout.channels)
+    first = data[0] if frame.format.is_planar else data.reshape(-1, channels)[:, 0]
+    if fmt in ("u8", "u8p"):
+        return (first.astype(np.float64) - _PCM_U8_OFFSET) / _PCM_U8_OFFSET
+    scale = _PCM_FULL_SCALE.get(fmt)
+    return first.astype(np.float64) / scale if scale else first.astype(np.float64)
+
+
+def read_audio_channel0(path: str) -> tuple[np.ndarray, int]:
+    """Upstream `process_audio_file`'s read: channel 0 (not a mix) at the native rate, float64."""
+    try:
+        container, stream = _open_audio_stream(path)
+        with container:
+            rate = stream.codec_context.sample_rate
+            chunks = [_channel0_as_float64(frame) for frame in container.decode(stream)]
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+    return (np.concatenate(chunks) if chunks else np.zeros(0)), rate
+
+
+# ---------------------------------------------------------------- sample selection
+
+def centred_window_start(num_samples: int, window: int) -> int:
+    """vl2's deterministic replacement for upstream's random 30 s crop: the middle window."""
+    return max(num_samples - window, 0) // 2
+
+
+def fft_resample(signal: np.ndarray, num: int) -> np.ndarray:
+    """`scipy.signal.resample` (what `librosa.resample(res_type="fft")` calls) for a real 1-D signal.
+
+    Spectrum truncated or zero-padded to `num`; for an even cut length the Nyquist bin is doubled when
+    downsampling and halved when upsampling, exactly as scipy does. Computed in float64.
+    """
+    length = signal.shape[0]
+    spectrum = np.fft.rfft(signal)
+    kept = min(num, length)
+    out = np.zeros(num // 2 + 1, dtype=spectrum.dtype)
+    nyquist = kept // 2 + 1
+    out[:nyquist] = spectrum[:nyquist]
+    if kept % 2 == 0:
+        if num < length:
+            out[kept // 2] *= 2.0
+        elif length < num:
+            out[kept // 2] *= 0.5
+    return np.fft.irfft(out, num) * (float(num) / float(length))
+
+
+def audio_file_waveform(samples: np.ndarray, rate: int, window_start: int | None = None) -> np.ndarray:
+    """30 s at 16 kHz from a standalone audio file, as upstream but with a deterministic crop.
+
+    Longer than 30 s: the window starting at `window_start` (native-rate samples; default centred);
+    shorter: zero-padded; both at the native rate, then FFT-resampled to 16 kHz if needed.
+    """
+    window = AUDIO_WINDOW_SECONDS * rate
+    if samples.shape[0] > window:
+        start = centred_window_start(samples.shape[0], window) if window_start is None else window_start
+        samples = samples[start:start + window]
+    elif samples.shape[0] < window:
+        samples = np.pad(samples, (0, window - samples.shape[0]))
+    if rate != AUDIO_SAMPLE_RATE:
+        target = int(np.ceil(samples.shape[0] * AUDIO_SAMPLE_RATE / rate))
+        samples = fft_resample(samples, target)[:AUDIO_WINDOW_SAMPLES]
+    return samples
+
+
+def video_audio_waveform(waveform_16k: np.ndarray) -> np.ndarray:
+    """Upstream's audio-of-a-video selection: 8 clips of 2 s (pytorchvideo slices) concatenated, padded to 30 s."""
+    picked = np.concatenate([waveform_16k[a:b] for a, b in audio_clip_slices(waveform_16k.shape[0])])
+    picked = picked[:AUDIO_WINDOW_SAMPLES]
+    return np.pad(picked, (0, AUDIO_WINDOW_SAMPLES - picked.shape[0]))
+
+
+# ---------------------------------------------------------------- fbank
+
+@lru_cache(maxsize=1)
+def _kaldi_tables() -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Povey window, kaldi mel bank (n_fft/2+1, mels), frame length/shift and FFT size (next power of 2)."""
+    frame_length = AUDIO_SAMPLE_RATE * FBANK_FRAME_LENGTH_MS // _MS_PER_SECOND
+    frame_shift = AUDIO_SAMPLE_RATE * FBANK_FRAME_SHIFT_MS // _MS_PER_SECOND
+    n_fft = 1 << (frame_length - 1).bit_length()
+    window = window_function(frame_length, "povey", periodic=False).astype(np.float64)
+    with warnings.catch_warnings():  # kaldi's 128-bin bank at 512 points has empty low filters, as in torchaudio
+        warnings.simplefilter("ignore", UserWarning)
+        mel = mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1, num_mel_filters=FBANK_NUM_MEL_BINS,
+            min_frequency=_KALDI_LOW_FREQ_HZ, max_frequency=AUDIO_SAMPLE_RATE / 2, sampling_rate=AUDIO_SAMPLE_RATE,
+            norm=None, mel_scale="kaldi", triangularize_in_mel_space=True,
+        ).astype(np.float64)
+    return window, mel, frame_length, frame_shift, n_fft
+
+
+def kaldi_fbank(waveform: np.ndarray) -> np.ndarray:
+    """torchaudio `kaldi.fbank(waveform * 2**15, num_mel_bins=128, frame_length=25, frame_shift=10)`.
+
+    snip_edges framing, per-frame DC removal, pre-emphasis 0.97 (first sample against itself), povey
+    window, |rfft(512)|², kaldi mel bank, log floored at float32 eps. Returns (frames, 128) float64.
+    """
+    window, mel, frame_length, frame_shift, n_fft = _kaldi_tables()
+    scaled = np.asarray(waveform, dtype=np.float64) * INT16_SCALE
+    frames = np.lib.stride_tricks.sliding_window_view(scaled, frame_length)[::frame_shift]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+    frames = (frames - _KALDI_PREEMPHASIS * previous) * window
+    power = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)) ** 2
+    return np.log(np.maximum(power @ mel, _KALDI_MEL_FLOOR))
+
+
+def round_to_bfloat16(fbank: np.ndarray) -> torch.Tensor:
+    """float32 tensor holding the bf16-rounded values upstream returns (`.to(torch.bfloat16)`)."""
+    return torch.from_numpy(np.ascontiguousarray(fbank, dtype=np.float32)).to(torch.bfloat16).float()

@@ -1,0 +1,121 @@
+"""One file to model inputs: probe, decode, sample, preprocess — everything a decode worker does."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from vl2cli.constants import AUDIO_WINDOW_SAMPLES
+from vl2cli.media.audio import (
+    INT16_SCALE,
+    audio_file_waveform,
+    decode_audio_track_16k_mono,
+    kaldi_fbank,
+    read_audio_channel0,
+    round_to_bfloat16,
+    video_audio_waveform,
+)
+from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, preprocess_frames
+from vl2cli.media.probe import MediaInfo, probe_media
+from vl2cli.media.sampling import sample_frame_indices
+from vl2cli.media.video import VideoBackend, decode_video_frames
+
+_MS_PER_S = 1000.0
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """What the checkpoint needs from each file.
+
+    num_frames: frames per video (the checkpoint's `num_frames`); image: the tower's processor, or None
+    when the model has no vision tower; want_audio: the model has an audio tower. start_s/end_s:
+    upstream's `s`/`e` clip bounds in seconds. audio_window_start: for audio files longer than 30 s,
+    the first native-rate sample of the window (None: the centred window, vl2's deterministic rule).
+    """
+
+    num_frames: int
+    image: ImageProcessorSpec | None
+    want_audio: bool
+    video_backend: VideoBackend = "decord"
+    start_s: float | None = None
+    end_s: float | None = None
+    audio_window_start: int | None = None
+
+
+@dataclass
+class LoadedMedia:
+    """Preprocessed tensors for one file, plus what the result record should say about them."""
+
+    info: MediaInfo
+    pixel_values: torch.Tensor | None  # (T,3,S,S) video, (1,3,S,S) image; float32
+    fbank: torch.Tensor | None  # (2998,128) float32 holding bf16-rounded values, not normalised
+    audio_missing: bool  # True when want_audio and the file had no audio (30 s of silence used)
+    frame_indices: list[int] | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    video_backend: VideoBackend | None = None
+    audio_samples_decoded: int | None = None
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * _MS_PER_S
+
+
+def _video_fbank(path: str, has_audio: bool, timings: dict[str, float]) -> tuple[torch.Tensor, bool, int]:
+    """Upstream's audio-of-a-video fbank; silence (reported) when there is no audio track."""
+    with _timed(timings, "decode_audio"):
+        pcm = decode_audio_track_16k_mono(path) if has_audio else np.zeros(0, dtype=np.int16)
+    missing = pcm.shape[0] == 0
+    with _timed(timings, "fbank"):
+        # upstream's fallback is 30 s of zeros *before* clip selection; selecting from zeros gives zeros
+        samples = pcm.astype(np.float32) / INT16_SCALE if not missing else np.zeros(AUDIO_WINDOW_SAMPLES, np.float32)
+        fbank = round_to_bfloat16(kaldi_fbank(video_audio_waveform(samples)))
+    return fbank, missing, int(pcm.shape[0])
+
+
+def _audio_file_fbank(path: str, spec: MediaSpec, timings: dict[str, float]) -> tuple[torch.Tensor, int]:
+    with _timed(timings, "decode_audio"):
+        samples, rate = read_audio_channel0(path)
+    with _timed(timings, "fbank"):
+        fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
+    return fbank, int(samples.shape[0])
+
+
+def load_media(path: str | Path, spec: MediaSpec) -> LoadedMedia:
+    """Decode and preprocess one file as upstream would for this checkpoint.
+
+    Raises the `vl2cli.errors.MediaError` subclasses (empty, unsupported, corrupt file).
+    """
+    path = str(path)
+    timings: dict[str, float] = {}
+    with _timed(timings, "probe"):
+        info = probe_media(path)
+    result = LoadedMedia(info=info, pixel_values=None, fbank=None, audio_missing=False, frame_indices=None,
+                         timings_ms=timings)
+    if info.kind == "video":
+        if spec.image is not None:
+            with _timed(timings, "decode_video"):
+                decoded = decode_video_frames(
+                    path, lambda total, fps: sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s),
+                    spec.video_backend)
+            with _timed(timings, "preprocess_frames"):
+                result.pixel_values = preprocess_frames(decoded.frames, spec.image)
+            result.frame_indices, result.video_backend = decoded.indices, decoded.backend
+        if spec.want_audio:
+            result.fbank, result.audio_missing, result.audio_samples_decoded = _video_fbank(path, info.has_audio, timings)
+    elif info.kind == "image":
+        if spec.image is not None:
+            with _timed(timings, "decode_image"):
+                rgb = load_image_rgb(path)
+            with _timed(timings, "preprocess_frames"):
+                result.pixel_values = preprocess_frames(rgb, spec.image)
+    elif spec.want_audio:
+        result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, timings)
+    return result
