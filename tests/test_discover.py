@@ -1,0 +1,86 @@
+"""discover_media: what a folder walk picks up, in which order, and what it reports instead of failing."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vl2cli.discover import discover_media, kind_from_extension
+from vl2cli.errors import Vl2Error
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    _touch(tmp_path, "b.mp4", "a.MOV", "notes.txt", ".hidden.mp4", "sub/z.wav", "sub/deep/c.png", "sub/y.jpg",
+           ".cache/skip.mp4", "raw/skip_me.mp4")
+    return tmp_path
+
+
+def _names(root: Path, files: list[Path]) -> list[str]:
+    return [f.relative_to(root).as_posix() for f in files]
+
+
+def test_walk_is_recursive_sorted_and_filtered_by_extension(tree: Path) -> None:
+    found = discover_media([tree])
+    assert _names(tree, found.files) == ["a.MOV", "b.mp4", "raw/skip_me.mp4", "sub/deep/c.png", "sub/y.jpg", "sub/z.wav"]
+    assert all(f.is_absolute() for f in found.files)
+    assert found.warnings == []
+
+
+def test_non_recursive_kinds_and_globs(tree: Path) -> None:
+    assert _names(tree, discover_media([tree], recursive=False).files) == ["a.MOV", "b.mp4"]
+    assert _names(tree, discover_media([tree], kinds=["image"]).files) == ["sub/deep/c.png", "sub/y.jpg"]
+    assert _names(tree, discover_media([tree], include=["*.mp4", "*.wav"]).files) == ["b.mp4", "raw/skip_me.mp4", "sub/z.wav"]
+    assert _names(tree, discover_media([tree], exclude=["raw/*", "*.png"]).files) == ["a.MOV", "b.mp4", "sub/y.jpg", "sub/z.wav"]
+
+
+def test_explicit_files_skip_the_extension_filter_and_duplicates_collapse(tree: Path) -> None:
+    found = discover_media([tree / "notes.txt", tree / "sub", tree / "sub" / "y.jpg"])
+    assert _names(tree, found.files) == ["notes.txt", "sub/deep/c.png", "sub/y.jpg", "sub/z.wav"]
+
+
+def test_missing_input_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(Vl2Error, match="no such file"):
+        discover_media([tmp_path / "nope"])
+
+
+def test_unknown_kind_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(Vl2Error, match="unknown media kind"):
+        discover_media([tmp_path], kinds=["movie"])
+
+
+def test_symlink_loops_are_warnings_and_files_are_listed_once(tree: Path) -> None:
+    (tree / "sub" / "deep" / "loop").symlink_to(tree / "sub")
+    (tree / "self").symlink_to(tree / "self")
+    (tree / "gone.mp4").symlink_to(tree / "missing.mp4")
+    found = discover_media([tree])
+    assert _names(tree, found.files) == ["a.MOV", "b.mp4", "raw/skip_me.mp4", "sub/deep/c.png", "sub/y.jpg", "sub/z.wav"]
+    reasons = sorted((Path(w.path).name, w.reason) for w in found.warnings)
+    assert reasons == [("gone.mp4", "broken_symlink"), ("loop", "symlink_loop"), ("self", "symlink_loop")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_folder_is_a_warning_not_fatal(tree: Path) -> None:
+    locked = tree / "sub"
+    locked.chmod(0)
+    try:
+        found = discover_media([tree])
+    finally:
+        locked.chmod(0o755)
+    assert _names(tree, found.files) == ["a.MOV", "b.mp4", "raw/skip_me.mp4"]
+    assert [(Path(w.path).name, w.reason) for w in found.warnings] == [("sub", "unreadable_folder")]
+
+
+def test_kind_from_extension() -> None:
+    assert kind_from_extension("x.WebM") == "video"
+    assert kind_from_extension("x.jpeg") == "image"
+    assert kind_from_extension("x.flac") == "audio"
+    assert kind_from_extension("x.txt") is None

@@ -1,0 +1,124 @@
+"""Output: record schema, append-only writer with crash repair, resume index and the run lock."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from vl2cli.errors import OutputLockedError
+from vl2cli.output import (FileStamp, JsonlWriter, OutputLock, Request, ResumeIndex, build_record, load_schema,
+                           read_records, resume_key)
+
+REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
+
+
+def _record(path: Path, request: Request = REQUEST, **kw) -> dict:
+    stamp = FileStamp.of(path)
+    return build_record(request, path=stamp.path, stamp=stamp, vl2_version="0", **kw)
+
+
+@pytest.fixture()
+def media(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"0123")
+    return path
+
+
+def test_records_validate_against_the_shipped_schema(media: Path) -> None:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    good = _record(media, output="a cat", modality="video", instruction="Describe the video in detail.")
+    validator.validate(good)
+    failed = _record(media, error={"code": "corrupt_media", "message": "broken"})
+    validator.validate(failed)
+    classify = Request("classify", None, ("a", "b"), "m", None, 4, "auto")
+    with pytest.raises(jsonschema.ValidationError):  # a success record must carry scores
+        validator.validate(_record(media, classify, output="a", modality="video"))
+    with pytest.raises(jsonschema.ValidationError):  # and a success record must carry an output
+        validator.validate(_record(media, modality="video"))
+
+
+def test_writer_appends_and_never_rewrites(tmp_path: Path, media: Path) -> None:
+    out = tmp_path / "o" / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(media, output="one", modality="video"))
+    before = out.read_bytes()
+    with JsonlWriter(out) as writer:
+        assert not writer.repaired_partial_line
+        writer.write(_record(media, output="two\nlines", modality="video"))
+    after = out.read_bytes()
+    assert after.startswith(before)
+    assert [r["output"] for r in read_records(out)] == ["one", "two\nlines"]
+    assert after.count(b"\n") == 2
+
+
+def test_partial_last_line_is_terminated_not_rewritten(tmp_path: Path, media: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(media, output="kept", modality="video"))
+    with open(out, "ab") as handle:
+        handle.write(b'{"schema_version": 1, "path": "/cut')
+    damaged = out.read_bytes()
+    with JsonlWriter(out) as writer:
+        assert writer.repaired_partial_line
+        writer.write(_record(media, output="next", modality="video"))
+    assert out.read_bytes().startswith(damaged + b"\n")
+    assert [r["output"] for r in read_records(out)] == ["kept", "next"]
+
+
+def test_stdout_writer(media: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    JsonlWriter("-").write(_record(media, output="x", modality="video"))
+    assert json.loads(capsys.readouterr().out)["output"] == "x"
+
+
+def test_resume_index_keys_and_latest_record_wins(tmp_path: Path, media: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    other = Request("ask", "why?", None, "m", None, 4, "auto")
+    with JsonlWriter(out) as writer:
+        writer.write(_record(media, error={"code": "corrupt_media", "message": "x"}))
+        writer.write(_record(media, other, output="because", modality="video"))
+    index = ResumeIndex.from_output(out)
+    key = resume_key(FileStamp.of(media), REQUEST)
+    assert index.is_done(key) and not index.is_done(key, retry_failed=True)
+    assert index.is_done(resume_key(FileStamp.of(media), other), retry_failed=True)
+    for changed in (Request("caption", "p", None, "m", None, 4, "auto"), Request("caption", None, None, "m2", None, 4, "auto"),
+                    Request("caption", None, None, "m", "v2", 4, "auto"), Request("caption", None, None, "m", None, 8, "auto"),
+                    Request("caption", None, None, "m", None, 4, "video")):
+        assert not index.is_done(resume_key(FileStamp.of(media), changed))
+    with JsonlWriter(out) as writer:
+        writer.write(_record(media, output="fixed", modality="video"))
+    assert ResumeIndex.from_output(out).is_done(key, retry_failed=True)
+    os.utime(media, ns=(0, 12345))
+    assert not ResumeIndex.from_output(out).is_done(resume_key(FileStamp.of(media), REQUEST))
+    assert len(ResumeIndex.from_output(tmp_path / "absent.jsonl")) == 0
+
+
+def test_lock_refuses_a_second_holder_and_frees_on_release(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with OutputLock(out):
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            OutputLock(out).acquire()
+    with OutputLock(out):
+        pass
+
+
+def test_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from vl2cli.output import OutputLock; import sys, time; OutputLock({str(out)!r}).acquire();"
+                               "print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError):
+            OutputLock(out).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with OutputLock(out):
+        pass

@@ -1,0 +1,83 @@
+"""Settings: defaults < YAML file < VL2_* environment < flags, with typed checking at every layer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vl2cli.errors import ConfigFileError, Vl2Error
+from vl2cli.settings import DEFAULT_MODEL, SETTING_NAMES, env_var_name, resolve_settings
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "vl2.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_nothing_is_given() -> None:
+    resolved = resolve_settings({}, env={})
+    assert resolved.settings.model == DEFAULT_MODEL
+    assert resolved.settings.batch_size is None and resolved.settings.modality == "auto"
+    assert set(resolved.sources.values()) == {"default"}
+
+
+def test_precedence_flag_over_env_over_config_over_default(tmp_path: Path) -> None:
+    config = _config(tmp_path, "batch_size: 2\nframes: 4\nworkers: 3\nlabels: [cat, dog]\nmax-new-tokens: 7\n")
+    env = {"VL2_FRAMES": "8", "VL2_WORKERS": "5", "VL2_REFERENCE_FIXTURES": "/ignored"}
+    resolved = resolve_settings({"workers": 1, "quiet": None}, env=env, config_path=config)
+    s = resolved.settings
+    assert (s.batch_size, s.frames, s.workers, s.labels, s.max_new_tokens) == (2, 8, 1, ["cat", "dog"], 7)
+    assert resolved.sources["batch_size"] == "config"
+    assert resolved.sources["frames"] == "env"
+    assert resolved.sources["workers"] == "flag"
+    assert resolved.sources["quiet"] == "default"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    config = _config(tmp_path, "model: /models/x\n")
+    resolved = resolve_settings({}, env={"VL2_CONFIG": str(config)})
+    assert resolved.settings.model == "/models/x" and resolved.config_path == config
+
+
+def test_environment_text_is_parsed_by_type() -> None:
+    env = {"VL2_QUIET": "yes", "VL2_OVERWRITE": "0", "VL2_INCLUDE": "*.mp4, *.mkv", "VL2_DECODE_TIMEOUT": "2.5",
+           "VL2_REVISION": ""}
+    s = resolve_settings({}, env=env).settings
+    assert (s.quiet, s.overwrite, s.include, s.decode_timeout, s.revision) == (True, False, ["*.mp4", "*.mkv"], 2.5, None)
+    with pytest.raises(Vl2Error, match="VL2_BATCH_SIZE"):
+        resolve_settings({}, env={"VL2_BATCH_SIZE": "many"})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("colour: red\n", "unknown setting"),
+    ("batch_size: four\n", "batch_size must be an integer"),
+    ("quiet: maybe\n", "quiet must be true or false"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("model: [unclosed\n", "not valid YAML"),
+    ("!!python/object/apply:os.system ['true']\n", "not valid YAML"),
+])
+def test_bad_config_files_raise_config_file_error(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigFileError, match=match):
+        resolve_settings({}, env={}, config_path=_config(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        resolve_settings({}, env={}, config_path=tmp_path / "absent.yaml")
+
+
+def test_choices_and_ranges_are_checked() -> None:
+    with pytest.raises(Vl2Error, match="modality"):
+        resolve_settings({"modality": "smell"}, env={})
+    with pytest.raises(Vl2Error, match="batch_size"):
+        resolve_settings({"batch_size": 0}, env={})
+    with pytest.raises(Vl2Error, match="kinds"):
+        resolve_settings({}, env={"VL2_KINDS": "video,hologram"})
+
+
+def test_every_setting_has_an_environment_variable_and_config_key(tmp_path: Path) -> None:
+    assert env_var_name("batch_size") == "VL2_BATCH_SIZE"
+    assert len(SETTING_NAMES) == len(set(SETTING_NAMES))
+    config = _config(tmp_path, "".join(f"{name}: null\n" for name in SETTING_NAMES if name in ("revision", "frames", "prompt")))
+    assert resolve_settings({}, env={}, config_path=config).settings.frames is None

@@ -1,0 +1,59 @@
+"""Keep two runs from appending to the same output: an flock on `<output>.lock`.
+
+flock is released by the kernel when the holder dies (even by SIGKILL), so a stale lock file never
+blocks the next cron run; only a live run does.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..errors import OutputLockedError
+
+LOCK_SUFFIX = ".lock"
+
+
+def lock_path_for(out: str | Path) -> Path:
+    """The lock file beside an output file."""
+    out = Path(out)
+    return out.with_name(out.name + LOCK_SUFFIX)
+
+
+class OutputLock:
+    """Exclusive, non-blocking lock on an output file for the life of a run (a context manager)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.path = lock_path_for(out)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise OutputLockedError naming the holder's pid when known."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder else ""
+            raise OutputLockedError(
+                f"{self.out} is being written by another vl2 run{who}; wait for it to finish or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

@@ -1,0 +1,123 @@
+"""The output record: one JSON object per input file, and the key that says "this file is done".
+
+A record carries everything needed to tell later whether the same work would be repeated: the file's
+identity (path, size, mtime) and the request (task, prompt/labels, model, frames, modality). The resume
+key is computed from exactly those fields, both for a file about to be processed and for a record read
+back from an earlier run, so the two always agree.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+TaskName = Literal["caption", "ask", "classify"]
+TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
+#: Media facts copied from the probe into the record (the rest of MediaInfo is internal detail).
+MEDIA_FIELDS = ("kind", "container", "duration_s", "has_video", "has_audio", "width", "height", "avg_fps",
+                "num_frames", "video_codec", "audio_codec", "audio_sample_rate", "audio_channels")
+
+ResumeKey = tuple
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a run asks of every file. Same request + same file = same work, skipped on rerun."""
+
+    task: TaskName
+    prompt: str | None
+    labels: tuple[str, ...] | None
+    model_id: str
+    revision: str | None
+    frames: int
+    modality: str
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file's identity for resume: its absolute path, size and modification time."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> "FileStamp":
+        """Stat the file now (raises OSError when it vanished or cannot be read)."""
+        absolute = os.path.abspath(path)
+        stat = os.stat(absolute)
+        return cls(absolute, stat.st_size, stat.st_mtime_ns)
+
+
+def resume_key(stamp: FileStamp, request: Request) -> ResumeKey:
+    """The identity of one unit of work."""
+    return (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt, request.labels,
+            request.model_id, request.revision, request.frames, request.modality)
+
+
+def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
+    """The resume key of a record read back from a file; None when it lacks the fields (foreign line)."""
+    try:
+        file, model = record["file"], record["model"]
+        labels = record["labels"]
+        return (record["path"], file["size_bytes"], file["mtime_ns"], record["task"], record["prompt"],
+                tuple(labels) if labels is not None else None, model["id"], model["revision"],
+                record["frames"], record["modality_requested"])
+    except (KeyError, TypeError):
+        return None
+
+
+def media_facts(info: Any) -> dict[str, Any] | None:
+    """The record's `media` object from a probe result (MediaInfo or its dict)."""
+    if info is None:
+        return None
+    facts = info if isinstance(info, dict) else info.to_dict()
+    return {name: facts.get(name) for name in MEDIA_FIELDS}
+
+
+def build_record(
+    request: Request,
+    *,
+    path: str,
+    stamp: FileStamp | None,
+    vl2_version: str,
+    media: dict[str, Any] | None = None,
+    instruction: str | None = None,
+    modality: str | None = None,
+    audio_missing: bool = False,
+    notes: list[str] | None = None,
+    output: str | None = None,
+    label_scores: list[dict[str, Any]] | None = None,
+    top_k: list[str] | None = None,
+    timings_ms: dict[str, Any] | None = None,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A complete record in schema field order; anything not known is null."""
+    timings = {"decode": None, "model": None, "total": None}
+    timings.update(timings_ms or {})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "path": path,
+        "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
+        "media": media,
+        "task": request.task,
+        "prompt": request.prompt,
+        "instruction": instruction,
+        "labels": list(request.labels) if request.labels is not None else None,
+        "model": {"id": request.model_id, "revision": request.revision},
+        "frames": request.frames,
+        "modality_requested": request.modality,
+        "modality": modality,
+        "audio_missing": audio_missing,
+        "notes": list(notes or []),
+        "output": output,
+        "label_scores": label_scores,
+        "top_k": top_k,
+        "timings_ms": timings,
+        "error": error,
+        "vl2_version": vl2_version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }

@@ -1,0 +1,253 @@
+"""Every run setting in one dataclass, filled from defaults, a YAML file, `VL2_*` variables and flags.
+
+Precedence (highest first): command-line flags > environment variables > the `--config` YAML file >
+built-in defaults. Each setting has the same name everywhere: flag `--batch-size`, YAML key
+`batch_size`, variable `VL2_BATCH_SIZE`. The YAML file is named by `--config` or `VL2_CONFIG`.
+Keeping the resolution here (pure, no torch) lets `vl2 config show` print the effective values and
+where each came from, and keeps `vl2 --help` fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigFileError, Vl2Error
+
+#: The audio-visual checkpoint: it answers about sound as well as pictures.
+DEFAULT_MODEL = "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV"
+#: Upstream mm_infer's default answer budget.
+DEFAULT_MAX_NEW_TOKENS = 2048
+DEFAULT_TOP_K = 5
+DEFAULT_DECODE_TIMEOUT_S = 120.0
+#: Batches and decode workers when --batch-size/--workers are not given: the CPU runs one file at a
+#: time (batching buys nothing there but memory), a GPU wants several files per forward pass.
+CPU_BATCH_SIZE = 1
+GPU_BATCH_SIZE = 8
+CPU_WORKERS = 2
+GPU_WORKERS = 4
+
+ENV_PREFIX = "VL2_"
+CONFIG_ENV_VAR = "VL2_CONFIG"
+MODALITIES = ("auto", "video", "audio", "av")
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+SettingSource = Literal["default", "config", "env", "flag"]
+
+
+def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "choices": choices})
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class Settings:
+    """Everything a run can be told. `None` means "decide from the model/device" where noted."""
+
+    model: str = _setting(DEFAULT_MODEL, "hub id or local checkpoint folder")
+    revision: str | None = _setting(None, "hub revision (branch, tag or commit)")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:N")
+    dtype: str = _setting("auto", "auto (fp32 on CPU, bf16 on GPU), fp32, bf16, fp16")
+    encoder_backend: str = _setting("auto", "auto, tensorrt, onnxruntime, torch")
+    frames: int | None = _setting(None, "frames per video (default: the model's num_frames)")
+    modality: str = _setting("auto", "what of each file the model sees", MODALITIES)
+    batch_size: int | None = _setting(None, f"files per model call (default {CPU_BATCH_SIZE} on CPU, {GPU_BATCH_SIZE} on GPU)")
+    workers: int | None = _setting(None, f"decode worker processes (default {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU)")
+    decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
+    video_backend: str = _setting("decord", "decord (upstream's reader) or pyav", ("decord", "pyav"))
+    max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
+    prompt: str | None = _setting(None, "caption instruction (default: by modality)")
+    labels: list[str] = _setting([], "classify: candidate labels")
+    top_k: int = _setting(DEFAULT_TOP_K, "classify: labels kept in `top_k`")
+    include: list[str] = _setting([], "globs a file in a folder must match (any)")
+    exclude: list[str] = _setting([], "globs that drop a file in a folder")
+    kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders")
+    recursive: bool = _setting(True, "walk sub-folders")
+    out: str = _setting("-", "JSONL output file; - for stdout")
+    overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
+    retry_failed: bool = _setting(False, "redo files whose last record is an error")
+    quiet: bool = _setting(False, "no progress bar; log lines only")
+    json: bool = _setting(False, "ask on one file: print the JSON record instead of the answer")
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+@dataclass
+class ResolvedSettings:
+    """The effective settings and, per name, which layer supplied the value."""
+
+    settings: Settings
+    sources: dict[str, SettingSource]
+    config_path: Path | None
+
+
+def env_var_name(name: str) -> str:
+    """`batch_size` -> `VL2_BATCH_SIZE`."""
+    return ENV_PREFIX + name.upper()
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the non-None type, whether None is allowed)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
+    """Check (YAML, flags) or parse (environment text) one value against the field's type."""
+    base, optional = _base_type(_field_types()[name])
+    if value is None or (from_text and optional and value == ""):
+        if optional:
+            return None
+        raise ValueError("must not be empty")
+    if typing.get_origin(base) is list:
+        if from_text or isinstance(value, str):
+            return [part.strip() for part in str(value).split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+            return [str(v) for v in value]
+        raise ValueError("must be a list of strings")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return str(value).strip().lower() in _TRUE_WORDS
+        raise ValueError("must be true or false")
+    if base is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or from_text):
+            raise ValueError("must be an integer")
+        return int(value)
+    if base is float:
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
+            raise ValueError("must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _validate(settings: Settings) -> None:
+    """Range and choice checks shared by every layer (raised as Vl2Error naming the setting)."""
+    for f in dataclasses.fields(Settings):
+        choices = f.metadata.get("choices")
+        if choices and getattr(settings, f.name) not in choices:
+            raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
+    for name in ("batch_size", "workers", "frames", "max_new_tokens", "top_k"):
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise Vl2Error(f"{name}: must be at least 1 (got {value})")
+    if settings.decode_timeout <= 0:
+        raise Vl2Error(f"decode_timeout: must be positive (got {settings.decode_timeout})")
+    bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
+    if bad_kinds:
+        raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of setting names (safe_load only); unknown keys are an error, not ignored."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: must be a mapping of setting names to values")
+    normalised = {str(key).replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(normalised) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigFileError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTING_NAMES)}")
+    checked = {}
+    for key, value in normalised.items():
+        try:
+            checked[key] = _coerce(key, value, from_text=False)
+        except ValueError as exc:
+            raise ConfigFileError(f"{path}: {key} {exc}") from None
+    return checked
+
+
+def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Values from `VL2_<NAME>` variables; other VL2_* variables (fixtures, VL2_CONFIG) are ignored."""
+    values = {}
+    for name in SETTING_NAMES:
+        var = env_var_name(name)
+        if var in env:
+            try:
+                values[name] = _coerce(name, env[var], from_text=True)
+            except ValueError as exc:
+                raise Vl2Error(f"{var}={env[var]!r}: {exc}") from None
+    return values
+
+
+def resolve_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> ResolvedSettings:
+    """Layer defaults < config file < environment < flags. A flag whose value is None was not given."""
+    env = os.environ if env is None else env
+    if config_path is None and env.get(CONFIG_ENV_VAR):
+        config_path = env[CONFIG_ENV_VAR]
+    layers: list[tuple[SettingSource, dict[str, Any]]] = [
+        ("config", load_config_file(config_path) if config_path is not None else {}),
+        ("env", settings_from_env(env)),
+    ]
+    given_flags = {}
+    for name, value in (flags or {}).items():
+        if name not in SETTING_NAMES:
+            raise KeyError(f"not a setting: {name}")
+        if value is not None:
+            given_flags[name] = _coerce(name, value, from_text=False)
+    layers.append(("flag", given_flags))
+    values: dict[str, Any] = {}
+    sources: dict[str, SettingSource] = {name: "default" for name in SETTING_NAMES}
+    for source, layer in layers:
+        for name, value in layer.items():
+            values[name] = value
+            sources[name] = source
+    settings = Settings(**values)
+    _validate(settings)
+    return ResolvedSettings(settings, sources, Path(config_path) if config_path is not None else None)
+
+
+def default_batch_size(device_type: str) -> int:
+    """Batch size for --batch-size auto on this device type ("cpu", "cuda")."""
+    return CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
+
+
+def default_workers(device_type: str) -> int:
+    """Decode workers for --workers auto: never more than the machine's cores."""
+    wanted = CPU_WORKERS if device_type == "cpu" else GPU_WORKERS
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """Plain dict in field order (for `vl2 config show` and records)."""
+    return {name: getattr(settings, name) for name in SETTING_NAMES}
+
+
+def setting_help(name: str) -> str:
+    """One-line description of a setting (shared by the CLI help and the docs)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
