@@ -1,0 +1,40 @@
+"""Where the media fixtures live (overridable) and small builders shared by the media tests."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MEDIA_FIXTURES = Path(os.environ.get("VL2_MEDIA_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures" / "media")).resolve()
+GOLDEN = MEDIA_FIXTURES / "golden"
+
+#: The processors the goldens were made with (fixtures/media/README.md, "Image processors").
+CLIP336_CONFIG = {
+    "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 336},
+    "crop_size": {"height": 336, "width": 336}, "resample": 3, "do_center_crop": True,
+    "rescale_factor": 1 / 255, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+SIGLIP384_CONFIG = {
+    "image_processor_type": "SiglipImageProcessor", "size": {"height": 384, "width": 384}, "resample": 3,
+    "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+}
+PROCESSOR_CONFIGS = {"clip336": CLIP336_CONFIG, "siglip384": SIGLIP384_CONFIG}
+
+
+@lru_cache(maxsize=None)
+def golden_json(stem: str) -> dict:
+    return json.loads((GOLDEN / f"{stem}.json").read_text())
+
+
+def goldens_of_kind(*kinds: str) -> list[str]:
+    """Stems of every golden json of these kinds ("video", "image", "wav"); broken videos included."""
+    if not GOLDEN.is_dir():
+        return []
+    return sorted(p.stem for p in GOLDEN.glob("*.json") if json.loads(p.read_text())["kind"] in kinds)
+
+
+def media_path(stem: str) -> Path:
+    return MEDIA_FIXTURES / golden_json(stem)["media"]

@@ -1,0 +1,60 @@
+"""Pixel tensors against the slow (PIL) CLIP/SigLIP processors of transformers 4.42 that made the goldens."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from media_helpers.fixtures import GOLDEN, PROCESSOR_CONFIGS, golden_json, goldens_of_kind, media_path
+from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, pil_resize_horizontal_first, preprocess_frames
+
+VIDEOS = [s for s in goldens_of_kind("video") if "decord" in golden_json(s)]
+IMAGES = goldens_of_kind("image")
+pytestmark = pytest.mark.skipif(not VIDEOS, reason="media fixtures not found (set VL2_MEDIA_FIXTURES)")
+PIXEL_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("processor", sorted(PROCESSOR_CONFIGS))
+@pytest.mark.parametrize("stem", VIDEOS)
+def test_video_pixels_match_goldens(stem: str, processor: str) -> None:
+    golden = load_file(GOLDEN / f"{stem}.safetensors")
+    frames = golden["frames_nf4_u8"].numpy()
+    expected = golden[f"{processor}_pixel_values_nf4"]  # trimmed to frames 0 and 3 of the 4-frame set
+    kept = [0, 3][: frames.shape[0]]
+    out = preprocess_frames(frames[kept], ImageProcessorSpec.from_config(PROCESSOR_CONFIGS[processor]))
+    assert out.dtype == torch.float32
+    assert out.shape == (len(kept), *expected.shape[1:])
+    assert (out - expected[: len(kept)]).abs().max().item() <= PIXEL_TOLERANCE
+
+
+@pytest.mark.parametrize("processor", sorted(PROCESSOR_CONFIGS))
+@pytest.mark.parametrize("stem", IMAGES)
+def test_image_pixels_match_goldens(stem: str, processor: str) -> None:
+    golden = load_file(GOLDEN / f"{stem}.safetensors")
+    rgb = load_image_rgb(str(media_path(stem)))
+    np.testing.assert_array_equal(rgb[0], golden["image_rgb_u8"].numpy())
+    out = preprocess_frames(rgb, ImageProcessorSpec.from_config(PROCESSOR_CONFIGS[processor]))
+    assert (out - golden[f"{processor}_pixel_values"]).abs().max().item() <= PIXEL_TOLERANCE
+
+
+def test_pass_order_matters_on_the_portrait_image() -> None:
+    """Guards the reason for the explicit pass order: Pillow's own order differs on this image."""
+    if not IMAGES:
+        pytest.skip("no image fixtures")
+    from PIL import Image
+
+    rgb = load_image_rgb(str(media_path("img_mandelbrot_300x451")))[0]
+    ours = pil_resize_horizontal_first(rgb, 384, 384, Image.Resampling.BICUBIC)
+    vertical_first = np.asarray(Image.fromarray(np.asarray(Image.fromarray(rgb).resize((300, 384), 3))).resize((384, 384), 3))
+    assert not np.array_equal(ours, vertical_first)
+
+
+def test_spec_from_hub_style_configs() -> None:
+    clip = ImageProcessorSpec.from_config({"feature_extractor_type": "CLIPFeatureExtractor", "size": 336,
+                                           "crop_size": 336, "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    assert (clip.family, clip.size, clip.shortest_edge) == ("clip", 336, 336)
+    siglip = ImageProcessorSpec.from_config(PROCESSOR_CONFIGS["siglip384"])
+    assert (siglip.size, siglip.shortest_edge, siglip.pad_color) == (384, None, (127, 127, 127))
+    with pytest.raises(ValueError, match="unsupported image processor"):
+        ImageProcessorSpec.from_config({"image_processor_type": "ViTImageProcessor"})
