@@ -1,0 +1,61 @@
+"""DecodePool: hung, crashing and buggy decoders cost one file each; order and bounded memory hold."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from media_helpers.faulty_loaders import misbehaving_load
+from media_helpers.fixtures import PROCESSOR_CONFIGS, goldens_of_kind, media_path
+from vl2cli.errors import DecoderCrashError, DecodeTimeoutError, EmptyFileError, MediaError
+from vl2cli.media.image import ImageProcessorSpec
+from vl2cli.media.loader import LoadedMedia, MediaSpec
+from vl2cli.media.workers import DecodePool
+
+pytestmark = pytest.mark.skipif(not goldens_of_kind("video"), reason="media fixtures not found (set VL2_MEDIA_FIXTURES)")
+SPEC = MediaSpec(num_frames=4, image=ImageProcessorSpec.from_config(PROCESSOR_CONFIGS["clip336"]), want_audio=True)
+#: Short enough to keep the test quick, long enough for a healthy 4-frame decode on a busy 2-core box.
+TIMEOUT_S = 10.0
+
+
+@pytest.fixture()
+def mixed_files(tmp_path: Path) -> list[Path]:
+    good = media_path("av_tiny_128x96_30fps_h264_aac_6frames")
+    names = ["ok1.mp4", "hang.mp4", "ok2.mp4", "exit.mp4", "abort.mp4", "bug.mp4", "ok3.mp4"]
+    paths = [Path(shutil.copy(good, tmp_path / n)) for n in names]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    return paths + [tmp_path / "empty.mp4"]
+
+
+def test_faults_cost_one_file_each_and_order_is_kept(mixed_files: list[Path]) -> None:
+    with DecodePool(SPEC, workers=2, timeout_s=TIMEOUT_S, load_fn=misbehaving_load) as pool:
+        results = list(pool.imap(mixed_files))
+        restarts = pool.restarts
+    assert [p for p, _ in results] == mixed_files
+    by_name = {p.name: r for p, r in results}
+    for ok in ("ok1.mp4", "ok2.mp4", "ok3.mp4"):
+        assert isinstance(by_name[ok], LoadedMedia) and by_name[ok].pixel_values.shape == (4, 3, 336, 336)
+    assert isinstance(by_name["hang.mp4"], DecodeTimeoutError)
+    assert isinstance(by_name["exit.mp4"], DecoderCrashError) and "exit code 3" in str(by_name["exit.mp4"])
+    assert isinstance(by_name["abort.mp4"], DecoderCrashError)
+    assert type(by_name["bug.mp4"]) is MediaError and "ZeroDivisionError" in str(by_name["bug.mp4"])
+    assert isinstance(by_name["empty.mp4"], EmptyFileError) and by_name["empty.mp4"].path.endswith("empty.mp4")
+    assert restarts == 3  # hang, exit, abort
+
+
+def test_in_flight_work_is_bounded() -> None:
+    """The pool pulls paths lazily: never more than max_pending ahead of what it has yielded."""
+    pulled: list[int] = []
+    good = str(media_path("img_smptehdbars_500x300"))
+
+    def paths():
+        for i in range(12):
+            pulled.append(i)
+            yield good
+
+    with DecodePool(SPEC, workers=2, max_pending=3) as pool:
+        for yielded, (_, result) in enumerate(pool.imap(paths())):
+            assert isinstance(result, LoadedMedia)
+            assert len(pulled) <= yielded + 1 + 3
+    assert len(pulled) == 12
