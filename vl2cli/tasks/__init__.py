@@ -1,0 +1,1 @@
+"""The pipeline behind `vl2 caption|ask|classify` and the library API (import the submodules)."""

@@ -1,0 +1,100 @@
+"""The library API: load a model once, then caption, ask or classify files and folders.
+
+    import vl2cli as vl2
+    model = vl2.load_model("DAMO-NLP-SG/VideoLLaMA2.1-7B-AV")
+    for record in vl2.caption(model, "videos/"):
+        print(record["path"], record["output"])
+
+Every function returns one record (a dict, see docs/output-schema.md) per file, in a stable order;
+a file that cannot be used gets a record with `error` set instead of raising. The CLI is a thin layer
+over these functions plus output, resume and locking.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .discover import MEDIA_KINDS, discover_media
+from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_TOP_K
+
+if TYPE_CHECKING:
+    from .model.videollama2 import VideoLlama2
+    from .tasks.pipeline import TaskSpec
+
+PathsArg = str | Path | Sequence[str | Path]
+
+
+def load_model(
+    model: str = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    frames: int | None = None,
+    encoder_backend: str = "auto",
+) -> "VideoLlama2":
+    """Load a checkpoint (hub id through the HF cache, or a local folder); `frames` overrides num_frames."""
+    from .model.videollama2 import VideoLlama2
+
+    return VideoLlama2.from_pretrained(model, revision=revision, device=device, dtype=dtype,
+                                       encoder_backend=encoder_backend, num_frames=frames)
+
+
+def _as_list(paths: PathsArg) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def iter_records(
+    model: "VideoLlama2",
+    paths: PathsArg,
+    task: "TaskSpec",
+    *,
+    modality: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT_S,
+    video_backend: str = "decord",
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    kinds: Sequence[str] = MEDIA_KINDS,
+) -> Iterator[dict[str, Any]]:
+    """Stream records as batches finish (files and folders expanded as the CLI does)."""
+    from .tasks.pipeline import RunOptions, run_task
+
+    found = discover_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude)
+    options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
+                         video_backend=video_backend)
+    for outcome in run_task(model, found.files, task, options):
+        if outcome.record is not None:
+            yield outcome.record
+
+
+def caption(model: "VideoLlama2", paths: PathsArg, *, prompt: str | None = None,
+            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **run: Any) -> list[dict[str, Any]]:
+    """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given)."""
+    from .tasks.pipeline import TaskSpec
+
+    return list(iter_records(model, paths, TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens), **run))
+
+
+def ask(model: "VideoLlama2", paths: PathsArg, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        **run: Any) -> list[dict[str, Any]]:
+    """Answer the same question about each file."""
+    from .tasks.pipeline import TaskSpec
+
+    return list(iter_records(model, paths, TaskSpec("ask", prompt=question, max_new_tokens=max_new_tokens), **run))
+
+
+def classify(model: "VideoLlama2", paths: PathsArg, labels: str | Sequence[str], *, top_k: int = DEFAULT_TOP_K,
+             **run: Any) -> list[dict[str, Any]]:
+    """Score every label per file by the model's log-likelihood; `output` is the best label.
+
+    `labels` is a list, a "a,b,c" string, or "@labels.txt" (one per line).
+    """
+    from .tasks.pipeline import TaskSpec
+    from .tasks.prompts import parse_labels
+
+    task = TaskSpec("classify", labels=tuple(parse_labels(labels)), top_k=top_k)
+    return list(iter_records(model, paths, task, **run))

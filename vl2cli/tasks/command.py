@@ -1,0 +1,112 @@
+"""One CLI command run end to end: discover, lock and resume, load the model, process, report.
+
+Kept out of cli.py so the typer layer only parses flags, and so everything here can import torch
+lazily at run time without slowing `vl2 --help`.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack, nullcontext
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..discover import discover_media
+from ..output.lock import OutputLock
+from ..output.resume import ResumeIndex
+from ..output.writer import STDOUT_NAME, JsonlWriter
+from ..settings import Settings
+from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .summary import RunSummary
+
+
+class _Console:
+    """stderr logging that cooperates with the progress bar (rich) when one is shown."""
+
+    def __init__(self, *, quiet: bool, stderr: TextIO) -> None:
+        self.stderr = stderr
+        self.progress: Any = None
+        self.task_id: Any = None
+        self.show_progress = not quiet and stderr.isatty()
+
+    def log(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=self.stderr, flush=True)
+
+    def start(self, total: int) -> Any:
+        if not self.show_progress:
+            return nullcontext()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=Console(file=self.stderr), transient=True)
+        self.task_id = self.progress.add_task("files", total=total, rate="")
+        return self.progress
+
+    def advance(self, summary: RunSummary) -> None:
+        if self.progress is not None:
+            rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
+            self.progress.update(self.task_id, advance=1, rate=rate)
+
+
+def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bool:
+    """`vl2 ask clip.mp4 "q"`: one file, stdout, no --json -> print just the answer."""
+    return task == "ask" and settings.out == STDOUT_NAME and not settings.json and len(inputs) == 1 and inputs[0].is_file()
+
+
+def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
+            stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
+    from ..api import load_model
+    from .pipeline import RunOptions, TaskSpec, run_task
+    from .prompts import parse_labels
+
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    console = _Console(quiet=settings.quiet, stderr=stderr)
+    summary = RunSummary()
+    labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    spec = TaskSpec(task, prompt=prompt if task == "ask" else settings.prompt if task == "caption" else None,  # type: ignore[arg-type]
+                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
+    found = discover_media(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
+                           exclude=settings.exclude)
+    for warning in found.warnings:
+        console.log(f"vl2: warning: {warning.message}")
+    summary.unreadable_folders = sum(w.reason == "unreadable_folder" for w in found.warnings)
+    single = _single_answer_mode(task, inputs, settings)
+    with ExitStack() as stack:
+        index = None
+        if settings.out != STDOUT_NAME:
+            stack.enter_context(OutputLock(settings.out))
+            if not settings.overwrite:
+                index = ResumeIndex.from_output(settings.out)
+        writer = None if single else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
+        if writer is not None and writer.repaired_partial_line:
+            console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
+        model = load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
+                           frames=settings.frames, encoder_backend=settings.encoder_backend)
+        options = RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
+                             decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
+        is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None
+        with console.start(len(found.files)):
+            for outcome in run_task(model, found.files, spec, options, is_done=is_done):
+                record = outcome.record
+                summary.count(record)
+                if record is not None and record["error"] is not None:
+                    console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
+                if single:
+                    if record is not None and record["error"] is None:
+                        print(record["output"], file=stdout, flush=True)
+                elif record is not None:
+                    writer.write(record)
+                console.advance(summary)
+    if not found.files:
+        console.log("vl2: warning: no media files found in the inputs")
+    if not single:
+        console.log(summary.line())
+    return summary.exit_code()
+
+
+__all__ = ["execute", "EXIT_OK", "EXIT_SOME_FAILED"]

@@ -1,0 +1,42 @@
+"""Counting what a run did, for the summary line and the exit code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+
+from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+
+
+@dataclass
+class RunSummary:
+    """Files done, skipped (already in the output) and failed; walk problems that lost files."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    unreadable_folders: int = 0
+    started: float = field(default_factory=perf_counter)
+
+    def count(self, record: dict | None) -> None:
+        """Count one outcome: None means skipped."""
+        if record is None:
+            self.skipped += 1
+        elif record.get("error") is not None:
+            self.failed += 1
+        else:
+            self.done += 1
+
+    @property
+    def seconds(self) -> float:
+        return perf_counter() - self.started
+
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.failed or self.unreadable_folders else EXIT_OK
+
+    def line(self) -> str:
+        """e.g. `vl2: 12 files: 9 done, 2 skipped, 1 failed in 4.2 s (2.5 files/s)`."""
+        total = self.done + self.skipped + self.failed
+        rate = f" ({self.done / self.seconds:.2f} files/s)" if self.done and self.seconds > 0 else ""
+        folders = f"; {self.unreadable_folders} folder(s) unreadable" if self.unreadable_folders else ""
+        return (f"vl2: {total} files: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+                f"in {self.seconds:.1f} s{rate}{folders}")
