@@ -1,19 +1,116 @@
-"""Choosing the encoder backend for a loaded model (`--encoder-backend`)."""
+"""Choosing the encoder backend for a loaded model (`--encoder-backend`).
+
+`auto`: TensorRT when an engine folder's manifest matches this model, GPU and TensorRT version,
+else onnxruntime when a matching ONNX export exists (and its provider suits the model's device),
+else torch; the log says which and why. `tensorrt` / `onnxruntime` asked for explicitly but not
+possible raise an error saying what to do. A stale or foreign file is refused, never loaded.
+Exports are looked up in `export_dir` / `engine_dir` (default: see `vl2cli.exporting.locations`).
+"""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from ..errors import Vl2Error
+import torch
+
+from ..errors import EngineMismatchError, Vl2Error
 from .backend import EncoderBackend, TorchEncoders
 
 log = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("auto", "torch")
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-def choose_encoder_backend(torch_encoders: TorchEncoders, requested: str, **_context) -> EncoderBackend:
-    """The backend to run the encoders with; `auto` falls back to torch when nothing faster exists."""
+def choose_encoder_backend(
+    torch_encoders: TorchEncoders,
+    requested: str,
+    *,
+    model=None,
+    export_dir: Path | str | None = None,
+    engine_dir: Path | str | None = None,
+) -> EncoderBackend:
+    """The backend to run the encoders with (see the module docstring for the rules)."""
     if requested not in BACKEND_CHOICES:
         raise Vl2Error(f"--encoder-backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}.")
-    log.info("encoder backend: torch (%s)", "requested" if requested == "torch" else "no exported encoders")
+    if requested == "torch":
+        log.info("encoder backend: torch (requested)")
+        return torch_encoders
+    if model is None:  # nothing to look exports up for (library use without a model object)
+        if requested != "auto":
+            raise Vl2Error(f"--encoder-backend {requested}: needs the loaded model to find its exports.")
+        log.info("encoder backend: torch (no model to look up exports for)")
+        return torch_encoders
+    from ..exporting.discovery import ExportLocator
+
+    locator = ExportLocator(model, Path(export_dir) if export_dir else None, Path(engine_dir) if engine_dir else None)
+    why_not: list[str] = []
+    if requested in ("auto", "tensorrt"):
+        backend, reason = _try_tensorrt(torch_encoders, model, locator)
+        if backend is not None:
+            log.info("encoder backend: tensorrt (%s)", backend.describe())
+            return backend
+        if requested == "tensorrt":
+            raise EngineMismatchError(f"--encoder-backend tensorrt: {reason}.")
+        why_not.append(f"not tensorrt: {reason}")
+    if requested in ("auto", "onnxruntime"):
+        backend, reason = _try_onnxruntime(torch_encoders, model, locator, strict_device=requested == "auto")
+        if backend is not None:
+            log.info("encoder backend: onnxruntime (%s)", backend.describe())
+            return backend
+        if requested == "onnxruntime":
+            raise EngineMismatchError(f"--encoder-backend onnxruntime: {reason}.")
+        why_not.append(f"not onnxruntime: {reason}")
+    log.info("encoder backend: torch (%s)", "; ".join(why_not))
     return torch_encoders
+
+
+def _refusals(refused: dict[str, str]) -> str:
+    return ", ".join(f"{name}: {why}" for name, why in refused.items())
+
+
+def _try_tensorrt(torch_encoders: TorchEncoders, model, locator):
+    """(backend, None) with the best matching engine folder, else (None, why)."""
+    from ..exporting.tensorrt_build import tensorrt_version
+
+    if tensorrt_version() is None:
+        return None, "TensorRT is not installed"
+    if not torch.cuda.is_available() or torch.device(model.device).type != "cuda":
+        return None, "TensorRT needs the model on a CUDA GPU"
+    exports = locator.engine_exports()
+    if not exports:
+        return None, f"no engines in {locator.engine_model_folder} (run `vl2 export --model {model.model_id}` on this machine)"
+    for usable in exports:
+        if usable.refused:
+            log.warning("refusing engines in %s: %s", usable.folder, _refusals(usable.refused))
+    best = exports[0]
+    if not best.files:
+        return None, f"no engine in {locator.engine_model_folder} matches this model, GPU and TensorRT version"
+    from .tensorrt_backend import TensorRTEncoders
+
+    plans = {
+        name: (path, locator.specs[name].item_shape, best.manifest.components[name].profile.max)
+        for name, path in best.files.items()
+    }
+    details = {name: f"{best.manifest.precision}, {best.folder.name}" for name in plans}
+    backend = TensorRTEncoders.from_plans(
+        torch_encoders, plans, model.device, details=details, torch_components=best.refused.items()
+    )
+    return backend, None
+
+
+def _try_onnxruntime(torch_encoders: TorchEncoders, model, locator, *, strict_device: bool):
+    """(backend, None) when at least one component has a matching ONNX graph, else (None, why)."""
+    from .onnxruntime_backend import OnnxRuntimeEncoders, cuda_provider_usable
+
+    on_gpu = torch.device(model.device).type == "cuda"
+    if on_gpu and strict_device and not cuda_provider_usable():
+        return None, "onnxruntime has no usable CUDA provider, and torch on the GPU beats onnxruntime on the CPU"
+    usable = locator.onnx_export()
+    if not usable.files:
+        if usable.manifest is not None:
+            log.warning("refusing ONNX graphs in %s: %s", usable.folder, _refusals(usable.refused))
+            return None, f"no graph in {usable.folder} matches the loaded model ({_refusals(usable.refused)})"
+        return None, f"no export in {locator.export_folder} (run `vl2 export --model {model.model_id}`)"
+    if usable.refused:
+        log.warning("these components stay on torch: %s", _refusals(usable.refused))
+    return OnnxRuntimeEncoders.from_files(torch_encoders, usable.files, model.device, torch_components=usable.refused.items()), None

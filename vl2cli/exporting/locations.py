@@ -1,0 +1,63 @@
+"""Where exported graphs and engines live, and the per-model folder name inside those roots.
+
+A source checkout uses its own `export/` and `engines/` folders (the repo layout); an installed tool
+uses `$VL2_HOME` or `~/.cache/vl2`. `VL2_EXPORT_DIR` / `VL2_ENGINE_DIR` (and the CLI's
+`--export-dir` / `--engine-dir`) override either.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+EXPORT_DIR_ENV = "VL2_EXPORT_DIR"
+ENGINE_DIR_ENV = "VL2_ENGINE_DIR"
+HOME_ENV = "VL2_HOME"
+EXPORT_FOLDER = "export"
+ENGINE_FOLDER = "engines"
+#: Hex digits of the path hash that keeps two local checkpoints with the same folder name apart.
+PATH_HASH_CHARS = 8
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _checkout_root() -> Path | None:
+    """The source checkout this package runs from, recognised by its tracked `export/README.md`."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / EXPORT_FOLDER / "README.md").is_file():
+        return root
+    return None
+
+
+def vl2_home() -> Path:
+    """Root for exports: `$VL2_HOME`, else the source checkout, else `~/.cache/vl2`."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    checkout = _checkout_root()
+    if checkout is not None:
+        return checkout
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "vl2"
+
+
+def default_export_dir() -> Path:
+    return Path(os.environ.get(EXPORT_DIR_ENV) or vl2_home() / EXPORT_FOLDER).expanduser()
+
+
+def default_engine_dir() -> Path:
+    return Path(os.environ.get(ENGINE_DIR_ENV) or vl2_home() / ENGINE_FOLDER).expanduser()
+
+
+def model_slug(model_id: str) -> str:
+    """Folder name for one model: `owner--name` for a hub id, `name-<hash>` for a local folder."""
+    path = Path(model_id).expanduser()
+    if path.exists():
+        resolved = str(path.resolve())
+        digest = hashlib.sha256(resolved.encode()).hexdigest()[:PATH_HASH_CHARS]
+        return f"{_UNSAFE.sub('_', path.resolve().name)}-{digest}"
+    return _UNSAFE.sub("_", model_id.replace("/", "--"))
+
+
+def engine_folder_name(compute_capability: str, tensorrt_version: str, precision: str) -> str:
+    """One engine folder per GPU architecture x TensorRT version x precision (design brief)."""
+    return f"sm{compute_capability.replace('.', '')}-trt{tensorrt_version}-{precision}"

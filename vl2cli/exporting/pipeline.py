@@ -1,0 +1,271 @@
+"""`export_model`: every component to ONNX (and to a TensorRT engine where possible), each kept only
+after its parity gate passed, then one manifest per folder.
+
+Graphs are exported in fp32 from fp32 copies of the modules (the released weights are bf16, so the
+upcast is exact); the requested precision applies to TensorRT engines, which are built from those
+graphs. A component that fails to export or to validate is reported and its file removed.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__ as vl2_version
+from ..errors import ExportError, Vl2Error
+from ..model.videollama2 import MAX_FRAMES_PER_TOWER_CALL, VideoLlama2
+from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs, export_module, validation_inputs
+from .locations import default_engine_dir, default_export_dir, engine_folder_name, model_slug
+from .manifest import KIND_ONNX, KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
+from .onnx_export import EXPORTER, ONNX_OPSET, export_onnx
+from .tensorrt_build import PRECISIONS, gpu_compute_capability, gpu_name, precision_plan, tensorrt_version, timing_cache_path
+from .validate import VALIDATION_BATCH_SIZES, ParityResult, check_parity
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRECISION = "fp16"
+#: Videos (connector) or audio clips per engine call; the tower's frame batch scales with frames.
+DEFAULT_MAX_BATCH = 8
+#: Seed of the fixed validation inputs (same inputs at export and in the manifest's figures).
+VALIDATION_SEED = 0
+#: Example batch the graphs are traced with (not 1, so no size-1 broadcast gets baked in).
+TRACE_BATCH = 2
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass
+class ComponentOutcome:
+    """What happened to one component: files kept, parity figures, or the error."""
+
+    name: str
+    onnx_path: Path | None = None
+    onnx_parity: ParityResult | None = None
+    engine_path: Path | None = None
+    engine_parity: ParityResult | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ExportReport:
+    model_id: str
+    export_folder: Path
+    engine_folder: Path | None = None
+    engine_note: str | None = None
+    components: list[ComponentOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.components) and all(c.ok for c in self.components)
+
+    @property
+    def failed(self) -> list[ComponentOutcome]:
+        return [c for c in self.components if not c.ok]
+
+    def lines(self) -> list[str]:
+        """Human summary, one line per file written or component failed."""
+        out = [f"model {self.model_id}: ONNX in {self.export_folder}"]
+        for c in self.components:
+            if c.onnx_path is not None and c.onnx_parity is not None:
+                out.append(f"  {c.name}: {c.onnx_path.name} {c.onnx_parity.describe()}")
+            if c.engine_path is not None and c.engine_parity is not None:
+                out.append(f"  {c.name}: {c.engine_path.name} {c.engine_parity.describe()}")
+            if c.error:
+                out.append(f"  {c.name}: NOT EXPORTED: {c.error}")
+        if self.engine_folder is not None:
+            out.append(f"engines in {self.engine_folder}")
+        if self.engine_note:
+            out.append(f"engines: {self.engine_note}")
+        return out
+
+
+def export_model(
+    model_or_id: VideoLlama2 | str,
+    out_dir: Path | str | None = None,
+    *,
+    engine_dir: Path | str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    components: Sequence[str] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    build_engines: bool | None = None,
+    revision: str | None = None,
+    device: str | None = None,
+) -> ExportReport:
+    """Export (and validate) the encoders of a model; `build_engines=None` builds where TensorRT and a GPU exist.
+
+    `out_dir` / `engine_dir` are the roots (`export/`, `engines/`); each model gets its own folder.
+    """
+    precision_plan(precision)  # rejects an unknown precision before any work
+    if max_batch < 1:
+        raise Vl2Error("--max-batch must be at least 1.")
+    model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
+        model_or_id, revision=revision, device=device, encoder_backend="torch"
+    )
+    specs = component_specs(model)
+    selected = _select_components(specs, components)
+    export_root = Path(out_dir) if out_dir else default_export_dir()
+    folder = export_root / model_slug(model.model_id)
+    report = ExportReport(model.model_id, folder)
+    weights = {name: weights_sha256(model.folder, specs[name].weight_prefixes) for name in specs}
+    manifest = _onnx_manifest(model, folder, weights)
+    for name in selected:
+        outcome = ComponentOutcome(name)
+        report.components.append(outcome)
+        try:
+            outcome.onnx_path, outcome.onnx_parity, manifest.components[name] = _export_one(model, specs[name], folder, weights[name])
+        except ExportError as exc:
+            manifest.components.pop(name, None)
+            outcome.error = str(exc)
+            log.error("%s", exc)
+        gc.collect()
+    manifest.save(folder)
+    engine_reason = _engines_unavailable(model)
+    if build_engines is False:
+        report.engine_note = "not requested"
+    elif engine_reason is not None:
+        if build_engines:
+            raise ExportError(f"cannot build TensorRT engines: {engine_reason}.")
+        report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with --encoder-backend onnxruntime"
+    else:
+        good = [o for o in report.components if o.ok]
+        report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch)
+    return report
+
+
+def _select_components(specs: dict[str, ComponentSpec], requested: Sequence[str] | None) -> list[str]:
+    if not requested:
+        return list(specs)
+    unknown = [c for c in requested if c not in specs]
+    if unknown:
+        raise Vl2Error(f"--component {', '.join(unknown)}: this model has {', '.join(specs)}.")
+    return [c for c in specs if c in requested]
+
+
+def _onnx_manifest(model: VideoLlama2, folder: Path, weights: dict[str, str]) -> Manifest:
+    """A fresh manifest keeping earlier components that still match these weights unedited."""
+    fresh = Manifest(
+        KIND_ONNX, model.model_id, model.revision, {}, precision="fp32", opset=ONNX_OPSET, exporter=EXPORTER,
+        torch_version=torch.__version__, vl2_version=vl2_version,
+    )
+    try:
+        previous = Manifest.load(folder) if (folder / "manifest.json").is_file() else None
+    except Vl2Error:
+        previous = None
+    if previous is not None and previous.kind == KIND_ONNX:
+        target = RuntimeTarget(model.model_id, weights)
+        for name, entry in previous.components.items():
+            if component_mismatch(previous, folder, name, target) is None:
+                fresh.components[name] = entry
+    return fresh
+
+
+def _reference(module: torch.nn.Module, device: torch.device):
+    """The fp32 PyTorch output the parity gate compares against."""
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return module(x.to(device))
+    return run
+
+
+def _export_one(model: VideoLlama2, spec: ComponentSpec, folder: Path, weights: str) -> tuple[Path, ParityResult, ComponentEntry]:
+    from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session
+
+    module = export_module(model, spec.name, device="cpu")
+    inputs = validation_inputs(model, spec, VALIDATION_BATCH_SIZES, seed=VALIDATION_SEED)
+    example = validation_inputs(model, spec, (TRACE_BATCH,), seed=VALIDATION_SEED)[0]
+    path = folder / f"{spec.name}.onnx"
+    partial = folder / f"{spec.name}{PARTIAL_SUFFIX}.onnx"
+    export_onnx(module, spec, example, partial)
+    try:
+        module.to(model.device)
+        session = create_session(partial, model.device)
+        parity = check_parity(_reference(module, model.device), OnnxSessionRunner(session), inputs, "fp32")
+        if not parity.passed:
+            raise ExportError(f"{spec.name}: onnxruntime does not reproduce PyTorch: {parity.describe()}")
+        with torch.inference_mode():
+            output = module(inputs[0].to(model.device))
+        del session
+    except Exception:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+    log.info("%s: %s %s", spec.name, path.name, parity.describe())
+    output_shape: list[int | str] = [BATCH_AXIS, *output.shape[1:]]
+    for axis, axis_name in spec.output_dynamic.items():
+        output_shape[axis] = axis_name
+    entry = ComponentEntry(
+        file=path.name, sha256=sha256_file(path), weights_sha256=weights, input_name=spec.input_name,
+        output_name=spec.output_name, input_shape=spec.symbolic_input_shape(), output_shape=output_shape,
+        parity=parity.to_dict(),
+    )
+    return path, parity, entry
+
+
+# -------------------------------------------------------------------- engines
+def _engines_unavailable(model: VideoLlama2) -> str | None:
+    if tensorrt_version() is None:
+        return "TensorRT is not installed"
+    if not torch.cuda.is_available() or torch.device(model.device).type != "cuda":
+        return "no CUDA GPU (engines are built on the GPU that will run them)"
+    return None
+
+
+def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> BatchProfile:
+    """Batch profile per component: the tower sees frames (bounded per call), the others items."""
+    if spec.name == VISION_TOWER:
+        return BatchProfile.up_to(min(MAX_FRAMES_PER_TOWER_CALL, max_batch * num_frames))
+    return BatchProfile.up_to(max_batch)
+
+
+def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch) -> Path:
+    from .tensorrt_build import EngineRunner, build_engine
+
+    cc, trt_version = gpu_compute_capability(model.device), tensorrt_version()
+    engine_root = Path(engine_dir) if engine_dir else default_engine_dir()
+    folder = engine_root / model_slug(model.model_id) / engine_folder_name(cc, trt_version, precision)
+    manifest = Manifest(
+        KIND_TENSORRT, model.model_id, model.revision, {}, precision=precision, opset=ONNX_OPSET, exporter=EXPORTER,
+        tensorrt_version=trt_version, compute_capability=cc, gpu_name=gpu_name(model.device),
+        torch_version=torch.__version__, vl2_version=vl2_version,
+    )
+    cache = timing_cache_path(engine_root, cc, trt_version)
+    for outcome in good:
+        spec = specs[outcome.name]
+        onnx_entry = onnx_manifest.components[outcome.name]
+        profile = engine_profile(spec, max_batch, model.num_frames)
+        plan = folder / f"{spec.name}.plan"
+        partial = folder / f"{spec.name}{PARTIAL_SUFFIX}.plan"
+        try:
+            build_engine(
+                export_folder / onnx_entry.file, partial, input_name=spec.input_name, item_shape=spec.item_shape,
+                profile=profile, precision=precision, timing_cache=cache,
+            )
+            module = export_module(model, spec.name, device=model.device)
+            sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
+            inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
+            runner = EngineRunner(partial, max_batch=profile.max, device=model.device)
+            parity = check_parity(_reference(module, model.device), runner, inputs, precision)
+            del runner, module
+            if not parity.passed:
+                raise ExportError(f"{spec.name}: the {precision} engine does not reproduce PyTorch: {parity.describe()}")
+        except Vl2Error as exc:
+            partial.unlink(missing_ok=True)
+            outcome.error = str(exc)
+            log.error("%s", exc)
+            continue
+        partial.replace(plan)
+        outcome.engine_path, outcome.engine_parity = plan, parity
+        manifest.components[spec.name] = ComponentEntry(
+            file=plan.name, sha256=sha256_file(plan), weights_sha256=weights[spec.name], input_name=spec.input_name,
+            output_name=spec.output_name, input_shape=spec.symbolic_input_shape(), output_shape=onnx_entry.output_shape,
+            parity=parity.to_dict(), onnx_sha256=onnx_entry.sha256, profile=profile,
+        )
+        gc.collect()
+    manifest.save(folder)
+    return folder

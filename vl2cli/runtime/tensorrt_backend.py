@@ -1,0 +1,67 @@
+"""The `tensorrt` encoder backend: validated engines from `vl2 export`, run on this GPU.
+
+All TensorRT calls live in `vl2cli.exporting.tensorrt_build`; this module only wires engines into
+the encoder interface. A component without a matching engine stays on torch (logged), and an input
+whose per-item shape differs from the engine's (another frame count) goes to torch for that call.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from .backend import TorchEncoders
+from .routed_backend import RoutedEncoders
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAME = "tensorrt"
+
+
+class ShapeGuardedRunner:
+    """An engine for one per-item shape; other shapes fall back to the torch path."""
+
+    def __init__(self, runner, item_shape: tuple[int, ...], fallback) -> None:
+        self.runner = runner
+        self.item_shape = tuple(item_shape)
+        self.fallback = fallback
+        self._warned = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) == self.item_shape:
+            return self.runner(x)
+        if not self._warned:
+            log.info("input shape %s is not the engine's %s; running this call with torch", tuple(x.shape[1:]), self.item_shape)
+            self._warned = True
+        return self.fallback(x)
+
+
+class TensorRTEncoders(RoutedEncoders):
+    """Components with a matching engine run in TensorRT; the others stay on torch."""
+
+    @classmethod
+    def from_plans(
+        cls,
+        torch_encoders: TorchEncoders,
+        plans: dict[str, tuple[Path, tuple[int, ...], int]],
+        device: torch.device | str,
+        *,
+        details: dict[str, str],
+        torch_components: Iterable[tuple[str, str]] = (),
+    ) -> "TensorRTEncoders":
+        """`plans`: component -> (plan file, per-item input shape, max batch), all already validated."""
+        from ..exporting.names import AUDIO_ENCODER, CONNECTOR, VISION_TOWER
+        from ..exporting.tensorrt_build import EngineRunner
+
+        fallbacks = {
+            VISION_TOWER: torch_encoders.encode_frames,
+            CONNECTOR: torch_encoders.connect,
+            AUDIO_ENCODER: torch_encoders.encode_audio,
+        }
+        runners = {
+            name: ShapeGuardedRunner(EngineRunner(path, max_batch=max_batch, device=device), item_shape, fallbacks[name])
+            for name, (path, item_shape, max_batch) in plans.items()
+        }
+        return cls(BACKEND_NAME, torch_encoders, runners, {**dict(torch_components), **details})
