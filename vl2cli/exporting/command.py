@@ -1,0 +1,80 @@
+"""The `vl2 export` command: its options and help, for the CLI to register as `app.command("export")`.
+
+Kept here, beside the pipeline it calls, so the CLI file stays a thin list of commands.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import Vl2Error
+from ..tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from .names import ALL_COMPONENTS
+from .pipeline import DEFAULT_MAX_BATCH, DEFAULT_PRECISION
+from .tensorrt_build import PRECISIONS
+
+ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
+
+EXPORT_HELP = """Export the encoders (vision tower, STC connector, BEATs + audio projector) to ONNX, and to
+TensorRT engines where TensorRT and a GPU are present. Every file is checked against PyTorch before
+it is kept (see docs/export.md); run commands then pick it up with --encoder-backend auto.
+
+[bold]Examples[/bold]
+
+  [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-AV[/cyan]
+  [cyan]vl2 export --model ./my-checkpoint --precision bf16 --max-batch 4[/cyan]
+  [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-16F --engines no --component vision_tower[/cyan]
+"""
+
+
+def export_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="hub id or local checkpoint folder", show_default=False)],
+    revision: Annotated[Optional[str], typer.Option("--revision", help="hub revision (branch, tag or commit)")] = None,
+    export_dir: Annotated[Optional[Path], typer.Option(
+        "--export-dir", help="root for ONNX graphs [dim]\\[env VL2_EXPORT_DIR; default $VL2_HOME/export, the checkout's export/ or ~/.cache/vl2/export][/dim]",
+        show_default=False)] = None,
+    engine_dir: Annotated[Optional[Path], typer.Option(
+        "--engine-dir", help="root for TensorRT engines [dim]\\[env VL2_ENGINE_DIR; default beside the export root][/dim]",
+        show_default=False)] = None,
+    precision: Annotated[str, typer.Option("--precision", help=f"TensorRT engine precision: {', '.join(PRECISIONS)} (ONNX graphs are always fp32)")] = DEFAULT_PRECISION,
+    component: Annotated[Optional[list[str]], typer.Option(
+        "--component", help=f"only these components: {', '.join(ALL_COMPONENTS)} (repeatable; default all the model has)",
+        show_default=False)] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="largest batch of videos / audio clips an engine takes")] = DEFAULT_MAX_BATCH,
+    engines: Annotated[str, typer.Option("--engines", help="build TensorRT engines: auto (where possible), yes (fail if not), no")] = "auto",
+    device: Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda when available)", show_default=False)] = None,
+) -> None:
+    """Export the encoders to ONNX (and TensorRT), validated against PyTorch."""
+    raise typer.Exit(run_export(
+        model=model, revision=revision, export_dir=export_dir, engine_dir=engine_dir, precision=precision,
+        components=component, max_batch=max_batch, engines=engines, device=device,
+    ))
+
+
+export_command.__doc__ = EXPORT_HELP
+
+
+def run_export(*, model: str, revision: str | None, export_dir: Path | None, engine_dir: Path | None, precision: str,
+               components: list[str] | None, max_batch: int, engines: str, device: str | None) -> int:
+    """The command body; returns the exit code (0 all kept, 1 some component failed, 2 nothing done)."""
+    from .pipeline import export_model
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        if engines not in ENGINE_CHOICES:
+            raise Vl2Error(f"--engines {engines!r}: choose one of {', '.join(ENGINE_CHOICES)}.")
+        report = export_model(
+            model, export_dir, engine_dir=engine_dir, precision=precision, components=components,
+            max_batch=max_batch, build_engines=ENGINE_CHOICES[engines], revision=revision, device=device,
+        )
+    except Vl2Error as exc:
+        typer.echo(f"vl2: error: {exc}", err=True)
+        return EXIT_FATAL
+    for line in report.lines():
+        typer.echo(line)
+    return EXIT_OK if report.ok else EXIT_SOME_FAILED
