@@ -20,7 +20,7 @@ from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_
 
 if TYPE_CHECKING:
     from .model.videollama2 import VideoLlama2
-    from .tasks.pipeline import TaskSpec
+    from .tasks.spec import TaskSpec
 
 PathsArg = str | Path | Sequence[str | Path]
 
@@ -61,7 +61,8 @@ def iter_records(
     kinds: Sequence[str] = MEDIA_KINDS,
 ) -> Iterator[dict[str, Any]]:
     """Stream records as batches finish (files and folders expanded as the CLI does)."""
-    from .tasks.pipeline import RunOptions, run_task
+    from .tasks.pipeline import run_task
+    from .tasks.spec import RunOptions
 
     found = discover_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude)
     options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
@@ -74,7 +75,7 @@ def iter_records(
 def caption(model: "VideoLlama2", paths: PathsArg, *, prompt: str | None = None,
             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **run: Any) -> list[dict[str, Any]]:
     """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given)."""
-    from .tasks.pipeline import TaskSpec
+    from .tasks.spec import TaskSpec
 
     return list(iter_records(model, paths, TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens), **run))
 
@@ -82,7 +83,7 @@ def caption(model: "VideoLlama2", paths: PathsArg, *, prompt: str | None = None,
 def ask(model: "VideoLlama2", paths: PathsArg, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         **run: Any) -> list[dict[str, Any]]:
     """Answer the same question about each file."""
-    from .tasks.pipeline import TaskSpec
+    from .tasks.spec import TaskSpec
 
     return list(iter_records(model, paths, TaskSpec("ask", prompt=question, max_new_tokens=max_new_tokens), **run))
 
@@ -93,7 +94,7 @@ def classify(model: "VideoLlama2", paths: PathsArg, labels: str | Sequence[str],
 
     `labels` is a list, a "a,b,c" string, or "@labels.txt" (one per line).
     """
-    from .tasks.pipeline import TaskSpec
+    from .tasks.spec import TaskSpec
     from .tasks.prompts import parse_labels
 
     task = TaskSpec("classify", labels=tuple(parse_labels(labels)), top_k=top_k)

@@ -16,6 +16,8 @@ from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .prompts import parse_labels
+from .spec import RunOptions, TaskSpec
 from .summary import RunSummary
 
 
@@ -60,10 +62,6 @@ def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bo
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
-    from ..api import load_model
-    from .pipeline import RunOptions, TaskSpec, run_task
-    from .prompts import parse_labels
-
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     console = _Console(quiet=settings.quiet, stderr=stderr)
     summary = RunSummary()
@@ -85,6 +83,9 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         writer = None if single else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
+        from ..api import load_model  # torch and the model load only once the lock is ours
+        from .pipeline import run_task
+
         model = load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
                            frames=settings.frames, encoder_backend=settings.encoder_backend)
         options = RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,

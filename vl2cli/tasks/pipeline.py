@@ -14,15 +14,16 @@ from time import perf_counter
 from typing import Any
 
 from .. import __version__
-from ..errors import MediaError, Vl2Error
+from ..errors import MediaError
 from ..media.image import ImageProcessorSpec
 from ..media.loader import LoadedMedia, MediaSpec
 from ..media.workers import DecodePool
 from ..model.inputs import MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, TaskName, build_record, media_facts, resume_key
-from ..settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K, default_batch_size, default_workers
+from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts, resume_key
+from ..settings import default_batch_size, default_workers
 from .modality import ModelTowers, check_requested_modality, choose_modality, decode_wants_audio, to_model_input
 from .prompts import caption_instruction, classify_instruction
+from .spec import RunOptions, TaskSpec
 
 MS_PER_S = 1000.0
 TIMING_DECIMALS = 2
@@ -30,34 +31,6 @@ TIMING_DECIMALS = 2
 BATCHES_IN_FLIGHT = 2
 UNREADABLE_FILE_CODE = "unreadable_file"
 MODEL_ERROR_CODE = "model_error"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What to ask about every file."""
-
-    task: TaskName
-    prompt: str | None = None  # caption prompt (None: default by modality) or the ask question
-    labels: tuple[str, ...] | None = None
-    top_k: int = DEFAULT_TOP_K
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-
-    def __post_init__(self) -> None:
-        if self.task == "ask" and not (self.prompt or "").strip():
-            raise Vl2Error("ask needs a question")
-        if self.task == "classify" and not self.labels:
-            raise Vl2Error("classify needs at least one label (--labels \"a,b,c\" or --labels @labels.txt)")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run: modality choice, batching, decoding. None = a default for the model's device."""
-
-    modality: str = "auto"
-    batch_size: int | None = None
-    workers: int | None = None
-    decode_timeout: float = DEFAULT_DECODE_TIMEOUT_S
-    video_backend: str = "decord"
 
 
 @dataclass

@@ -1,0 +1,179 @@
+"""The pipeline with the real tiny reference checkpoints: modality routing, batching, classify, skip."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from media_helpers.fixtures import MEDIA_FIXTURES
+from reference_fixtures import load_reference, reference_root
+from vl2cli import api
+from vl2cli.errors import NoAudioStreamError, NoVideoStreamError, UnsupportedMediaError, Vl2Error
+from vl2cli.output.record import FileStamp, Request, key_of_record, resume_key
+from vl2cli.tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from vl2cli.tasks.modality import AUDIO_MISSING_NOTE, ModelTowers, choose_modality
+from vl2cli.tasks.pipeline import run_task
+from vl2cli.tasks.prompts import DEFAULT_CAPTION_PROMPTS, caption_instruction, classify_instruction, parse_labels
+from vl2cli.tasks.spec import RunOptions, TaskSpec
+from vl2cli.tasks.summary import RunSummary
+
+AV, VISION = ModelTowers(True, True), ModelTowers(True, False)
+TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
+SILENT_VIDEO = "v_testsrc2_640x360_25fps_h264_noaudio_7p3s.mp4"
+IMAGE = "img_smptehdbars_500x300.png"
+SPEECH = "speech_espeak_16k_mono_5s.wav"
+EMPTY = "broken_empty.mp4"
+needs_fixtures = pytest.mark.skipif(not (reference_root() / "siglip-qwen2-av").is_dir() or not MEDIA_FIXTURES.is_dir(),
+                                    reason="reference or media fixtures not found")
+
+
+# ------------------------------------------------------------------ pure parts
+@pytest.mark.parametrize("kind, has_audio, requested, towers, expected", [
+    ("image", False, "auto", AV, "image"),
+    ("image", False, "video", VISION, "image"),
+    ("audio", True, "auto", AV, "audio"),
+    ("video", True, "auto", AV, "av"),
+    ("video", False, "auto", AV, "av"),  # silence stands in, as upstream; the record says so
+    ("video", True, "auto", VISION, "video"),
+    ("video", True, "video", AV, "video"),
+    ("video", True, "audio", AV, "audio"),
+    ("video", True, "av", AV, "av"),
+])
+def test_choose_modality(kind: str, has_audio: bool, requested: str, towers: ModelTowers, expected: str) -> None:
+    assert choose_modality(kind, has_audio_stream=has_audio, requested=requested, towers=towers, path="f") == expected
+
+
+@pytest.mark.parametrize("kind, has_audio, requested, towers, error", [
+    ("audio", True, "auto", VISION, UnsupportedMediaError),
+    ("audio", True, "video", AV, NoVideoStreamError),
+    ("image", False, "audio", AV, NoAudioStreamError),
+    ("video", False, "audio", AV, NoAudioStreamError),
+])
+def test_choose_modality_errors_are_per_file(kind, has_audio, requested, towers, error) -> None:
+    with pytest.raises(error):
+        choose_modality(kind, has_audio_stream=has_audio, requested=requested, towers=towers, path="f")
+
+
+def test_prompts_and_labels(tmp_path: Path) -> None:
+    assert caption_instruction("image") == "Describe the image in detail."
+    assert caption_instruction("av") == caption_instruction("video") == DEFAULT_CAPTION_PROMPTS["video"]
+    assert caption_instruction("audio", "What instrument?") == "What instrument?"
+    assert "cat, dog" in classify_instruction("video", ["cat", "dog"])
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# sports\nfootball\n tennis  # racket\n\nfootball\n")
+    assert parse_labels(" cooking, sports,,music ") == ["cooking", "sports", "music"]
+    assert parse_labels([f"@{labels_file}", "golf,tennis"]) == ["football", "tennis", "golf"]
+    with pytest.raises(Vl2Error, match="cannot read"):
+        parse_labels(f"@{tmp_path / 'missing.txt'}")
+
+
+def test_task_spec_validation() -> None:
+    with pytest.raises(Vl2Error, match="question"):
+        TaskSpec("ask", prompt="  ")
+    with pytest.raises(Vl2Error, match="label"):
+        TaskSpec("classify", labels=())
+
+
+def test_summary_counts_and_exit_code() -> None:
+    summary = RunSummary()
+    for record in (None, {"error": None}, {"error": None}):
+        summary.count(record)
+    assert summary.exit_code() == EXIT_OK
+    assert "3 files: 2 done, 1 skipped, 0 failed" in summary.line()
+    summary.count({"error": {"code": "x", "message": "y"}})
+    assert summary.exit_code() == EXIT_SOME_FAILED
+
+
+# ------------------------------------------------------------------ with the tiny models
+def _load(name: str) -> Iterator[object]:
+    fixture = load_reference(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield api.load_model(str(fixture.checkpoint))
+
+
+@pytest.fixture(scope="module")
+def av_model() -> Iterator[object]:
+    yield from _load("siglip-qwen2-av")
+
+
+@pytest.fixture(scope="module")
+def vision_model() -> Iterator[object]:
+    yield from _load("siglip-qwen2-stc-v35")
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("media")
+    for name in (TINY_VIDEO, SILENT_VIDEO, IMAGE, SPEECH, EMPTY):
+        shutil.copy(MEDIA_FIXTURES / name, folder / name)
+    return folder
+
+
+def _by_name(records: list[dict]) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in records}
+
+
+@needs_fixtures
+def test_batched_equals_one_at_a_time(av_model, media_dir: Path) -> None:
+    task = TaskSpec("caption", max_new_tokens=6)
+    files = sorted(media_dir.iterdir())
+    batched = [o.record for o in run_task(av_model, files, task, RunOptions(batch_size=4, workers=2))]
+    single = [o.record for o in run_task(av_model, files, task, RunOptions(batch_size=1, workers=1))]
+    assert [r["path"] for r in batched] == [r["path"] for r in single] == [str(f) for f in files]
+    assert any(r["timings_ms"]["batch_size"] == 4 for r in batched)
+    for one, many in zip(single, batched):
+        assert (one["output"], one["modality"], one["error"], one["notes"]) == \
+               (many["output"], many["modality"], many["error"], many["notes"])
+    by_name = _by_name(batched)
+    assert by_name[EMPTY]["error"]["code"] == "empty_file" and by_name[EMPTY]["output"] is None
+    assert by_name[SILENT_VIDEO]["modality"] == "av" and by_name[SILENT_VIDEO]["audio_missing"] is True
+    assert by_name[SILENT_VIDEO]["notes"] == [AUDIO_MISSING_NOTE]
+    assert by_name[TINY_VIDEO]["audio_missing"] is False
+    assert by_name[SPEECH]["modality"] == "audio"
+    assert by_name[SPEECH]["instruction"] == "Describe the audio in detail."
+    assert by_name[IMAGE]["modality"] == "image" and by_name[IMAGE]["media"]["kind"] == "image"
+    assert all(isinstance(r["output"], str) for r in batched if r["error"] is None)
+
+
+@needs_fixtures
+def test_classify_scores_every_label(av_model, media_dir: Path) -> None:
+    records = api.classify(av_model, [media_dir / TINY_VIDEO, media_dir / IMAGE], "cooking,sports,music", top_k=2,
+                           workers=1)
+    for record in records:
+        scores = record["label_scores"]
+        assert sorted(s["label"] for s in scores) == ["cooking", "music", "sports"]
+        assert sum(s["probability"] for s in scores) == pytest.approx(1.0)
+        assert [s["probability"] for s in scores] == sorted((s["probability"] for s in scores), reverse=True)
+        assert record["top_k"] == [s["label"] for s in scores[:2]]
+        assert record["output"] == scores[0]["label"]
+        assert record["labels"] == ["cooking", "sports", "music"]
+
+
+@needs_fixtures
+def test_vision_only_model_routes_and_refuses_audio(vision_model, media_dir: Path) -> None:
+    records = _by_name(api.caption(vision_model, media_dir, max_new_tokens=3, workers=1, kinds=["video", "audio"]))
+    assert set(records) == {TINY_VIDEO, SILENT_VIDEO, SPEECH, EMPTY}
+    assert records[TINY_VIDEO]["modality"] == "video" and records[TINY_VIDEO]["notes"] == []
+    assert records[SPEECH]["error"]["code"] == "unsupported_media"
+    assert "audio tower" in records[SPEECH]["error"]["message"]
+    with pytest.raises(Vl2Error, match="no audio tower"):
+        api.caption(vision_model, media_dir, modality="audio")
+
+
+@needs_fixtures
+def test_done_files_are_skipped_without_decoding(av_model, media_dir: Path) -> None:
+    target = media_dir / IMAGE
+    task = TaskSpec("ask", prompt="what colour?", max_new_tokens=2)
+    first = [o.record for o in run_task(av_model, [target], task, RunOptions(workers=1))]
+    done = {key_of_record(first[0])}
+    assert key_of_record(first[0]) == resume_key(FileStamp.of(target), _request(av_model, task))
+    outcomes = list(run_task(av_model, [target, media_dir / EMPTY], task, RunOptions(workers=1), is_done=done.__contains__))
+    assert [o.skipped for o in outcomes] == [True, False]
+
+
+def _request(model, task: TaskSpec) -> Request:
+    return Request(task.task, task.prompt, task.labels, model.model_id, model.revision, model.num_frames, "auto")
