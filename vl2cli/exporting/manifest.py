@@ -173,6 +173,8 @@ def component_mismatch(
             f"{'@' + manifest.revision if manifest.revision else ''}), not from the loaded {target.model_id}"
         )
     if manifest.kind == KIND_TENSORRT:
+        if target.compute_capability is None:
+            return f"engine needs a GPU of compute capability {manifest.compute_capability}; no CUDA GPU is usable here"
         if manifest.compute_capability != target.compute_capability:
             return (
                 f"engine built for GPU compute capability {manifest.compute_capability}, "

@@ -1,0 +1,88 @@
+"""`--encoder-backend` choice on the fixture models: explicit choices that cannot be honoured are
+clear errors, engines for another GPU are refused with their reason, and a failing parity gate
+keeps a component out of the export."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from export_helpers import fixture_model
+from reference_fixtures import fixture_names
+
+from vl2cli.errors import EngineMismatchError, ExportError, Vl2Error
+from vl2cli.exporting import validate
+from vl2cli.exporting.components import VISION_TOWER, component_specs
+from vl2cli.exporting.discovery import ExportLocator
+from vl2cli.exporting.locations import engine_folder_name, model_slug
+from vl2cli.exporting.manifest import KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, sha256_file, weights_sha256
+from vl2cli.exporting.pipeline import export_model
+from vl2cli.exporting.tensorrt_build import build_engine, tensorrt_version
+from vl2cli.runtime.selection import choose_encoder_backend
+
+FIXTURES = fixture_names()
+pytestmark = pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def test_unknown_backend_name_is_a_user_error():
+    model = fixture_model(FIXTURES[0])
+    with pytest.raises(Vl2Error, match="choose one of auto, torch, onnxruntime, tensorrt"):
+        choose_encoder_backend(model.torch_encoders, "openvino", model=model)
+
+
+def test_torch_when_asked_for_and_auto_without_any_export(tmp_path, caplog):
+    model = fixture_model(FIXTURES[0])
+    caplog.set_level("INFO", logger="vl2cli.runtime.selection")
+    assert choose_encoder_backend(model.torch_encoders, "torch", model=model) is model.torch_encoders
+    chosen = choose_encoder_backend(model.torch_encoders, "auto", model=model, export_dir=tmp_path / "x", engine_dir=tmp_path / "e")
+    assert chosen is model.torch_encoders
+    assert "not tensorrt:" in caplog.text and "not onnxruntime: no export in" in caplog.text
+
+
+def test_explicit_onnxruntime_without_export_says_how_to_make_one(tmp_path):
+    model = fixture_model(FIXTURES[0])
+    with pytest.raises(EngineMismatchError, match="vl2 export --model"):
+        choose_encoder_backend(model.torch_encoders, "onnxruntime", model=model, export_dir=tmp_path)
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="checks the message where TensorRT is absent")
+def test_explicit_tensorrt_without_tensorrt_is_refused_clearly(tmp_path):
+    model = fixture_model(FIXTURES[0])
+    assert tensorrt_version() is None
+    with pytest.raises(EngineMismatchError, match="TensorRT is not installed"):
+        choose_encoder_backend(model.torch_encoders, "tensorrt", model=model, engine_dir=tmp_path)
+    with pytest.raises(ExportError, match="TensorRT is not installed"):
+        build_engine(tmp_path / "g.onnx", tmp_path / "g.plan", input_name="x", item_shape=(1,),
+                     profile=BatchProfile.up_to(2), precision="fp16", timing_cache=tmp_path / "cache")
+    with pytest.raises(ExportError, match="cannot build TensorRT engines"):
+        export_model(model, tmp_path / "export", engine_dir=tmp_path / "engines", components=[VISION_TOWER], build_engines=True)
+
+
+def test_engine_folder_for_another_gpu_is_refused_with_its_reason(tmp_path):
+    model = fixture_model(FIXTURES[0])
+    spec = component_specs(model)[VISION_TOWER]
+    folder = tmp_path / model_slug(model.model_id) / engine_folder_name("0.1", "0.0.0", "fp16")
+    folder.mkdir(parents=True)
+    plan = folder / "vision_tower.plan"
+    plan.write_bytes(b"not a real engine: it must never be deserialized")
+    entry = ComponentEntry(plan.name, sha256_file(plan), weights_sha256(model.folder, spec.weight_prefixes), spec.input_name,
+                           spec.output_name, spec.symbolic_input_shape(), ["batch"], profile=BatchProfile.up_to(4))
+    Manifest(KIND_TENSORRT, model.model_id, None, {VISION_TOWER: entry}, precision="fp16", tensorrt_version="0.0.0",
+             compute_capability="0.1").save(folder)
+    (usable,) = ExportLocator(model, tmp_path / "export", tmp_path).engine_exports()
+    assert not usable.files
+    assert "compute capability 0.1" in usable.refused[VISION_TOWER]
+
+
+def test_component_failing_its_parity_gate_is_not_kept(tmp_path, monkeypatch):
+    model = fixture_model(FIXTURES[0])
+    impossible = validate.ParityThreshold(min_cosine=1.5, max_abs_relative=0.0)
+    monkeypatch.setitem(validate.THRESHOLDS, "fp32", impossible)
+    report = export_model(model, tmp_path, components=[VISION_TOWER], build_engines=False)
+    assert not report.ok
+    (outcome,) = report.failed
+    assert outcome.name == VISION_TOWER and "does not reproduce PyTorch" in outcome.error
+    assert not list(report.export_folder.glob("*.onnx"))
+    assert VISION_TOWER not in Manifest.load(report.export_folder).components
+    assert any("NOT EXPORTED" in line for line in report.lines())
