@@ -22,7 +22,7 @@ from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs
 from .locations import default_engine_dir, default_export_dir, engine_folder_name, model_slug
 from .manifest import KIND_ONNX, KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
 from .onnx_export import EXPORTER, ONNX_OPSET, export_onnx
-from .tensorrt_build import PRECISIONS, gpu_compute_capability, gpu_name, precision_plan, tensorrt_version, timing_cache_path
+from .tensorrt_build import gpu_compute_capability, gpu_name, precision_plan, tensorrt_version, timing_cache_path
 from .validate import VALIDATION_BATCH_SIZES, ParityResult, check_parity
 
 log = logging.getLogger(__name__)
