@@ -100,8 +100,14 @@ class VideoLlama2:
         device_map: str | dict | None = None,
         encoder_backend: str = "auto",
         num_frames: int | None = None,
+        export_dir: str | Path | None = None,
+        engine_dir: str | Path | None = None,
     ) -> "VideoLlama2":
-        """Load a released checkpoint from a hub id (through the HF cache) or a local folder."""
+        """Load a released checkpoint from a hub id (through the HF cache) or a local folder.
+
+        `encoder_backend` is `auto`, `torch`, `onnxruntime` or `tensorrt`; `export_dir`/`engine_dir` say
+        where `vl2 export` wrote ONNX graphs and TensorRT engines (defaults: see docs/export.md).
+        """
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
         if config.is_base_checkpoint:
@@ -150,7 +156,9 @@ class VideoLlama2:
         )
         if num_frames is not None:
             instance.num_frames = int(num_frames)
-        instance.encoders = choose_encoder_backend(torch_encoders, encoder_backend, model=instance)
+        instance.encoders = choose_encoder_backend(
+            torch_encoders, encoder_backend, model=instance, export_dir=export_dir, engine_dir=engine_dir
+        )
         return instance
 
     def _eos_token_ids(self) -> list[int]:
