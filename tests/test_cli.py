@@ -73,6 +73,9 @@ def test_help_version_and_fatal_errors(tmp_path: Path) -> None:
     help_run = vl2("--help")
     assert help_run.returncode == 0 and 'vl2 ask clip.mp4 "what sound is heard?"' in help_run.stdout
     assert "--batch-size" in vl2("caption", "--help").stdout
+    assert "export" in help_run.stdout
+    export_help = vl2("export", "--help")  # forwarded to the export command, imported only then
+    assert export_help.returncode == 0 and "--model" in export_help.stdout and "Usage: vl2 export" in export_help.stdout
     assert vl2("--version").stdout.strip() == f"vl2 {__version__}"
     missing = vl2("caption", str(tmp_path / "nope"))
     assert missing.returncode == EXIT_FATAL and "no such file or folder" in missing.stderr
@@ -96,6 +99,7 @@ def test_config_show_reports_precedence(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ with the tiny AV model
+@pytest.mark.slow
 @needs_fixtures
 def test_caption_folder_with_bad_files_gives_every_file_a_record(tmp_path: Path) -> None:
     folder = _copy(tmp_path / "videos", TINY_VIDEO, IMAGE, *BROKEN)
@@ -115,6 +119,7 @@ def test_caption_folder_with_bad_files_gives_every_file_a_record(tmp_path: Path)
     assert sum("vl2: failed:" in line for line in first.stderr.splitlines()) == 2
 
 
+@pytest.mark.slow
 @needs_fixtures
 def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = _copy(tmp_path, TINY_VIDEO) / TINY_VIDEO
@@ -127,6 +132,7 @@ def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest
     assert run.stdout == expected[0]["output"] + "\n"
 
 
+@pytest.mark.slow
 @needs_fixtures
 def test_classify_folder_to_stdout(tmp_path: Path) -> None:
     folder = _copy(tmp_path / "clips", TINY_VIDEO, IMAGE)
@@ -151,6 +157,7 @@ def _wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout_s
     raise AssertionError(f"no record within {timeout_s} s (exit {process.poll()})")
 
 
+@pytest.mark.slow
 @needs_fixtures
 def test_sigkill_mid_run_then_rerun_leaves_each_file_once_and_lock_refuses_a_second_run(tmp_path: Path) -> None:
     folder = tmp_path / "archive"

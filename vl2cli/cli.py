@@ -180,6 +180,19 @@ def config_show(
     raise typer.Exit(_guarded(show))
 
 
+@app.command("export", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             help="Export the encoders to ONNX (and TensorRT engines where possible); see [cyan]vl2 export --help[/cyan].")
+def export(ctx: typer.Context) -> None:
+    """Forward to the export command, imported only now: its module loads torch, `vl2 --help` must not."""
+    from .exporting.command import export_command
+
+    sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    sub.command()(export_command)
+    typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
+
+
 def _guarded(body: Any) -> int:
     """User errors become one stderr line and exit 2, without a traceback."""
     try:
