@@ -1,6 +1,7 @@
 """The pipeline with the real tiny reference checkpoints: modality routing, batching, classify, skip."""
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +178,27 @@ def test_done_files_are_skipped_without_decoding(av_model, media_dir: Path) -> N
 
 def _request(model, task: TaskSpec) -> Request:
     return Request(task.task, task.prompt, task.labels, model.model_id, model.revision, model.num_frames, "auto")
+
+
+class _Terminal(io.StringIO):
+    """A text stream that says it is a terminal, as stderr is for a user at a shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
+    from vl2cli.tasks.command import _Console
+
+    terminal = _Terminal()
+    console = _Console(quiet=False, stderr=terminal)
+    summary = RunSummary()
+    with console.start(2):
+        summary.count({"error": None})
+        console.advance(summary)
+        console.log("vl2: failed: x")
+    assert "files" in terminal.getvalue() and "vl2: failed: x" in terminal.getvalue()
+    for console in (_Console(quiet=True, stderr=_Terminal()), _Console(quiet=False, stderr=io.StringIO())):
+        with console.start(2):
+            console.log("vl2: failed: y")
+        assert console.progress is None and console.stderr.getvalue() == "vl2: failed: y\n"

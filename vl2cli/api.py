@@ -11,6 +11,7 @@ over these functions plus output, resume and locking.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .tasks.spec import TaskSpec
 
 PathsArg = str | Path | Sequence[str | Path]
+log = logging.getLogger(__name__)
 
 
 def load_model(
@@ -65,6 +67,8 @@ def iter_records(
     from .tasks.spec import RunOptions
 
     found = discover_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude)
+    for warning in found.warnings:  # a library reports walk problems through logging, not stderr
+        log.warning(warning.message)
     options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
                          video_backend=video_backend)
     for outcome in run_task(model, found.files, task, options):
