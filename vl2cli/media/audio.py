@@ -49,24 +49,33 @@ def _open_audio_stream(path: str) -> tuple[av.container.InputContainer, av.audio
     return container, container.streams.audio[0]
 
 
-def decode_audio_track_16k_mono(path: str) -> np.ndarray:
+def decode_audio_track_16k_mono(path: str, container: av.container.InputContainer | None = None) -> np.ndarray:
     """The first audio stream as 16 kHz mono int16, as upstream's `ffmpeg -ac 1 -ar 16000 -f s16le`.
 
     libswresample's default downmix (including 5.1 -> mono) and s16 quantisation are kept so values
     stay close to the CLI's; the sample count may differ by decoder priming (see docs/media.md).
+    `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
     """
     try:
-        container, stream = _open_audio_stream(path)
-        with container:
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
-            chunks = []
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+        if container is None:
+            owned, stream = _open_audio_stream(path)
+            with owned:
+                return _decode_16k_mono(owned, stream)
+        if not container.streams.audio:
+            raise NoAudioStreamError(f"{path}: no audio stream", path=path)
+        return _decode_16k_mono(container, container.streams.audio[0])
     except av.error.FFmpegError as exc:
         raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+
+
+def _decode_16k_mono(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> np.ndarray:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
+    chunks = []
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            chunks.append(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
@@ -82,15 +91,27 @@ def _channel0_as_float64(frame: av.AudioFrame) -> np.ndarray:
     return first.astype(np.float64) / scale if scale else first.astype(np.float64)
 
 
-def read_audio_channel0(path: str) -> tuple[np.ndarray, int]:
-    """Upstream `process_audio_file`'s read: channel 0 (not a mix) at the native rate, float64."""
+def read_audio_channel0(path: str, container: av.container.InputContainer | None = None) -> tuple[np.ndarray, int]:
+    """Upstream `process_audio_file`'s read: channel 0 (not a mix) at the native rate, float64.
+
+    `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
+    """
     try:
-        container, stream = _open_audio_stream(path)
-        with container:
-            rate = stream.codec_context.sample_rate
-            chunks = [_channel0_as_float64(frame) for frame in container.decode(stream)]
+        if container is None:
+            owned, stream = _open_audio_stream(path)
+            with owned:
+                return _decode_channel0(owned, stream)
+        if not container.streams.audio:
+            raise NoAudioStreamError(f"{path}: no audio stream", path=path)
+        return _decode_channel0(container, container.streams.audio[0])
     except av.error.FFmpegError as exc:
         raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+
+
+def _decode_channel0(container: av.container.InputContainer,
+                     stream: av.audio.stream.AudioStream) -> tuple[np.ndarray, int]:
+    rate = stream.codec_context.sample_rate
+    chunks = [_channel0_as_float64(frame) for frame in container.decode(stream)]
     return (np.concatenate(chunks) if chunks else np.zeros(0)), rate
 
 

@@ -1,10 +1,11 @@
-"""The vision tower's image processor, reproduced uint8-exactly and vectorised over all frames.
+"""The vision tower's image processor, reproduced uint8-exactly, each distinct frame once, on a few threads.
 
 Why not call transformers' processor: upstream's goldens come from the slow (PIL) CLIP/SigLIP
 processors of transformers 4.42. Their result is PIL's uint8 bicubic resize followed by a per-value
 rescale/normalise. PIL is therefore kept for the resize (torchvision's uint8 antialiased bicubic is
-±1..23 levels off PIL's), while the crop and the float maths run once over the whole frame stack:
-the normalised value depends only on the uint8 level and the channel, so it is a 256-entry lookup table.
+±1..23 levels off PIL's), while the float maths is a lookup: the normalised value depends only on the
+uint8 level and the channel, so it is a 256-entry table per channel. PIL and numpy's `take` release the
+GIL, so frames are processed in parallel threads; a repeated frame (short videos) is computed once.
 
 Pillow ≥ 11 may run the vertical pass of a two-axis resize first (it picks the cheaper order); the
 goldens' Pillow 10.4 always ran the horizontal pass first, and the uint8 rounding between the passes
@@ -19,6 +20,8 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
+
+from vl2cli.media.parallel import for_each_index, resolve_threads
 
 ProcessorFamily = Literal["clip", "siglip"]
 RGB_CHANNELS = 3
@@ -124,31 +127,69 @@ def pil_resize_horizontal_first(frame: np.ndarray, out_w: int, out_h: int, resam
     return np.asarray(image)
 
 
-def resize_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> np.ndarray:
-    """PIL resize of each (H,W,3) uint8 frame, then the centre crop; returns (N,S,S,3) uint8."""
-    count, height, width = frames.shape[:3]
-    out_h, out_w = resized_hw(height, width, spec) if spec.do_resize else (height, width)
-    if (out_h, out_w) == (height, width):
-        resized = frames
-    else:
-        resized = np.empty((count, out_h, out_w, RGB_CHANNELS), dtype=np.uint8)
-        for i in range(count):
-            resized[i] = pil_resize_horizontal_first(frames[i], out_w, out_h, spec.resample)
+def _resized_hw_for(frames: np.ndarray, spec: ImageProcessorSpec) -> tuple[int, int]:
+    height, width = frames.shape[1:3]
+    return resized_hw(height, width, spec) if spec.do_resize else (height, width)
+
+
+def _resize_and_crop(frame: np.ndarray, out_hw: tuple[int, int], spec: ImageProcessorSpec) -> np.ndarray:
+    """One (H,W,3) uint8 frame through the resize and centre crop; returns (S,S,3) or the resized frame."""
+    out_h, out_w = out_hw
+    resized = frame if (out_h, out_w) == frame.shape[:2] else pil_resize_horizontal_first(frame, out_w, out_h,
+                                                                                           spec.resample)
     if not spec.do_center_crop:
         return resized
     top, left = (out_h - spec.size) // 2, (out_w - spec.size) // 2
-    return resized[:, top:top + spec.size, left:left + spec.size]
+    return resized[top:top + spec.size, left:left + spec.size]
 
 
-def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> torch.Tensor:
-    """(N,H,W,3) uint8 RGB -> (N,3,S,S) float32, equal to the tower's image processor output."""
+def resize_frames(frames: np.ndarray, spec: ImageProcessorSpec) -> np.ndarray:
+    """PIL resize of each (H,W,3) uint8 frame, then the centre crop; returns (N,S,S,3) uint8."""
+    out_hw = _resized_hw_for(frames, spec)
+    return np.stack([_resize_and_crop(frame, out_hw, spec) for frame in frames])
+
+
+def first_occurrences(frames: np.ndarray) -> list[int]:
+    """For each frame, the index of the earliest equal frame among its run of equal neighbours.
+
+    Short videos repeat sampled indices (consecutive after sorting), and equal uint8 input gives equal
+    output, so each distinct frame is resized once. A one-row check rejects unequal frames cheaply.
+    """
+    sources = list(range(frames.shape[0]))
+    middle_row = frames.shape[1] // 2
+    for i in range(1, frames.shape[0]):
+        previous = sources[i - 1]
+        if np.array_equal(frames[i, middle_row], frames[previous, middle_row]) and np.array_equal(frames[i],
+                                                                                                 frames[previous]):
+            sources[i] = previous
+    return sources
+
+
+def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec, *, threads: int | None = None) -> torch.Tensor:
+    """(N,H,W,3) uint8 RGB -> (N,3,S,S) float32, equal to the tower's image processor output.
+
+    Each distinct frame is resized, cropped and mapped through the value table on its own, on up to
+    `threads` threads (None: the process default, see `vl2cli.media.parallel`); repeated frames are copied.
+    """
     if frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS or frames.dtype != np.uint8:
         raise ValueError(f"expected (N,H,W,3) uint8 frames, got {frames.shape} {frames.dtype}")
-    channels_first = np.ascontiguousarray(resize_frames(frames, spec).transpose(0, 3, 1, 2))
+    out_hw = _resized_hw_for(frames, spec)
+    side_hw = (spec.size, spec.size) if spec.do_center_crop else out_hw
     table = value_lookup_table(spec).numpy()
-    out = np.empty(channels_first.shape, dtype=np.float32)
-    for channel in range(RGB_CHANNELS):
-        np.take(table[channel], channels_first[:, channel], out=out[:, channel])
+    out = np.empty((frames.shape[0], RGB_CHANNELS, *side_hw), dtype=np.float32)
+    sources = first_occurrences(frames)
+    distinct = [i for i, source in enumerate(sources) if source == i]
+
+    def process(position: int) -> None:
+        index = distinct[position]
+        pixels = _resize_and_crop(frames[index], out_hw, spec)
+        for channel in range(RGB_CHANNELS):
+            np.take(table[channel], pixels[..., channel], out=out[index, channel])
+
+    for_each_index(len(distinct), process, resolve_threads(threads))
+    for index, source in enumerate(sources):
+        if source != index:
+            out[index] = out[source]
     return torch.from_numpy(out)
 
 

@@ -1,12 +1,18 @@
-"""One file to model inputs: probe, decode, sample, preprocess — everything a decode worker does."""
+"""One file to model inputs: probe, decode, sample, preprocess — everything a decode worker does.
+
+The container opened by the probe is reused for the audio; with a thread budget of 2+ the audio
+track (decode + fbank) runs on a helper thread while the video is decoded and resized.
+"""
 from __future__ import annotations
 
 import time
+from concurrent.futures import wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 import torch
 
@@ -21,7 +27,8 @@ from vl2cli.media.audio import (
     video_audio_waveform,
 )
 from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, preprocess_frames
-from vl2cli.media.probe import MediaInfo, probe_media
+from vl2cli.media.parallel import resolve_threads, start_in_background
+from vl2cli.media.probe import MediaInfo, open_and_probe
 from vl2cli.media.sampling import sample_frame_indices
 from vl2cli.media.video import VideoBackend, decode_video_frames
 
@@ -68,10 +75,11 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * _MS_PER_S
 
 
-def _video_fbank(path: str, has_audio: bool, timings: dict[str, float]) -> tuple[torch.Tensor, bool, int]:
+def _video_fbank(path: str, has_audio: bool, container: av.container.InputContainer,
+                 timings: dict[str, float]) -> tuple[torch.Tensor, bool, int]:
     """Upstream's audio-of-a-video fbank; silence (reported) when there is no audio track."""
     with _timed(timings, "decode_audio"):
-        pcm = decode_audio_track_16k_mono(path) if has_audio else np.zeros(0, dtype=np.int16)
+        pcm = decode_audio_track_16k_mono(path, container) if has_audio else np.zeros(0, dtype=np.int16)
     missing = pcm.shape[0] == 0
     with _timed(timings, "fbank"):
         # upstream's fallback is 30 s of zeros *before* clip selection; selecting from zeros gives zeros
@@ -80,42 +88,68 @@ def _video_fbank(path: str, has_audio: bool, timings: dict[str, float]) -> tuple
     return fbank, missing, int(pcm.shape[0])
 
 
-def _audio_file_fbank(path: str, spec: MediaSpec, timings: dict[str, float]) -> tuple[torch.Tensor, int]:
+def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputContainer,
+                      timings: dict[str, float]) -> tuple[torch.Tensor, int]:
     with _timed(timings, "decode_audio"):
-        samples, rate = read_audio_channel0(path)
+        samples, rate = read_audio_channel0(path, container)
     with _timed(timings, "fbank"):
         fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
     return fbank, int(samples.shape[0])
 
 
-def load_media(path: str | Path, spec: MediaSpec) -> LoadedMedia:
-    """Decode and preprocess one file as upstream would for this checkpoint.
-
-    Raises the `vl2cli.errors.MediaError` subclasses (empty, unsupported, corrupt file).
-    """
-    path = str(path)
-    timings: dict[str, float] = {}
-    with _timed(timings, "probe"):
-        info = probe_media(path)
-    result = LoadedMedia(info=info, pixel_values=None, fbank=None, audio_missing=False, frame_indices=None,
-                         timings_ms=timings)
-    if info.kind == "video":
+def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.container.InputContainer,
+                threads: int, result: LoadedMedia) -> None:
+    """Frames and audio of a video; with a budget of 2+ threads the audio runs beside the video."""
+    timings = result.timings_ms
+    audio_timings: dict[str, float] = {}
+    audio_job = (lambda: _video_fbank(path, info.has_audio, container, audio_timings)) if spec.want_audio else None
+    background = start_in_background(audio_job, threads) if audio_job is not None and spec.image is not None else None
+    try:
         if spec.image is not None:
+            decoder_threads = threads - 1 if background is not None else threads  # the audio holds one thread
             with _timed(timings, "decode_video"):
                 decoded = decode_video_frames(
                     path, lambda total, fps: sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s),
-                    spec.video_backend)
+                    spec.video_backend, threads=decoder_threads)
             with _timed(timings, "preprocess_frames"):
-                result.pixel_values = preprocess_frames(decoded.frames, spec.image)
+                result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads)
             result.frame_indices, result.video_backend = decoded.indices, decoded.backend
-        if spec.want_audio:
-            result.fbank, result.audio_missing, result.audio_samples_decoded = _video_fbank(path, info.has_audio, timings)
-    elif info.kind == "image":
-        if spec.image is not None:
-            with _timed(timings, "decode_image"):
-                rgb = load_image_rgb(path)
-            with _timed(timings, "preprocess_frames"):
-                result.pixel_values = preprocess_frames(rgb, spec.image)
-    elif spec.want_audio:
-        result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, timings)
+        if audio_job is not None:
+            with _timed(timings, "wait_audio"):
+                audio = background.result() if background is not None else audio_job()
+            result.fbank, result.audio_missing, result.audio_samples_decoded = audio
+    finally:
+        if background is not None and not background.done():
+            wait([background])  # the audio thread still reads the container that the caller is about to close
+        for stage, ms in audio_timings.items():
+            timings[stage] = timings.get(stage, 0.0) + ms
+
+
+def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None) -> LoadedMedia:
+    """Decode and preprocess one file as upstream would for this checkpoint.
+
+    `threads`: how many threads this file may use (None: `vl2cli.media.parallel.default_media_threads()`,
+    the cores, or a DecodePool worker's share). The outputs do not depend on it.
+    `timings_ms` holds each stage's wall time; with 2+ threads the audio stages ("decode_audio", "fbank")
+    overlap the video ones, and "wait_audio" is how long the video side then waited for them.
+    Raises the `vl2cli.errors.MediaError` subclasses (empty, unsupported, corrupt file).
+    """
+    path = str(path)
+    budget = resolve_threads(threads)
+    timings: dict[str, float] = {}
+    with _timed(timings, "probe"):
+        info, container = open_and_probe(path)
+    result = LoadedMedia(info=info, pixel_values=None, fbank=None, audio_missing=False, frame_indices=None,
+                         timings_ms=timings)
+    with container:
+        if info.kind == "video":
+            _load_video(path, spec, info, container, budget, result)
+        elif info.kind == "image":
+            if spec.image is not None:
+                with _timed(timings, "decode_image"):
+                    rgb = load_image_rgb(path)
+                with _timed(timings, "preprocess_frames"):
+                    result.pixel_values = preprocess_frames(rgb, spec.image, threads=budget)
+        elif spec.want_audio:
+            result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, container, timings)
     return result

@@ -76,11 +76,12 @@ def _open_container(path: str) -> av.container.InputContainer:
         raise UnsupportedMediaError(f"{path}: not a video, image or audio file that FFmpeg recognises", path=path) from exc
 
 
-def probe_media(path: str | Path) -> MediaInfo:
-    """Open the container and classify it: video (with/without audio), image, or audio-only.
+def open_and_probe(path: str | Path) -> tuple[MediaInfo, av.container.InputContainer]:
+    """Probe, and hand back the open container too (the caller closes it).
 
-    Raises EmptyFileError (0 bytes), CorruptMediaError (recognised but unreadable) or
-    UnsupportedMediaError (not media, or no decodable video/audio stream).
+    Why: opening runs FFmpeg's stream-info probe, which decodes a few frames (~25 ms on a 720p file);
+    the loader decodes the audio track from this same container instead of opening the file again.
+    Raises as `probe_media`.
     """
     path = str(path)
     if not os.path.isfile(path):
@@ -88,32 +89,51 @@ def probe_media(path: str | Path) -> MediaInfo:
     size = os.path.getsize(path)
     if size == 0:
         raise EmptyFileError(f"{path}: the file is empty (0 bytes)", path=path)
-    with _open_container(path) as container:
-        fmt = container.format.name
-        videos = [s for s in container.streams.video if not _is_cover_art(s)]
-        audios = list(container.streams.audio)
-        video = videos[0] if videos else None
-        audio = audios[0] if audios else None
-        is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
-        if is_image:
-            kind: MediaKind = "image"
-        elif video is not None:
-            kind = "video"
-        elif audio is not None:
-            kind = "audio"
-        else:
-            raise UnsupportedMediaError(f"{path}: the {fmt} container has no video or audio stream", path=path)
-        duration = container.duration / av.time_base if container.duration and not is_image else None
-        fps = float(video.average_rate) if video is not None and video.average_rate and not is_image else None
-        return MediaInfo(
-            path=path, kind=kind, size_bytes=size, container=fmt, duration_s=duration,
-            has_video=video is not None, has_audio=audio is not None,
-            width=video.codec_context.width if video is not None else None,
-            height=video.codec_context.height if video is not None else None,
-            avg_fps=fps,
-            num_frames=(1 if is_image else (video.frames or None)) if video is not None else None,
-            video_codec=video.codec_context.name if video is not None else None,
-            audio_codec=audio.codec_context.name if audio is not None else None,
-            audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
-            audio_channels=audio.codec_context.channels if audio is not None else None,
-        )
+    container = _open_container(path)
+    try:
+        return _describe(path, size, container), container
+    except BaseException:
+        container.close()
+        raise
+
+
+def probe_media(path: str | Path) -> MediaInfo:
+    """Open the container and classify it: video (with/without audio), image, or audio-only.
+
+    Raises EmptyFileError (0 bytes), CorruptMediaError (recognised but unreadable) or
+    UnsupportedMediaError (not media, or no decodable video/audio stream).
+    """
+    info, container = open_and_probe(path)
+    container.close()
+    return info
+
+
+def _describe(path: str, size: int, container: av.container.InputContainer) -> MediaInfo:
+    fmt = container.format.name
+    videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    audios = list(container.streams.audio)
+    video = videos[0] if videos else None
+    audio = audios[0] if audios else None
+    is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
+    if is_image:
+        kind: MediaKind = "image"
+    elif video is not None:
+        kind = "video"
+    elif audio is not None:
+        kind = "audio"
+    else:
+        raise UnsupportedMediaError(f"{path}: the {fmt} container has no video or audio stream", path=path)
+    duration = container.duration / av.time_base if container.duration and not is_image else None
+    fps = float(video.average_rate) if video is not None and video.average_rate and not is_image else None
+    return MediaInfo(
+        path=path, kind=kind, size_bytes=size, container=fmt, duration_s=duration,
+        has_video=video is not None, has_audio=audio is not None,
+        width=video.codec_context.width if video is not None else None,
+        height=video.codec_context.height if video is not None else None,
+        avg_fps=fps,
+        num_frames=(1 if is_image else (video.frames or None)) if video is not None else None,
+        video_codec=video.codec_context.name if video is not None else None,
+        audio_codec=audio.codec_context.name if audio is not None else None,
+        audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+        audio_channels=audio.codec_context.channels if audio is not None else None,
+    )

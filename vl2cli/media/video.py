@@ -14,7 +14,8 @@ import numpy as np
 from vl2cli.errors import CorruptMediaError, NoVideoStreamError
 
 VideoBackend = Literal["decord", "pyav"]
-#: Upstream (audio_visual branch) opens decord with one thread; parallelism comes from decode workers.
+#: Upstream (audio_visual branch) opens decord with one thread. vl2 passes the file's thread budget
+#: instead (frame-threaded H.264/VP9 decoding gives the same frames); 1 inside a pool of workers.
 DECORD_THREADS = 1
 #: Exact RGB conversion: the goldens' decord frames equal the FFmpeg CLI's default (bicubic) swscale.
 _PYAV_RGB_INTERPOLATION = "BICUBIC"
@@ -34,11 +35,11 @@ class DecodedVideo:
     backend: VideoBackend
 
 
-def decode_with_decord(path: str, plan: IndexPlanner) -> DecodedVideo:
+def decode_with_decord(path: str, plan: IndexPlanner, threads: int = DECORD_THREADS) -> DecodedVideo:
     """Upstream's reader: `len(vr)` frames, `get_avg_fps()`, random access with `get_batch`."""
     import decord  # imported lazily: loading its native library is slow and it is optional at runtime
 
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=DECORD_THREADS)
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
     try:
         total, fps = len(reader), float(reader.get_avg_fps())
         indices = plan(total, fps)
@@ -57,13 +58,14 @@ def _decord_compatible_frame_count(container: av.container.InputContainer, strea
     return count
 
 
-def decode_with_pyav(path: str, plan: IndexPlanner) -> DecodedVideo:
+def decode_with_pyav(path: str, plan: IndexPlanner, threads: int = DECORD_THREADS) -> DecodedVideo:
     """Sequential decode keeping only the wanted frames (PyAV cannot seek to an exact frame cheaply)."""
     with av.open(path) as container:
         if not container.streams.video:
             raise NoVideoStreamError(f"{path}: no video stream", path=path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         total = _decord_compatible_frame_count(container, stream)
         fps = float(stream.average_rate or stream.base_rate or 0)
         indices = plan(total, fps)
@@ -82,16 +84,20 @@ def decode_with_pyav(path: str, plan: IndexPlanner) -> DecodedVideo:
     return DecodedVideo(frames=frames, indices=indices, total_frames=total, avg_fps=fps, backend="pyav")
 
 
-def decode_video_frames(path: str, plan: IndexPlanner, backend: VideoBackend = "decord") -> DecodedVideo:
-    """Decode the planned frames; with backend "decord", fall back to PyAV for files decord cannot read."""
+def decode_video_frames(path: str, plan: IndexPlanner, backend: VideoBackend = "decord", *,
+                        threads: int = DECORD_THREADS) -> DecodedVideo:
+    """Decode the planned frames; with backend "decord", fall back to PyAV for files decord cannot read.
+
+    `threads`: decoder threads (the frames do not depend on it).
+    """
     if backend == "decord":
         try:
-            return decode_with_decord(path, plan)
+            return decode_with_decord(path, plan, threads)
         except CorruptMediaError:
             raise
         except Exception:  # decord raises bare RuntimeError/DECORDError for codecs it lacks (e.g. AV1)
             pass
     try:
-        return decode_with_pyav(path, plan)
+        return decode_with_pyav(path, plan, threads)
     except (av.error.FFmpegError, ValueError) as exc:
         raise CorruptMediaError(f"{path}: the video stream cannot be decoded ({exc})", path=path) from exc

@@ -9,6 +9,7 @@ the number of paths.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 from vl2cli.errors import DecodeTimeoutError, DecoderCrashError, MediaError
 from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
+from vl2cli.media.parallel import set_media_threads
 
 LoadFn = Callable[[str, MediaSpec], LoadedMedia]
 #: forkserver: workers start from a clean process (no inherited torch/OpenMP thread state) and a
@@ -29,11 +31,12 @@ _SHUTDOWN_GRACE_S = 2.0
 _PENDING_PER_WORKER = 2
 
 
-def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn) -> None:
+def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
     """Worker loop: receive (seq, path), send (seq, LoadedMedia | MediaError); None ends the loop."""
     import torch
 
-    torch.set_num_threads(1)  # parallelism comes from the workers; avoid oversubscribing the cores
+    torch.set_num_threads(1)  # torch only casts here; the file's thread budget goes to decode/resize/audio
+    set_media_threads(threads)
     while True:
         task = conn.recv()
         if task is None:
@@ -60,9 +63,14 @@ class DecodePool:
     """Context manager running `load_fn` over paths in worker processes, results in input order."""
 
     def __init__(self, spec: MediaSpec, *, workers: int = 2, timeout_s: float = 120.0,
-                 max_pending: int | None = None, load_fn: LoadFn = load_media) -> None:
+                 max_pending: int | None = None, load_fn: LoadFn = load_media,
+                 threads_per_worker: int | None = None) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if threads_per_worker is not None and threads_per_worker < 1:
+            raise ValueError("threads_per_worker must be at least 1")
+        #: each worker's media thread budget; by default the cores are shared so workers × threads ≤ cores
+        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         self.spec, self.timeout_s, self.load_fn = spec, timeout_s, load_fn
         self.num_workers = workers
         self.max_pending = max(max_pending or workers * _PENDING_PER_WORKER, workers)
@@ -81,7 +89,7 @@ class DecodePool:
 
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker_main, args=(child, self.spec, self.load_fn), daemon=True)
+        process = self._ctx.Process(target=_worker_main, args=(child, self.spec, self.load_fn, self.threads_per_worker), daemon=True)
         process.start()
         child.close()
         return _Worker(process=process, conn=parent)
