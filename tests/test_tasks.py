@@ -202,3 +202,31 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
         with console.start(2):
             console.log("vl2: failed: y")
         assert console.progress is None and console.stderr.getvalue() == "vl2: failed: y\n"
+
+
+@needs_fixtures
+def test_rerun_with_nothing_new_never_loads_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vl2cli.errors import CheckpointError
+    from vl2cli.settings import resolve_settings
+    from vl2cli.tasks.command import execute
+
+    fixture = load_reference("siglip-qwen2-av")
+    monkeypatch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(fixture.checkpoint, checkpoint)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(MEDIA_FIXTURES / IMAGE, folder / IMAGE)
+    out = tmp_path / "out.jsonl"
+    settings = resolve_settings({"model": str(checkpoint), "out": str(out), "max_new_tokens": 2, "workers": 1}, env={}).settings
+    stderr = io.StringIO()
+    assert execute("caption", [folder], settings, stderr=stderr) == EXIT_OK
+    (checkpoint / "model.safetensors").unlink()  # loading the weights would now fail
+    stderr = io.StringIO()
+    assert execute("caption", [folder], settings, stderr=stderr) == EXIT_OK
+    assert "1 files: 0 done, 1 skipped, 0 failed" in stderr.getvalue()
+    shutil.copy(MEDIA_FIXTURES / TINY_VIDEO, folder / TINY_VIDEO)  # something new: now the weights are needed
+    with pytest.raises(CheckpointError):
+        execute("caption", [folder], settings, stderr=io.StringIO())
+    assert len(out.read_text().splitlines()) == 1

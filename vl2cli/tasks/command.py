@@ -84,10 +84,12 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
         from ..api import load_model  # torch and the model load only once the lock is ours
+        from .lazy_model import LazyModel
         from .pipeline import run_task
 
-        model = load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-                           frames=settings.frames, encoder_backend=settings.encoder_backend)
+        model = LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=lambda: load_model(
+            settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
+            frames=settings.frames, encoder_backend=settings.encoder_backend))
         options = RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
                              decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
         is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None
