@@ -4,17 +4,26 @@ Upstream baseline (per file, one process): decord `VideoReader(num_threads=1).ge
 through transformers' PIL image processor, the audio track through an `ffmpeg` CLI subprocess, clip
 selection and the kaldi fbank. torchaudio cannot be installed beside torch 2.14, so the baseline's
 fbank is vl2's (same maths as torchaudio's); that stage is therefore equal in both columns.
-Outputs are compared: pixels within 1e-5, fbank within the decoder tolerance measured in
-tests/test_media_audio.py (ffmpeg 5.1 CLI vs PyAV/FFmpeg 8.1 differ by ≤ 1 LSB on < 0.05 % of samples).
+
+Measured: single-file latency (vl2 with 1 and with 2 threads, interleaved with the baseline run by
+run so load from other jobs hits all three alike), and batch throughput in steady state (the fixture
+list repeated, after one warm-up pass; pool start-up reported apart) for DecodePool and for the
+baseline in one and in two processes. Outputs are asserted: vl2 vs baseline pixels within 1e-5 (or
+the known Pillow pass-order difference, see `_compare`), fbank within the ffmpeg-vs-PyAV decoder
+tolerance, and vl2's threaded and pooled outputs bit-equal to its single-threaded ones.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import shutil
 import statistics
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +33,8 @@ from benchmarks.run import BenchResult
 from vl2cli.constants import AUDIO_WINDOW_SAMPLES, BEATS_FBANK_STD
 from vl2cli.media.audio import INT16_SCALE, kaldi_fbank, round_to_bfloat16, video_audio_waveform
 from vl2cli.media.image import ImageProcessorSpec
-from vl2cli.media.loader import MediaSpec, load_media
+from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
+from vl2cli.media.parallel import default_media_threads
 from vl2cli.media.probe import probe_media
 from vl2cli.media.sampling import sample_frame_indices
 from vl2cli.media.workers import DecodePool
@@ -32,13 +42,21 @@ from vl2cli.media.workers import DecodePool
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("VL2_MEDIA_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures" / "media")).resolve()
 NUM_FRAMES = 16  # VideoLLaMA2.1-7B-AV
-REPEATS = 3
+#: Runs per file for the latency medians (VL2_BENCH_REPEATS overrides).
+REPEATS = int(os.environ.get("VL2_BENCH_REPEATS", "5"))
+#: Times the fixture list is repeated for the steady-state throughput runs (VL2_BENCH_PASSES overrides).
+THROUGHPUT_PASSES = int(os.environ.get("VL2_BENCH_PASSES", "4"))
 SIGLIP384 = {"image_processor_type": "SiglipImageProcessor", "size": {"height": 384, "width": 384}, "resample": 3,
              "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 PIXEL_TOLERANCE = 1e-5
 #: Normalised-fbank bound between the ffmpeg CLI's and PyAV's audio (see tests/test_media_audio.py).
 DECODER_FBANK_TOLERANCE = 0.1
+STAGES = ("decode", "preprocess", "audio_decode", "fbank")
 _MS = 1000.0
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+Outputs = tuple[torch.Tensor, torch.Tensor | None]
+Loader = Callable[[Path], tuple[dict[str, float], torch.Tensor, torch.Tensor | None]]
 
 
 def _media_files() -> list[Path]:
@@ -49,6 +67,10 @@ def _media_files() -> list[Path]:
         if probe_media(path).kind in ("video", "image"):
             files.append(path)
     return files
+
+
+def _av_spec() -> MediaSpec:
+    return MediaSpec(num_frames=NUM_FRAMES, image=ImageProcessorSpec.from_config(SIGLIP384), want_audio=True)
 
 
 class UpstreamBaseline:
@@ -71,16 +93,15 @@ class UpstreamBaseline:
     def load(self, path: Path) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
             images = [Image.open(path).convert("RGB")]
-            timings["decode"] = (time.perf_counter() - start) * _MS
         else:
             import decord
 
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             indices = sample_frame_indices(len(reader), reader.get_avg_fps(), NUM_FRAMES)
             images = [Image.fromarray(f) for f in reader.get_batch(indices).asnumpy()]
-            timings["decode"] = (time.perf_counter() - start) * _MS
+        timings["decode"] = (time.perf_counter() - start) * _MS
         start = time.perf_counter()
         pixels = self.processor.preprocess(images, return_tensors="pt")["pixel_values"]
         timings["preprocess"] = (time.perf_counter() - start) * _MS
@@ -95,78 +116,168 @@ class UpstreamBaseline:
         return timings, pixels, fbank
 
 
-def _ours(path: Path, spec: MediaSpec) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
-    loaded = load_media(path, spec)
-    t = loaded.timings_ms
-    timings = {"probe": t.get("probe", 0.0), "decode": t.get("decode_video", 0.0) + t.get("decode_image", 0.0),
-               "preprocess": t.get("preprocess_frames", 0.0), "audio_decode": t.get("decode_audio", 0.0),
-               "fbank": t.get("fbank", 0.0)}
-    return timings, loaded.pixel_values, loaded.fbank
+def _vl2_loader(spec: MediaSpec, threads: int) -> Loader:
+    def load(path: Path) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None]:
+        loaded = load_media(path, spec, threads=threads)
+        t = loaded.timings_ms
+        stages = {"decode": t.get("decode_video", 0.0) + t.get("decode_image", 0.0),
+                  "preprocess": t.get("preprocess_frames", 0.0), "audio_decode": t.get("decode_audio", 0.0),
+                  "fbank": t.get("fbank", 0.0)}
+        return stages, loaded.pixel_values, loaded.fbank
+    return load
 
 
-def _timed_median(fn, path: Path) -> tuple[float, dict[str, float], torch.Tensor, torch.Tensor | None]:
-    runs = []
+@dataclass
+class Latency:
+    """Median wall time of one loader on one file, its median stage times, and its last outputs."""
+
+    total_ms: float
+    stages_ms: dict[str, float]
+    outputs: Outputs
+
+    def stage_cell(self) -> str:
+        return " / ".join(f"{self.stages_ms.get(k, 0.0):.0f}" for k in STAGES)
+
+
+def _interleaved_latency(path: Path, loaders: dict[str, Loader]) -> dict[str, Latency]:
+    """Each repeat runs every loader once, back to back, so machine load drifts hit them alike."""
+    runs: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name in loaders}
+    outputs: dict[str, Outputs] = {}
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        stages, pixels, fbank = fn(path)
-        runs.append(((time.perf_counter() - start) * _MS, stages))
-    total = statistics.median(r[0] for r in runs)
-    stages = {k: statistics.median(r[1].get(k, 0.0) for r in runs) for k in runs[0][1]}
-    return total, stages, pixels, fbank
+        for name, load in loaders.items():
+            start = time.perf_counter()
+            stages, pixels, fbank = load(path)
+            runs[name].append(((time.perf_counter() - start) * _MS, stages))
+            outputs[name] = (pixels, fbank)
+    return {name: Latency(total_ms=statistics.median(r[0] for r in rs),
+                          stages_ms={k: statistics.median(r[1].get(k, 0.0) for r in rs) for k in STAGES},
+                          outputs=outputs[name])
+            for name, rs in runs.items()}
 
 
-def _compare(path: Path, ours: tuple, base: tuple, notes: list[str]) -> str:
-    pixel_error = (ours[2] - base[2]).abs().max().item()
+def _assert_bit_equal(path: Path, a: Outputs, b: Outputs | LoadedMedia, what: str) -> None:
+    pixels, fbank = (b.pixel_values, b.fbank) if isinstance(b, LoadedMedia) else b
+    assert torch.equal(a[0], pixels), f"{path.name}: {what} pixels differ"
+    assert (a[1] is None and fbank is None) or torch.equal(a[1], fbank), f"{path.name}: {what} fbank differs"
+
+
+def _compare(path: Path, ours: Outputs, base: Outputs, notes: list[str]) -> str:
+    pixel_error = (ours[0] - base[0]).abs().max().item()
     verdict = "equal" if pixel_error <= PIXEL_TOLERANCE else f"pixels differ {pixel_error:.3f}"
     if pixel_error > PIXEL_TOLERANCE:
         notes.append(f"{path.name}: baseline pixels differ by {pixel_error:.3f}: current Pillow runs the vertical "
                      "pass first on this aspect ratio; vl2 keeps Pillow 10.4's order and equals upstream's goldens "
                      "(tests/test_media_image.py)")
-    if ours[3] is not None and base[3] is not None:
-        fbank_error = ((ours[3] - base[3]).abs().max().item()) / (2 * BEATS_FBANK_STD)
+    if ours[1] is not None and base[1] is not None:
+        fbank_error = ((ours[1] - base[1]).abs().max().item()) / (2 * BEATS_FBANK_STD)
         assert fbank_error <= DECODER_FBANK_TOLERANCE, f"{path.name}: fbank differs by {fbank_error}"
         verdict += f", fbank ≤{fbank_error:.3f}"
     return verdict
 
 
+# ---------------------------------------------------------------- throughput
+
+@dataclass
+class Throughput:
+    files_per_s: float
+    startup_s: float  # pool start (processes up and imports done) plus the warm-up pass
+
+
+def _pool_throughput(spec: MediaSpec, files: list[Path], reference: dict[Path, Outputs], workers: int,
+                     threads_per_worker: int) -> Throughput:
+    """DecodePool over the fixture list repeated, after a warm-up pass; outputs checked bit-equal."""
+    start = time.perf_counter()
+    with DecodePool(spec, workers=workers, threads_per_worker=threads_per_worker) as pool:
+        for _ in pool.imap(files):
+            pass
+        warm = time.perf_counter()
+        results = list(pool.imap(files * THROUGHPUT_PASSES))
+        elapsed = time.perf_counter() - warm
+    for path, result in results:
+        assert not isinstance(result, Exception), f"{path.name}: {result}"
+        _assert_bit_equal(path, reference[path], result, "DecodePool")
+    return Throughput(files_per_s=len(results) / elapsed, startup_s=warm - start)
+
+
+_worker_baseline: UpstreamBaseline | None = None
+
+
+def _init_baseline_worker() -> None:
+    global _worker_baseline
+    torch.set_num_threads(1)
+    _worker_baseline = UpstreamBaseline()
+
+
+def _baseline_in_worker(path: Path) -> None:
+    _worker_baseline.load(path)
+
+
+def _baseline_throughput(files: list[Path], processes: int) -> Throughput:
+    """The baseline over the repeated fixture list in `processes` processes (the cores, used upstream's way)."""
+    start = time.perf_counter()
+    context = mp.get_context("forkserver")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_baseline_worker) as pool:
+        list(pool.map(_baseline_in_worker, files))
+        warm = time.perf_counter()
+        list(pool.map(_baseline_in_worker, files * THROUGHPUT_PASSES))
+        elapsed = time.perf_counter() - warm
+    return Throughput(files_per_s=len(files) * THROUGHPUT_PASSES / elapsed, startup_s=warm - start)
+
+
+# ---------------------------------------------------------------- report
+
 def run() -> BenchResult:
     files = _media_files()
-    spec = MediaSpec(num_frames=NUM_FRAMES, image=ImageProcessorSpec.from_config(SIGLIP384), want_audio=True)
-    have_ffmpeg = shutil.which("ffmpeg") is not None
-    baseline = UpstreamBaseline() if have_ffmpeg else None
+    spec = _av_spec()
+    cores = os.cpu_count() or 1
+    threads = max(default_media_threads(), 2)
+    if shutil.which("ffmpeg") is None:
+        return BenchResult(title="Ingest (media fixtures → model inputs)", header=["file"], rows=[],
+                           notes=["baseline skipped: ffmpeg CLI not installed"])
+    baseline = UpstreamBaseline()
+    loaders: dict[str, Loader] = {"upstream": baseline.load, "vl2_1": _vl2_loader(spec, 1),
+                                  "vl2_n": _vl2_loader(spec, threads)}
     notes = [f"{len(files)} media fixtures, SigLIP-384, {NUM_FRAMES} frames, audio on (VideoLLaMA2.1-7B-AV); "
-             f"median of {REPEATS} runs per file, one process, {os.cpu_count()} CPU cores"]
+             f"{cores} CPU cores; latency: median of {REPEATS} interleaved runs per file; throughput: the fixture "
+             f"list × {THROUGHPUT_PASSES} after a warm-up pass"]
     rows: list[list[str]] = []
-    totals_ours, totals_base = 0.0, 0.0
+    totals = {name: 0.0 for name in loaders}
+    reference: dict[Path, Outputs] = {}
     for path in files:
-        load_media(path, spec)  # warm the page cache and lazy imports for both sides
-        ours = _timed_median(lambda p: _ours(p, spec), path)
-        totals_ours += ours[0]
-        stages = " / ".join(f"{ours[1][k]:.0f}" for k in ("decode", "preprocess", "audio_decode", "fbank"))
-        if baseline is not None:
-            base = _timed_median(baseline.load, path)
-            totals_base += base[0]
-            base_stages = " / ".join(f"{base[1].get(k, 0.0):.0f}" for k in ("decode", "preprocess", "audio_decode", "fbank"))
-            rows.append([path.name, f"{base[0]:.0f}", base_stages, f"{ours[0]:.0f}", stages,
-                         f"{base[0] / ours[0]:.2f}×", _compare(path, ours, base, notes)])
-        else:
-            rows.append([path.name, "–", "–", f"{ours[0]:.0f}", stages, "–", "baseline skipped"])
-    pool_start = time.perf_counter()
-    with DecodePool(spec, workers=os.cpu_count() or 2) as pool:
-        pool_results = list(pool.imap(files * REPEATS))
-    pool_s = time.perf_counter() - pool_start
-    assert not any(isinstance(r, Exception) for _, r in pool_results)
+        for load in loaders.values():
+            load(path)  # warm the page cache and lazy imports
+        latency = _interleaved_latency(path, loaders)
+        for name, value in latency.items():
+            totals[name] += value.total_ms
+        base, one, many = latency["upstream"], latency["vl2_1"], latency["vl2_n"]
+        _assert_bit_equal(path, one.outputs, many.outputs, f"{threads}-thread")
+        reference[path] = one.outputs
+        rows.append([path.name, f"{base.total_ms:.0f}", base.stage_cell(), f"{one.total_ms:.0f}",
+                     f"{many.total_ms:.0f}", many.stage_cell(),
+                     f"{base.total_ms / one.total_ms:.2f}× / {base.total_ms / many.total_ms:.2f}×",
+                     _compare(path, one.outputs, base.outputs, notes)])
     count = len(files)
-    if baseline is not None:
-        rows.append(["**all, sequential**", f"{totals_base:.0f}", f"{count / totals_base * _MS:.2f} files/s",
-                     f"{totals_ours:.0f}", f"{count / totals_ours * _MS:.2f} files/s", f"{totals_base / totals_ours:.2f}×", ""])
-        rows.append([f"**all, DecodePool ({os.cpu_count()} workers)**", "", "", f"{pool_s / REPEATS * _MS:.0f}",
-                     f"{len(pool_results) / pool_s:.2f} files/s (incl. worker start)",
-                     f"{totals_base / (pool_s / REPEATS * _MS):.2f}×", ""])
-    else:
-        notes.append("baseline skipped: ffmpeg CLI not installed")
+    upstream_rate = count / totals["upstream"] * _MS
+    rows.append(["**all, one file at a time**", f"{totals['upstream']:.0f}", f"{upstream_rate:.2f} files/s",
+                 f"{totals['vl2_1']:.0f}", f"{totals['vl2_n']:.0f}",
+                 f"{count / totals['vl2_1'] * _MS:.2f} / {count / totals['vl2_n'] * _MS:.2f} files/s",
+                 f"{totals['upstream'] / totals['vl2_1']:.2f}× / {totals['upstream'] / totals['vl2_n']:.2f}×", ""])
+    upstream_parallel = _baseline_throughput(files, cores)
+    rows.append([f"**batch: upstream in {cores} processes**", "", f"{upstream_parallel.files_per_s:.2f} files/s",
+                 "", "", "", f"{upstream_parallel.files_per_s / upstream_rate:.2f}× (vs upstream, 1 process)", ""])
+    for workers, per_worker in ((cores, 1), (1, threads)):
+        pooled = _pool_throughput(spec, files, reference, workers, per_worker)
+        rows.append([f"**batch: DecodePool {workers} worker(s) × {per_worker} thread(s)**", "", "", "", "",
+                     f"{pooled.files_per_s:.2f} files/s",
+                     f"{pooled.files_per_s / upstream_rate:.2f}× (vs upstream) / "
+                     f"{pooled.files_per_s / upstream_parallel.files_per_s:.2f}× (vs upstream in {cores} processes)",
+                     "bit-equal"])
+        notes.append(f"DecodePool {workers}×{per_worker}: start-up + warm-up pass {pooled.startup_s:.1f} s "
+                     "(paid once per run, excluded from files/s)")
+    notes.append(f"upstream in {cores} processes: start-up + warm-up pass {upstream_parallel.startup_s:.1f} s")
     return BenchResult(
         title="Ingest (media fixtures → model inputs)",
-        header=["file", "upstream ms", "upstream decode / preprocess / audio / fbank ms", "vl2 ms",
-                "vl2 decode / preprocess / audio / fbank ms", "speed-up", "outputs"],
+        header=["file", "upstream ms", "upstream decode / preprocess / audio / fbank ms", "vl2 1 thread ms",
+                f"vl2 {threads} threads ms", f"vl2 {threads} threads decode / preprocess / audio / fbank ms",
+                f"speed-up 1 / {threads} threads", "outputs"],
         rows=rows, notes=notes)
