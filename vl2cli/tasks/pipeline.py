@@ -105,7 +105,7 @@ class _Runner:
             return
         item.loaded = result
         info = result.info
-        has_audio = info.has_audio and not (result.fbank is not None and result.audio_missing)
+        has_audio = info.has_audio and not result.audio_missing  # a track that decoded to nothing counts as none
         try:
             item.modality = choose_modality(info.kind, has_audio_stream=has_audio, requested=self.options.modality,
                                             towers=self.towers, path=str(item.path))
