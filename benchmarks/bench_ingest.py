@@ -234,6 +234,7 @@ def run() -> BenchResult:
     if shutil.which("ffmpeg") is None:
         return BenchResult(title="Ingest (media fixtures → model inputs)", header=["file"], rows=[],
                            notes=["baseline skipped: ffmpeg CLI not installed"])
+    load_before = os.getloadavg()[0]
     baseline = UpstreamBaseline()
     loaders: dict[str, Loader] = {"upstream": baseline.load, "vl2_1": _vl2_loader(spec, 1),
                                   "vl2_n": _vl2_loader(spec, threads)}
@@ -275,6 +276,9 @@ def run() -> BenchResult:
         notes.append(f"DecodePool {workers}×{per_worker}: start-up + warm-up pass {pooled.startup_s:.1f} s "
                      "(paid once per run, excluded from files/s)")
     notes.append(f"upstream in {cores} processes: start-up + warm-up pass {upstream_parallel.startup_s:.1f} s")
+    notes.append(f"machine load average (1 min) {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after "
+                 f"(other jobs on the {cores} cores; 'upstream in {cores} processes' shows how much of a second "
+                 "core was actually free)")
     return BenchResult(
         title="Ingest (media fixtures → model inputs)",
         header=["file", "upstream ms", "upstream decode / preprocess / audio / fbank ms", "vl2 1 thread ms",
