@@ -11,7 +11,7 @@ import pytest
 from media_helpers.fixtures import MEDIA_FIXTURES
 from reference_fixtures import load_reference, reference_root
 from vl2cli import api
-from vl2cli.errors import NoAudioStreamError, NoVideoStreamError, UnsupportedMediaError, Vl2Error
+from vl2cli.errors import NoAudioStreamError, NoVideoStreamError, ModalityError, Vl2Error
 from vl2cli.output.record import FileStamp, Request, key_of_record, resume_key
 from vl2cli.tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from vl2cli.tasks.modality import AUDIO_MISSING_NOTE, ModelTowers, choose_modality
@@ -47,7 +47,7 @@ def test_choose_modality(kind: str, has_audio: bool, requested: str, towers: Mod
 
 
 @pytest.mark.parametrize("kind, has_audio, requested, towers, error", [
-    ("audio", True, "auto", VISION, UnsupportedMediaError),
+    ("audio", True, "auto", VISION, ModalityError),
     ("audio", True, "video", AV, NoVideoStreamError),
     ("image", False, "audio", AV, NoAudioStreamError),
     ("video", False, "audio", AV, NoAudioStreamError),
@@ -159,7 +159,7 @@ def test_vision_only_model_routes_and_refuses_audio(vision_model, media_dir: Pat
     records = _by_name(api.caption(vision_model, media_dir, max_new_tokens=3, workers=1, kinds=["video", "audio"]))
     assert set(records) == {TINY_VIDEO, SILENT_VIDEO, SPEECH, EMPTY}
     assert records[TINY_VIDEO]["modality"] == "video" and records[TINY_VIDEO]["notes"] == []
-    assert records[SPEECH]["error"]["code"] == "unsupported_media"
+    assert records[SPEECH]["error"]["code"] == "unsupported_modality"
     assert "audio tower" in records[SPEECH]["error"]["message"]
     with pytest.raises(Vl2Error, match="no audio tower"):
         api.caption(vision_model, media_dir, modality="audio")

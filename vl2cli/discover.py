@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import Vl2Error
+from .errors import InputError, Vl2Error
 
 MediaKindName = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKindName, ...] = ("video", "image", "audio")
@@ -142,7 +142,7 @@ def discover_media(
         elif path.exists():
             found = [path]
         else:
-            raise Vl2Error(f"{raw}: no such file or folder")
+            raise InputError(f"{raw}: no such file or folder")
         for file in found:
             if file not in seen:
                 seen.add(file)

@@ -47,6 +47,12 @@ class CorruptMediaError(MediaError):
     code = "corrupt_media"
 
 
+class ModalityError(MediaError):
+    """The file is fine but this model cannot take it (an audio file on a vision-only checkpoint)."""
+
+    code = "unsupported_modality"
+
+
 class NoVideoStreamError(MediaError):
     code = "no_video_stream"
 
@@ -65,6 +71,10 @@ class DecoderCrashError(MediaError):
     """The decoder worker process died (segfault, abort, out of memory)."""
 
     code = "decoder_crash"
+
+
+class InputError(Vl2Error):
+    """A path given on the command line does not exist or cannot be used as input."""
 
 
 class ExportError(Vl2Error):

@@ -150,7 +150,8 @@ class VideoLlama2:
             vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type)
         )
         instance = cls(
-            config=config, llm=llm, tokenizer=tokenizer, torch_encoders=torch_encoders, model_id=model,
+            config=config, llm=llm, tokenizer=tokenizer, torch_encoders=torch_encoders,
+            model_id=model if repo.revision is not None else str(repo.folder),  # folders: absolute path
             revision=repo.revision, folder=repo.folder, image_processor_config=image_processor_config,
             device=encoder_device, dtype=torch_dtype,
         )

@@ -20,7 +20,8 @@ class LazyModel:
     def __init__(self, model: str, *, revision: str | None, frames: int | None, load: Callable[[], Any]) -> None:
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         self.config = Vl2Config.from_file(repo.folder / "config.json")
-        self.model_id = model
+        # a local folder is identified by its absolute path, so reruns from another directory still match
+        self.model_id = model if repo.revision is not None else str(repo.folder)
         self.revision = repo.revision
         self.num_frames = int(frames) if frames is not None else self.config.num_frames
         self._load = load

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import NoAudioStreamError, NoVideoStreamError, UnsupportedMediaError, Vl2Error
+from ..errors import ModalityError, NoAudioStreamError, NoVideoStreamError, Vl2Error
 from ..media.loader import LoadedMedia
 from ..model.inputs import MultimodalInput
 
@@ -44,14 +44,14 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
         if requested in ("audio", "av"):
             raise NoAudioStreamError(f"{path}: an image has no sound; --modality {requested} cannot use it", path=path)
         if not towers.has_vision:
-            raise UnsupportedMediaError(f"{path}: this model has no vision tower; it cannot look at images", path=path)
+            raise ModalityError(f"{path}: this model has no vision tower; it cannot look at images", path=path)
         return "image"
     if kind == "audio":
         if requested in ("video", "av"):
             raise NoVideoStreamError(f"{path}: an audio file has no pictures; --modality {requested} cannot use it",
                                      path=path)
         if not towers.has_audio:
-            raise UnsupportedMediaError(
+            raise ModalityError(
                 f"{path}: an audio file needs a model with an audio tower (e.g. DAMO-NLP-SG/VideoLLaMA2.1-7B-AV)",
                 path=path)
         return "audio"
@@ -62,7 +62,7 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
         return "audio"
     if requested == "video" or not towers.has_audio:
         if not towers.has_vision:
-            raise UnsupportedMediaError(f"{path}: this model has no vision tower; it cannot look at videos", path=path)
+            raise ModalityError(f"{path}: this model has no vision tower; it cannot look at videos", path=path)
         return "video"
     return "av"
 

@@ -1,0 +1,66 @@
+"""A broken or unavailable checkpoint, as a user meets it on the command line: one clear message on
+stderr, exit code 2 (fatal), and no Python traceback."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from media_helpers.fixtures import MEDIA_FIXTURES
+from reference_fixtures import load_reference, reference_root
+from test_cli import IMAGE, vl2
+from vl2cli.tasks.exit_codes import EXIT_FATAL
+
+FIXTURE = "siglip-qwen2-av"
+pytestmark = pytest.mark.skipif(
+    not (reference_root() / FIXTURE).is_dir() or not MEDIA_FIXTURES.is_dir(), reason="reference or media fixtures not found"
+)
+
+
+def _checkpoint_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "ckpt"
+    shutil.copytree(load_reference(FIXTURE).checkpoint, target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+def _missing_shard(folder: Path) -> str:
+    weights = folder / "model.safetensors"
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
+    weights.rename(folder / "model-00001-of-00002.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return "missing shard file"
+
+
+def _corrupt(folder: Path) -> str:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return "not a readable safetensors file"
+
+
+def _unknown_type(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "videollama3_qwen2"
+    (folder / "config.json").write_text(json.dumps(config))
+    return "videollama3_qwen2"
+
+
+@pytest.mark.parametrize("damage", [_missing_shard, _corrupt, _unknown_type], ids=["missing-shard", "corrupt", "unknown-type"])
+def test_broken_checkpoint_is_a_clear_fatal_error(tmp_path, damage):
+    folder = _checkpoint_copy(tmp_path)
+    expected = damage(folder)
+    run = vl2("caption", str(MEDIA_FIXTURES / IMAGE), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.jsonl"))
+    assert run.returncode == EXIT_FATAL
+    assert expected in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_hub_id_missing_from_the_offline_cache_is_a_clear_fatal_error(tmp_path):
+    run = vl2("ask", str(MEDIA_FIXTURES / IMAGE), "what is this?", "--model", "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
+              HF_HUB_CACHE=str(tmp_path / "empty"), HF_HUB_OFFLINE="1")
+    assert run.returncode == EXIT_FATAL
+    assert "HF_HUB_OFFLINE is set and it is not in the cache" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
