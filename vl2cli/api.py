@@ -35,12 +35,18 @@ def load_model(
     dtype: str | None = None,
     frames: int | None = None,
     encoder_backend: str = "auto",
+    device_map: str | dict | None = None,
+    export_dir: str | None = None,
+    engine_dir: str | None = None,
 ) -> "VideoLlama2":
-    """Load a checkpoint (hub id through the HF cache, or a local folder); `frames` overrides num_frames."""
+    """Load a checkpoint (hub id through the HF cache, or a local folder); `frames` overrides num_frames,
+    `device_map` (e.g. "auto") spreads the LLM over several GPUs, `export_dir`/`engine_dir` say where
+    `vl2 export` wrote encoders for `encoder_backend` to find."""
     from .model.videollama2 import VideoLlama2
 
     return VideoLlama2.from_pretrained(model, revision=revision, device=device, dtype=dtype,
-                                       encoder_backend=encoder_backend, num_frames=frames)
+                                       encoder_backend=encoder_backend, num_frames=frames, device_map=device_map,
+                                       export_dir=export_dir, engine_dir=engine_dir)
 
 
 def _as_list(paths: PathsArg) -> list[str | Path]:

@@ -53,6 +53,9 @@ RevisionOpt = Annotated[Optional[str], _opt("revision", "--revision", panel=MODE
 DeviceOpt = Annotated[Optional[str], _opt("device", "--device", panel=MODEL_PANEL)]
 DtypeOpt = Annotated[Optional[str], _opt("dtype", "--dtype", panel=MODEL_PANEL)]
 BackendOpt = Annotated[Optional[str], _opt("encoder_backend", "--encoder-backend", panel=MODEL_PANEL)]
+DeviceMapOpt = Annotated[Optional[str], _opt("device_map", "--device-map", panel=MODEL_PANEL)]
+ExportDirOpt = Annotated[Optional[str], _opt("export_dir", "--export-dir", panel=MODEL_PANEL)]
+EngineDirOpt = Annotated[Optional[str], _opt("engine_dir", "--engine-dir", panel=MODEL_PANEL)]
 FramesOpt = Annotated[Optional[int], _opt("frames", "--frames", panel=MODEL_PANEL)]
 ModalityOpt = Annotated[Optional[str], _opt("modality", "--modality", panel=MODEL_PANEL, extra=": auto|video|audio|av")]
 MaxTokensOpt = Annotated[Optional[int], _opt("max_new_tokens", "--max-new-tokens", panel=MODEL_PANEL)]
@@ -110,6 +113,7 @@ def caption(
     out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
     model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
     encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
+    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
     max_new_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
     kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
     decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,
@@ -128,6 +132,7 @@ def ask(
     out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
     model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
     encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
+    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
     max_new_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
     kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
     decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,
@@ -147,6 +152,7 @@ def classify(
     out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
     model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
     encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
+    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
     include: IncludeOpt = None, exclude: ExcludeOpt = None,
     kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
     decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,

@@ -89,7 +89,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
 
         model = LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=lambda: load_model(
             settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-            frames=settings.frames, encoder_backend=settings.encoder_backend))
+            frames=settings.frames, encoder_backend=settings.encoder_backend, device_map=settings.device_map,
+            export_dir=settings.export_dir, engine_dir=settings.engine_dir))
         options = RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
                              decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
         is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None
