@@ -199,7 +199,18 @@ def kaldi_fbank(waveform: np.ndarray) -> np.ndarray:
     previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
     frames = (frames - _KALDI_PREEMPHASIS * previous) * window
     power = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)) ** 2
-    return np.log(np.maximum(power @ mel, _KALDI_MEL_FLOOR))
+    return np.log(np.maximum(_apply_mel_bank(power), _KALDI_MEL_FLOOR))
+
+
+def _apply_mel_bank(power: np.ndarray) -> np.ndarray:
+    """`power @ mel` in float64 through torch, whose thread count DecodePool workers pin to 1.
+
+    Why not numpy's matmul: numpy's OpenBLAS starts its own thread pool in every worker process
+    (oversubscribing the cores the workers share), and two such workers were seen spinning for minutes
+    in OpenBLAS on a busy 2-core machine.
+    """
+    mel = _kaldi_tables()[1]
+    return (torch.from_numpy(power) @ torch.from_numpy(mel)).numpy()
 
 
 def round_to_bfloat16(fbank: np.ndarray) -> torch.Tensor:
