@@ -48,6 +48,20 @@ def _open_audio_stream(path: str) -> tuple[av.container.InputContainer, av.audio
         raise NoAudioStreamError(f"{path}: no audio stream", path=path)
     return container, container.streams.audio[0]
 
+def _decode_first_audio_stream(path: str, container: av.container.InputContainer | None, decode):
+    """Run `decode(container, stream)` on the first audio stream of `path` (or of the given open
+    container, which is left open), turning FFmpeg's errors into typed media errors."""
+    try:
+        if container is None:
+            owned, stream = _open_audio_stream(path)
+            with owned:
+                return decode(owned, stream)
+        if not container.streams.audio:
+            raise NoAudioStreamError(f"{path}: no audio stream", path=path)
+        return decode(container, container.streams.audio[0])
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+
 
 def decode_audio_track_16k_mono(path: str, container: av.container.InputContainer | None = None) -> np.ndarray:
     """The first audio stream as 16 kHz mono int16, as upstream's `ffmpeg -ac 1 -ar 16000 -f s16le`.
@@ -56,16 +70,7 @@ def decode_audio_track_16k_mono(path: str, container: av.container.InputContaine
     stay close to the CLI's; the sample count may differ by decoder priming (see docs/media.md).
     `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
     """
-    try:
-        if container is None:
-            owned, stream = _open_audio_stream(path)
-            with owned:
-                return _decode_16k_mono(owned, stream)
-        if not container.streams.audio:
-            raise NoAudioStreamError(f"{path}: no audio stream", path=path)
-        return _decode_16k_mono(container, container.streams.audio[0])
-    except av.error.FFmpegError as exc:
-        raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+    return _decode_first_audio_stream(path, container, _decode_16k_mono)
 
 
 def _decode_16k_mono(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> np.ndarray:
@@ -96,16 +101,7 @@ def read_audio_channel0(path: str, container: av.container.InputContainer | None
 
     `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
     """
-    try:
-        if container is None:
-            owned, stream = _open_audio_stream(path)
-            with owned:
-                return _decode_channel0(owned, stream)
-        if not container.streams.audio:
-            raise NoAudioStreamError(f"{path}: no audio stream", path=path)
-        return _decode_channel0(container, container.streams.audio[0])
-    except av.error.FFmpegError as exc:
-        raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
+    return _decode_first_audio_stream(path, container, _decode_channel0)
 
 
 def _decode_channel0(container: av.container.InputContainer,
