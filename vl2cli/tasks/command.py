@@ -5,8 +5,9 @@ lazily at run time without slowing `vl2 --help`.
 """
 from __future__ import annotations
 
+import logging
 import sys
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,6 +55,35 @@ class _Console:
             self.progress.update(self.task_id, advance=1, rate=rate)
 
 
+class _ConsoleLogHandler(logging.Handler):
+    """Library log lines (e.g. which encoder backend was chosen and why) as `vl2: ...` stderr lines."""
+
+    def __init__(self, console: _Console) -> None:
+        super().__init__(level=logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "vl2: warning: " if record.levelno >= logging.WARNING else "vl2: "
+        self.console.log(prefix + record.getMessage())
+
+
+@contextmanager
+def _library_logs_to(console: _Console):
+    """Route the `vl2cli` loggers to the console for one run (quiet too: cron logs want these lines)."""
+    logger = logging.getLogger("vl2cli")
+    handler = _ConsoleLogHandler(console)
+    previous_level, previous_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        logger.propagate = previous_propagate
+
+
 def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bool:
     """`vl2 ask clip.mp4 "q"`: one file, stdout, no --json -> print just the answer."""
     return task == "ask" and settings.out == STDOUT_NAME and not settings.json and len(inputs) == 1 and inputs[0].is_file()
@@ -75,6 +105,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     summary.unreadable_folders = sum(w.reason == "unreadable_folder" for w in found.warnings)
     single = _single_answer_mode(task, inputs, settings)
     with ExitStack() as stack:
+        stack.enter_context(_library_logs_to(console))
         index = None
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
