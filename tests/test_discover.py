@@ -1,13 +1,20 @@
 """discover_media: what a folder walk picks up, in which order, and what it reports instead of failing."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from vl2cli.discover import discover_media, kind_from_extension
 from vl2cli.errors import Vl2Error
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -77,6 +84,33 @@ def test_unreadable_folder_is_a_warning_not_fatal(tree: Path) -> None:
         locked.chmod(0o755)
     assert _names(tree, found.files) == ["a.MOV", "b.mp4", "raw/skip_me.mp4"]
     assert [(Path(w.path).name, w.reason) for w in found.warnings] == [("sub", "unreadable_folder")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop to nobody")
+def test_unreadable_folder_is_a_warning_not_fatal_as_an_unprivileged_user() -> None:
+    """Root reads every folder, so as root (CI) the walk runs in a child process dropped to `nobody`."""
+    top = Path(tempfile.mkdtemp(prefix="vl2-discover-"))
+    try:
+        top.chmod(0o755)
+        (top / "a.mp4").write_bytes(b"x")
+        (top / "locked").mkdir()
+        (top / "locked" / "b.mp4").write_bytes(b"x")
+        (top / "locked").chmod(0)
+        script = (
+            "import json, sys; from vl2cli.discover import discover_media; f = discover_media([sys.argv[1]]); "
+            "print(json.dumps([[str(p) for p in f.files], [[w.path, w.reason] for w in f.warnings]]))"
+        )
+        run = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script, str(top)],
+            capture_output=True, text=True, timeout=120, cwd=str(top), env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        assert run.returncode == 0, run.stderr
+        files, warnings = json.loads(run.stdout)
+        assert [Path(f).name for f in files] == ["a.mp4"]
+        assert [(Path(path).name, reason) for path, reason in warnings] == [("locked", "unreadable_folder")]
+    finally:
+        (top / "locked").chmod(0o755)
+        shutil.rmtree(top)
 
 
 def test_kind_from_extension() -> None:
