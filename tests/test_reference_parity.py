@@ -50,7 +50,7 @@ def test_encoders_match_upstream(monkeypatch, name, case_name):
     prefix = f"{case_name}."
     visual = [x for x in items if x.modality in ("video", "image", "av")]
     if prefix + "vision_features" in t:
-        pixels = torch.cat([x.pixel_values[:1].expand(model.num_frames, -1, -1, -1) if x.modality == "image" else x.pixel_values for x in visual])
+        pixels = torch.cat([model.frames_of(x) for x in visual])
         features = model.encoders.encode_frames(pixels)
         _close(features, t[prefix + "vision_features"], "vision_features")
         tokens = model.encoders.connect(features.reshape(len(visual), -1, *features.shape[1:]))

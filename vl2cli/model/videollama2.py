@@ -185,6 +185,13 @@ class VideoLlama2:
         if item.modality in ("audio", "av") and not self.config.has_audio:
             raise Vl2Error(f"{self.model_id} has no audio tower; it cannot take {item.modality} input.")
 
+    def frames_of(self, item: MultimodalInput) -> torch.Tensor:
+        """The (T, 3, S, S) frames the tower sees: upstream tiles an image to num_frames identical frames."""
+        pixels = item.pixel_values
+        if item.modality == "image":
+            return pixels[:1].expand(self.num_frames, *pixels.shape[1:])
+        return pixels
+
     @torch.inference_mode()
     def encode(self, items: Sequence[MultimodalInput]) -> list[torch.Tensor | None]:
         """Feature blocks (M_i, C) to splice for each item, all encoders run batched across items."""
@@ -195,10 +202,7 @@ class VideoLlama2:
         by_length: dict[int, list[int]] = {}
         frames: dict[int, torch.Tensor] = {}
         for i in visual:
-            pixels = items[i].pixel_values
-            if items[i].modality == "image":  # upstream tiles one image to num_frames identical frames
-                pixels = pixels[:1].expand(self.num_frames, *pixels.shape[1:])
-            frames[i] = pixels
+            pixels = frames[i] = self.frames_of(items[i])
             by_length.setdefault(pixels.shape[0], []).append(i)
         for length, indices in by_length.items():
             stacked = torch.cat([frames[i] for i in indices]).to(self.device, self.dtype)
