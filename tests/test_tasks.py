@@ -193,13 +193,15 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
     terminal = _Terminal()
     console = _Console(quiet=False, stderr=terminal)
     summary = RunSummary()
-    with console.start(2):
+    with console.start():
         summary.count({"error": None})
+        console.set_total(2)  # the walk ended: the bar learns its total
         console.advance(summary)
         console.log("vl2: failed: x")
     assert "files" in terminal.getvalue() and "vl2: failed: x" in terminal.getvalue()
+    assert "1/2" in terminal.getvalue()
     for console in (_Console(quiet=True, stderr=_Terminal()), _Console(quiet=False, stderr=io.StringIO())):
-        with console.start(2):
+        with console.start():
             console.log("vl2: failed: y")
         assert console.progress is None and console.stderr.getvalue() == "vl2: failed: y\n"
 

@@ -11,17 +11,20 @@ over these functions plus output, resume and locking.
 """
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discover import MEDIA_KINDS, discover_media
+from .discover import MEDIA_KINDS, WalkWarning, iter_media
 from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL, DEFAULT_TOP_K
 
 if TYPE_CHECKING:
     from .model.videollama2 import VideoLlama2
-    from .tasks.spec import TaskSpec
+    from .output.record import Request, ResumeKey
+    from .tasks.plan import FileOutcome, PlannedFile
+    from .tasks.spec import RunOptions, TaskSpec
 
 PathsArg = str | Path | Sequence[str | Path]
 log = logging.getLogger(__name__)
@@ -53,6 +56,64 @@ def _as_list(paths: PathsArg) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+def _log_walk_warning(warning: "WalkWarning") -> None:
+    log.warning(warning.message)  # a library reports walk problems through logging, not stderr
+
+
+def _counted(files: Iterator[Path], on_end: Callable[[int], None]) -> Iterator[Path]:
+    count = 0
+    for file in files:
+        count += 1
+        yield file
+    on_end(count)
+
+
+def iter_outcomes(
+    model: Any,
+    paths: PathsArg,
+    task: "TaskSpec",
+    options: "RunOptions | None" = None,
+    *,
+    is_done: "Callable[[ResumeKey], bool] | None" = None,
+    on_warning: "Callable[[WalkWarning], None] | None" = None,
+    on_walk_end: Callable[[int], None] | None = None,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    kinds: Sequence[str] = MEDIA_KINDS,
+) -> Iterator["FileOutcome"]:
+    """The one run path (the CLI wraps it): one outcome per file, streamed as batches finish.
+
+    Folders are walked lazily (the first file is decoded before the walk of a large archive ends);
+    `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
+    problems go to `on_warning` (default: this module's logger); `on_walk_end(n)` hears how many
+    files the walk found once it has ended (e.g. a progress bar's total). `model` is a loaded VideoLlama2 or a
+    `LazyModel`: until a file needs the model, nothing here imports torch, so a rerun where every file
+    is done returns in the time the walk takes.
+    """
+    from .tasks.plan import build_request, plan_files
+    from .tasks.spec import RunOptions
+
+    options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
+    files = iter_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
+                       on_warning=on_warning or _log_walk_warning)
+    if on_walk_end is not None:
+        files = _counted(files, on_walk_end)
+    request = build_request(model, task, options)
+    return _outcomes(model, plan_files(files, request, is_done), task, options, request)
+
+
+def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",
+              request: "Request") -> Iterator["FileOutcome"]:
+    for plan in planned:
+        if plan.pending:
+            from .tasks.pipeline import run_planned  # torch: only now that a file needs the model
+
+            yield from run_planned(model, itertools.chain([plan], planned), task, options, request)
+            return
+        yield plan.outcome
+
+
 def iter_records(
     model: "VideoLlama2",
     paths: PathsArg,
@@ -69,15 +130,12 @@ def iter_records(
     kinds: Sequence[str] = MEDIA_KINDS,
 ) -> Iterator[dict[str, Any]]:
     """Stream records as batches finish (files and folders expanded as the CLI does)."""
-    from .tasks.pipeline import run_task
     from .tasks.spec import RunOptions
 
-    found = discover_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude)
-    for warning in found.warnings:  # a library reports walk problems through logging, not stderr
-        log.warning(warning.message)
     options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
                          video_backend=video_backend)
-    for outcome in run_task(model, found.files, task, options):
+    for outcome in iter_outcomes(model, paths, task, options, recursive=recursive, include=include,
+                                 exclude=exclude, kinds=kinds):
         if outcome.record is not None:
             yield outcome.record
 

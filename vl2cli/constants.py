@@ -33,6 +33,9 @@ AUDIO_CLIPS_PER_VIDEO = 8
 FBANK_NUM_MEL_BINS = 128
 FBANK_FRAME_LENGTH_MS = 25
 FBANK_FRAME_SHIFT_MS = 10
+#: Frames of the fbank of one 30 s window (kaldi's snip_edges framing): 2998.
+AUDIO_FBANK_FRAMES = 1 + (AUDIO_WINDOW_SAMPLES - AUDIO_SAMPLE_RATE * FBANK_FRAME_LENGTH_MS // 1000) // (
+    AUDIO_SAMPLE_RATE * FBANK_FRAME_SHIFT_MS // 1000)
 #: BEATs input normalisation (upstream BEATs.preprocess: (fbank - mean) / (2 * std)).
 BEATS_FBANK_MEAN = 15.41663
 BEATS_FBANK_STD = 6.55582

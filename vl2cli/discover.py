@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -64,32 +64,34 @@ def _selected(relative: str, include: Sequence[str], exclude: Sequence[str]) -> 
 
 
 def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include: Sequence[str],
-                 exclude: Sequence[str], warnings: list[WalkWarning]) -> Iterable[Path]:
-    """Every matching file under `root`; follows symlinked folders but never into one seen before."""
+                 exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[Path]:
+    """Every matching file under `root`, streamed in path order (names sorted per folder, depth first).
+
+    Follows symlinked folders but never into one seen before. Only the folders on the way down are
+    held, so the walk of a million-file archive starts yielding at once and in flat memory.
+    """
     seen_folders: set[tuple[int, int]] = set()
-    stack: list[Path] = [root]
-    while stack:
-        folder = stack.pop()
+
+    def visit(folder: Path) -> Iterator[Path]:
         try:
             stat = folder.stat()
         except OSError as exc:
-            warnings.append(WalkWarning(str(folder), "unreadable_folder", f"{folder}: cannot read ({exc.strerror})"))
-            continue
+            warn(WalkWarning(str(folder), "unreadable_folder", f"{folder}: cannot read ({exc.strerror})"))
+            return
         identity = (stat.st_dev, stat.st_ino)
         if identity in seen_folders:
-            warnings.append(WalkWarning(str(folder), "symlink_loop",
-                                        f"{folder}: already visited through another path (symlink loop); skipped"))
-            continue
+            warn(WalkWarning(str(folder), "symlink_loop",
+                             f"{folder}: already visited through another path (symlink loop); skipped"))
+            return
         seen_folders.add(identity)
         try:
             with os.scandir(folder) as entries:
-                children = sorted(entries, key=lambda entry: entry.name)
+                children = sorted(((entry.name, entry) for entry in entries), key=lambda pair: pair[0])
         except OSError as exc:
-            warnings.append(WalkWarning(str(folder), "unreadable_folder", f"{folder}: cannot list ({exc.strerror})"))
-            continue
-        subfolders: list[Path] = []
-        for entry in children:
-            if entry.name.startswith("."):
+            warn(WalkWarning(str(folder), "unreadable_folder", f"{folder}: cannot list ({exc.strerror})"))
+            return
+        for name, entry in children:
+            if name.startswith("."):
                 continue
             path = Path(entry.path)
             try:
@@ -97,18 +99,68 @@ def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include:
                 is_file = not is_dir and entry.is_file(follow_symlinks=True)
             except OSError as exc:
                 reason = "symlink_loop" if entry.is_symlink() else "unreadable_folder"
-                warnings.append(WalkWarning(str(path), reason, f"{path}: cannot follow ({exc.strerror})"))
+                warn(WalkWarning(str(path), reason, f"{path}: cannot follow ({exc.strerror})"))
                 continue
             if is_dir:
                 if recursive:
-                    subfolders.append(path)
+                    yield from visit(path)
             elif is_file:
                 relative = path.relative_to(root).as_posix()
                 if kind_from_extension(path) in kinds and _selected(relative, include, exclude):
                     yield path
             elif entry.is_symlink():
-                warnings.append(WalkWarning(str(path), "broken_symlink", f"{path}: broken symlink; skipped"))
-        stack.extend(reversed(subfolders))
+                warn(WalkWarning(str(path), "broken_symlink", f"{path}: broken symlink; skipped"))
+
+    yield from visit(root)
+
+
+def iter_media(
+    inputs: Sequence[str | Path],
+    *,
+    recursive: bool = True,
+    kinds: Iterable[str] = MEDIA_KINDS,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    on_warning: Callable[[WalkWarning], None] | None = None,
+) -> Iterator[Path]:
+    """Expand files and folders into media files, lazily: the first file comes before the walk ends.
+
+    Files named explicitly are always kept (probing decides what they are); files found in folders
+    must have a known extension of one of `kinds` and pass the globs (`include`: any must match,
+    `exclude`: none may match; a glob is matched against the path relative to the folder and against
+    the file name). Hidden names (leading dot) are skipped. Order: inputs in the order given, each
+    folder's files in path order (names sorted per folder, depth first). Problems met while walking
+    go to `on_warning` as they happen. Checked before anything is yielded (Vl2Error): unknown kinds,
+    an input path that does not exist.
+    """
+    kinds = frozenset(kinds)
+    unknown = kinds - set(MEDIA_KINDS)
+    if unknown:
+        raise Vl2Error(f"unknown media kind(s) {sorted(unknown)}; choose from {', '.join(MEDIA_KINDS)}")
+    absolute = [Path(os.path.abspath(raw)) for raw in inputs]
+    for raw, path in zip(inputs, absolute):
+        if not path.is_dir() and not path.exists():
+            raise InputError(f"{raw}: no such file or folder")
+    return _expand(absolute, recursive=recursive, kinds=kinds, include=include, exclude=exclude,
+                   warn=on_warning or (lambda warning: None))
+
+
+def _expand(paths: list[Path], *, recursive: bool, kinds: frozenset[str], include: Sequence[str],
+            exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[Path]:
+    # Duplicates can only come from overlapping inputs, so a lone input needs no memory of what it saw.
+    seen: set[Path] | None = set() if len(paths) > 1 else None
+    for path in paths:
+        if path.is_dir():
+            found: Iterable[Path] = _walk_folder(path, recursive=recursive, kinds=kinds, include=include,
+                                                 exclude=exclude, warn=warn)
+        else:
+            found = [path]
+        for file in found:
+            if seen is not None:
+                if file in seen:
+                    continue
+                seen.add(file)
+            yield file
 
 
 def discover_media(
@@ -119,32 +171,8 @@ def discover_media(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Discovery:
-    """Expand files and folders into media files.
-
-    Files named explicitly are always kept (probing decides what they are); files found in folders
-    must have a known extension of one of `kinds` and pass the globs (`include`: any must match,
-    `exclude`: none may match; a glob is matched against the path relative to the folder and against
-    the file name). Hidden names (leading dot) are skipped. Order: inputs in the order given, each
-    folder's files sorted by path. A path that does not exist is a user error (Vl2Error).
-    """
-    kinds = frozenset(kinds)
-    unknown = kinds - set(MEDIA_KINDS)
-    if unknown:
-        raise Vl2Error(f"unknown media kind(s) {sorted(unknown)}; choose from {', '.join(MEDIA_KINDS)}")
+    """`iter_media` collected into a list, with the walk's warnings (for callers that want it all)."""
     result = Discovery()
-    seen: set[Path] = set()
-    for raw in inputs:
-        path = Path(os.path.abspath(raw))
-        if path.is_dir():
-            walked = _walk_folder(path, recursive=recursive, kinds=kinds, include=include, exclude=exclude,
-                                  warnings=result.warnings)
-            found: Iterable[Path] = sorted(walked, key=lambda file: file.relative_to(path).as_posix())
-        elif path.exists():
-            found = [path]
-        else:
-            raise InputError(f"{raw}: no such file or folder")
-        for file in found:
-            if file not in seen:
-                seen.add(file)
-                result.files.append(file)
+    result.files.extend(iter_media(inputs, recursive=recursive, kinds=kinds, include=include, exclude=exclude,
+                                   on_warning=result.warnings.append))
     return result

@@ -27,11 +27,15 @@ DEFAULT_MAX_NEW_TOKENS = 2048
 DEFAULT_TOP_K = 5
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 #: Batches and decode workers when --batch-size/--workers are not given: the CPU runs one file at a
-#: time (batching buys nothing there but memory), a GPU wants several files per forward pass.
+#: time (batching buys nothing there but memory); a GPU takes as many files per forward pass as its
+#: free memory holds (see `vl2cli.tasks.budget`), up to GPU_MAX_BATCH_SIZE.
 CPU_BATCH_SIZE = 1
-GPU_BATCH_SIZE = 8
+GPU_MAX_BATCH_SIZE = 64
+#: Decode workers: the cores less the ones the model process needs (its generate loop is CPU-bound:
+#: on a 16-core GPU machine the model ran 1.5x slower sharing every core with decoders), capped.
+MODEL_PROCESS_CORES = 1
 CPU_WORKERS = 2
-GPU_WORKERS = 4
+GPU_WORKERS = 12
 
 ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
@@ -62,8 +66,10 @@ class Settings:
     engine_dir: str | None = _setting(None, "where `vl2 export` wrote TensorRT engines (see docs/export.md)")
     frames: int | None = _setting(None, "frames per video (default: the model's num_frames)")
     modality: str = _setting("auto", "what of each file the model sees", MODALITIES)
-    batch_size: int | None = _setting(None, f"files per model call (default {CPU_BATCH_SIZE} on CPU, {GPU_BATCH_SIZE} on GPU)")
-    workers: int | None = _setting(None, f"decode worker processes (default {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU)")
+    batch_size: int | None = _setting(None, f"files per model call (default {CPU_BATCH_SIZE} on CPU; on a GPU what its "
+                                            f"free memory holds, up to {GPU_MAX_BATCH_SIZE})")
+    workers: int | None = _setting(None, f"decode worker processes (default: the cores less {MODEL_PROCESS_CORES} for "
+                                         f"the model, at most {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU)")
     decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
     video_backend: str = _setting("decord", "decord (upstream's reader) or pyav", ("decord", "pyav"))
     max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
@@ -235,15 +241,11 @@ def resolve_settings(
     return ResolvedSettings(settings, sources, Path(config_path) if config_path is not None else None)
 
 
-def default_batch_size(device_type: str) -> int:
-    """Batch size for --batch-size auto on this device type ("cpu", "cuda")."""
-    return CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
-
-
-def default_workers(device_type: str) -> int:
-    """Decode workers for --workers auto: never more than the machine's cores."""
+def default_workers(device_type: str, cores: int | None = None) -> int:
+    """Decode workers for --workers auto: the cores less the model process's share, at least one."""
+    cores = cores or os.cpu_count() or 1
     wanted = CPU_WORKERS if device_type == "cpu" else GPU_WORKERS
-    return max(1, min(wanted, os.cpu_count() or 1))
+    return max(1, min(wanted, cores - MODEL_PROCESS_CORES))
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:

@@ -165,18 +165,22 @@ def first_occurrences(frames: np.ndarray) -> list[int]:
     return sources
 
 
-def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec, *, threads: int | None = None) -> torch.Tensor:
+def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec, *, threads: int | None = None,
+                      normalize: bool = True) -> torch.Tensor:
     """(N,H,W,3) uint8 RGB -> (N,3,S,S) float32, equal to the tower's image processor output.
 
     Each distinct frame is resized, cropped and mapped through the value table on its own, on up to
     `threads` threads (None: the process default, see `vl2cli.media.parallel`); repeated frames are copied.
+    `normalize=False` stops before the value table and returns the (N,3,S,S) uint8 levels: a quarter
+    of the bytes to hand between processes and to the GPU, where `normalize_levels` finishes the job
+    with the very same table (so the values are bit-identical).
     """
     if frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS or frames.dtype != np.uint8:
         raise ValueError(f"expected (N,H,W,3) uint8 frames, got {frames.shape} {frames.dtype}")
     out_hw = _resized_hw_for(frames, spec)
     side_hw = (spec.size, spec.size) if spec.do_center_crop else out_hw
     table = value_lookup_table(spec).numpy()
-    out = np.empty((frames.shape[0], RGB_CHANNELS, *side_hw), dtype=np.float32)
+    out = np.empty((frames.shape[0], RGB_CHANNELS, *side_hw), dtype=np.float32 if normalize else np.uint8)
     sources = first_occurrences(frames)
     distinct = [i for i, source in enumerate(sources) if source == i]
 
@@ -184,13 +188,29 @@ def preprocess_frames(frames: np.ndarray, spec: ImageProcessorSpec, *, threads: 
         index = distinct[position]
         pixels = _resize_and_crop(frames[index], out_hw, spec)
         for channel in range(RGB_CHANNELS):
-            np.take(table[channel], pixels[..., channel], out=out[index, channel])
+            if normalize:
+                np.take(table[channel], pixels[..., channel], out=out[index, channel])
+            else:
+                out[index, channel] = pixels[..., channel]
 
     for_each_index(len(distinct), process, resolve_threads(threads))
     for index, source in enumerate(sources):
         if source != index:
             out[index] = out[source]
     return torch.from_numpy(out)
+
+
+def normalize_levels(levels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(N,3,S,S) uint8 levels -> float32 processor output, on the levels' device.
+
+    `table` is `value_lookup_table(spec)` (moved to the same device once by the caller). A lookup, not
+    arithmetic, so the result equals `preprocess_frames(..., normalize=True)` bit for bit on any device.
+    """
+    if levels.dtype != torch.uint8 or levels.ndim != 4 or levels.shape[1] != RGB_CHANNELS:
+        raise ValueError(f"expected (N,3,S,S) uint8 levels, got {tuple(levels.shape)} {levels.dtype}")
+    offsets = torch.arange(RGB_CHANNELS, device=levels.device, dtype=torch.long).view(1, RGB_CHANNELS, 1, 1)
+    flat_index = levels.long() + offsets * _UINT8_LEVELS
+    return table.reshape(-1).take(flat_index)
 
 
 def load_image_rgb(path: str) -> np.ndarray:

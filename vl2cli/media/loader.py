@@ -52,6 +52,9 @@ class MediaSpec:
     start_s: float | None = None
     end_s: float | None = None
     audio_window_start: int | None = None
+    #: False: pixel_values stay uint8 levels (see `image.normalize_levels`), the light hand-off from
+    #: decode workers to the model process.
+    normalize_pixels: bool = True
 
 
 @dataclass
@@ -59,7 +62,7 @@ class LoadedMedia:
     """Preprocessed tensors for one file, plus what the result record should say about them."""
 
     info: MediaInfo
-    pixel_values: torch.Tensor | None  # (T,3,S,S) video, (1,3,S,S) image; float32
+    pixel_values: torch.Tensor | None  # (T,3,S,S) video, (1,3,S,S) image; float32 (uint8 if not normalize_pixels)
     fbank: torch.Tensor | None  # (2998,128) float32 holding bf16-rounded values, not normalised
     audio_missing: bool  # True when want_audio and the file had no audio (30 s of silence used)
     frame_indices: list[int] | None
@@ -112,7 +115,8 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
                     path, lambda total, fps: sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s),
                     spec.video_backend, threads=decoder_threads)
             with _timed(timings, "preprocess_frames"):
-                result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads)
+                result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads,
+                                                        normalize=spec.normalize_pixels)
             result.frame_indices, result.video_backend = decoded.indices, decoded.backend
         if audio_job is not None:
             with _timed(timings, "wait_audio"):
@@ -149,7 +153,8 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
                 with _timed(timings, "decode_image"):
                     rgb = load_image_rgb(path)
                 with _timed(timings, "preprocess_frames"):
-                    result.pixel_values = preprocess_frames(rgb, spec.image, threads=budget)
+                    result.pixel_values = preprocess_frames(rgb, spec.image, threads=budget,
+                                                            normalize=spec.normalize_pixels)
         elif spec.want_audio:
             result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, container, timings)
     return result

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from vl2cli.errors import DecodeTimeoutError, DecoderCrashError, MediaError
 from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
 from vl2cli.media.parallel import set_media_threads
 
 LoadFn = Callable[[str, MediaSpec], LoadedMedia]
+T = TypeVar("T")
 #: forkserver: workers start from a clean process (no inherited torch/OpenMP thread state) and a
 #: replacement worker forks from the server in milliseconds instead of re-importing torch.
 _START_METHOD = "forkserver"
@@ -29,6 +31,8 @@ _PRELOAD_MODULES = ["vl2cli.media.loader"]
 _SHUTDOWN_GRACE_S = 2.0
 #: In-flight files per worker when max_pending is not given (one decoding, one queued result).
 _PENDING_PER_WORKER = 2
+#: How often a caller waiting for a result re-checks that the feeder thread is still alive.
+_RESULT_POLL_S = 1.0
 
 
 def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
@@ -42,13 +46,42 @@ def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: in
         if task is None:
             return
         seq, path = task
-        try:
-            result: LoadedMedia | MediaError = load_fn(path, spec)
-        except MediaError as exc:
-            result = exc
-        except Exception as exc:  # a decoder bug must cost this file only, reported as a media error
-            result = MediaError(f"{path}: unexpected {type(exc).__name__} while decoding: {exc}", path=path)
-        conn.send((seq, result))
+        conn.send((seq, decode_one(load_fn, path, spec)))
+
+
+def decode_one(load_fn: LoadFn, path: str, spec: MediaSpec) -> LoadedMedia | MediaError:
+    """One file's result, its failures included: what a worker sends back for it."""
+    try:
+        return load_fn(path, spec)
+    except MediaError as exc:
+        return exc
+    except Exception as exc:  # a decoder bug must cost this file only, reported as a media error
+        return MediaError(f"{path}: unexpected {type(exc).__name__} while decoding: {exc}", path=path)
+
+
+class InlineDecoder:
+    """`DecodePool`'s interface, decoding in the calling process: for a run with a single file to do
+    (`vl2 ask clip.mp4 "..."`), where starting worker processes costs more than it saves. No timeout
+    and no crash isolation: those need a process to kill."""
+
+    def __init__(self, spec: MediaSpec, *, load_fn: LoadFn = load_media) -> None:
+        self.spec, self.load_fn = spec, load_fn
+        self.feeder_waited_s = 0.0
+
+    def __enter__(self) -> "InlineDecoder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], str | None]
+                   ) -> Iterator[tuple[T, LoadedMedia | MediaError | None]]:
+        for item in items:
+            path = path_of(item)
+            started = time.perf_counter()
+            result = None if path is None else decode_one(self.load_fn, path, self.spec)
+            self.feeder_waited_s += time.perf_counter() - started
+            yield item, result
 
 
 @dataclass
@@ -78,6 +111,8 @@ class DecodePool:
         self._ctx.set_forkserver_preload(_PRELOAD_MODULES)
         self._workers: list[_Worker] = []
         self.restarts = 0
+        #: seconds callers of `imap` spent waiting for a file that was not decoded yet
+        self.feeder_waited_s = 0.0
 
     # -------------------------------------------------------------- lifecycle
     def __enter__(self) -> "DecodePool":
@@ -121,30 +156,29 @@ class DecodePool:
 
     # -------------------------------------------------------------- work
     def imap(self, paths: Iterable[str | Path]) -> Iterator[tuple[Path, LoadedMedia | MediaError]]:
-        """Yield (path, LoadedMedia or MediaError) per path, in input order, never raising for one file."""
+        """Yield (path, LoadedMedia or MediaError) per path, in input order, never raising for one file.
+
+        A feeder thread pulls paths, dispatches them and collects results on its own, so decoding runs
+        ahead while the caller works on what it was given (the model on a batch), until `max_pending`
+        files are in flight or decoded-but-not-yet-taken: memory stays flat however many paths there
+        are. `paths` is consumed on that thread (a lazy folder walk streams into the decoders); an
+        exception it raises reaches the caller after the files before it.
+        """
+        for path, result in self.imap_items((Path(p) for p in paths), path_of=str):
+            yield path, result  # type: ignore[misc]
+
+    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], str | None]
+                   ) -> Iterator[tuple[T, LoadedMedia | MediaError | None]]:
+        """`imap` over arbitrary items: `path_of(item)` is the file to decode, or None to pass the
+        item through undecoded (result None) in its place in the order — e.g. a file already done."""
         if not self._workers:
             raise RuntimeError("use DecodePool as a context manager (with DecodePool(...) as pool)")
-        source = iter(enumerate(Path(p) for p in paths))
-        path_of: dict[int, Path] = {}
-        done: dict[int, LoadedMedia | MediaError] = {}
-        queued: list[tuple[int, str]] = []
-        next_out, exhausted = 0, False
-        while True:
-            while not exhausted and len(path_of) < self.max_pending:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                    break
-                seq, path = item
-                path_of[seq] = path
-                queued.append((seq, str(path)))
-            self._dispatch(queued)
-            while next_out in done:
-                yield path_of.pop(next_out), done.pop(next_out)
-                next_out += 1
-            if exhausted and not path_of:
-                return
-            self._collect(done)
+        feed = _Feed(self, iter(items), path_of)
+        feed.start()
+        try:
+            yield from feed.results()
+        finally:
+            feed.stop()
 
     def _dispatch(self, queued: list[tuple[int, str]]) -> None:
         for index, worker in enumerate(self._workers):
@@ -157,13 +191,19 @@ class DecodePool:
             worker.deadline = time.monotonic() + self.timeout_s
             worker.conn.send(worker.task)
 
-    def _collect(self, done: dict[int, LoadedMedia | MediaError]) -> None:
-        """Wait for one event: a result, a dead worker, or the nearest deadline."""
-        busy = [w for w in self._workers if w.task is not None]
+    def _busy(self) -> list[_Worker]:
+        return [w for w in self._workers if w.task is not None]
+
+    def _collect(self, done: dict[int, LoadedMedia | MediaError], *, wake: Connection | None = None) -> None:
+        """Wait for one event: a result, a dead worker, the nearest deadline, or `wake` becoming readable."""
+        busy = self._busy()
+        extra = [wake] if wake is not None else []
         if not busy:
+            if extra:
+                wait(extra)
             return
         timeout = max(min(w.deadline for w in busy) - time.monotonic(), 0)
-        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=timeout)
+        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy] + extra, timeout=timeout)
         now = time.monotonic()
         for worker in busy:
             seq, path = worker.task
@@ -187,3 +227,117 @@ class DecodePool:
                 done[seq] = DecodeTimeoutError(
                     f"{path}: decoding took longer than {self.timeout_s:g} s; the decoder was stopped", path=path)
                 self._replace(worker)
+
+
+class _Feed(Generic[T]):
+    """The feeder thread of one `DecodePool.imap` call and the ordered hand-over to the caller.
+
+    Only this thread touches the workers and the path iterator; the caller only takes finished results.
+    `wake` (a pipe) interrupts the thread's wait on the workers when the caller frees room or stops.
+    """
+
+    def __init__(self, pool: DecodePool, source: Iterator[T], path_of: Callable[[T], str | None]) -> None:
+        self.pool, self.source, self.decode_path = pool, source, path_of
+        self.cond = threading.Condition()
+        self.item_of: dict[int, T] = {}  # in flight or finished, not yet taken: bounded by max_pending
+        self.finished: dict[int, LoadedMedia | MediaError | None] = {}
+        self.next_out = 0
+        self.exhausted = False
+        self.stopping = False
+        self.failure: BaseException | None = None
+        self.wake_reader, self.wake_writer = mp.Pipe(duplex=False)
+        self.thread = threading.Thread(target=self._run, name="vl2-decode-feeder", daemon=True)
+        #: seconds the caller spent waiting for the next result (decode not ahead enough)
+        self.waited_s = 0.0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _wake(self) -> None:
+        try:
+            self.wake_writer.send_bytes(b"x")
+        except (OSError, ValueError):
+            pass
+
+    def _drain_wake(self) -> None:
+        while self.wake_reader.poll():
+            self.wake_reader.recv_bytes()
+
+    def _next_item(self) -> tuple[bool, T | None]:
+        """(True, item), or (False, None) when there are no more (a failing source counts as ended, remembered)."""
+        try:
+            return True, next(self.source)
+        except StopIteration:
+            return False, None
+        except Exception as exc:  # noqa: BLE001 - e.g. a walk error: raised to the caller after earlier files
+            self.failure = exc
+            return False, None
+
+    def _run(self) -> None:
+        pool, queued = self.pool, []
+        next_seq = 0
+        try:
+            while True:
+                with self.cond:
+                    if self.stopping:
+                        return
+                    room = pool.max_pending - len(self.item_of)
+                while room > 0 and not self.exhausted:
+                    got, item = self._next_item()
+                    if not got:
+                        self.exhausted = True
+                        break
+                    path = self.decode_path(item)
+                    with self.cond:
+                        self.item_of[next_seq] = item
+                        if path is None:  # nothing to decode: ready at once, in its place
+                            self.finished[next_seq] = None
+                            self.cond.notify_all()
+                    if path is not None:
+                        queued.append((next_seq, path))
+                    next_seq += 1
+                    room -= 1
+                pool._dispatch(queued)
+                if self.exhausted and not queued and not pool._busy():
+                    return
+                done: dict[int, LoadedMedia | MediaError] = {}
+                pool._collect(done, wake=self.wake_reader)
+                self._drain_wake()
+                if done:
+                    with self.cond:
+                        self.finished.update(done)
+                        self.cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - a pool fault ends the run: handed to the caller
+            self.failure = exc
+        finally:
+            with self.cond:
+                self.cond.notify_all()
+
+    def results(self) -> Iterator[tuple[T, LoadedMedia | MediaError | None]]:
+        while True:
+            with self.cond:
+                started = time.perf_counter()
+                while self.next_out not in self.finished:
+                    if not self.thread.is_alive():  # everything it fed has a result, or it failed
+                        self.waited_s += time.perf_counter() - started
+                        if self.failure is not None:
+                            raise self.failure
+                        return
+                    self.cond.wait(timeout=_RESULT_POLL_S)
+                self.waited_s += time.perf_counter() - started
+                result = self.finished.pop(self.next_out)
+                item = self.item_of.pop(self.next_out)
+                self.next_out += 1
+            self._wake()  # room for one more file
+            yield item, result
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+        self._wake()
+        self.thread.join()
+        for worker in self.pool._busy():  # stopped early: a late result must not reach a later imap
+            self.pool._replace(worker)
+        self.pool.feeder_waited_s += self.waited_s
+        self.wake_reader.close()
+        self.wake_writer.close()

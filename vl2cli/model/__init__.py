@@ -1,7 +1,9 @@
 """VideoLLaMA 2 model core: one file per component, in the spirit of transformers' modeling files.
 
 - `config.py`          config.json -> Vl2Config (LLM config object + mm_* keys)
-- `checkpoint.py`      hub id / folder resolution, safetensors shard checks and reads
+- `hub.py`             hub id / folder resolution (no torch: identity checks stay fast)
+- `identity.py`        what a checkpoint is, from config.json alone (no torch)
+- `checkpoint.py`      safetensors shard checks and reads
 - `vision_tower.py`    CLIP / SigLIP tower (transformers), cut at the selected layer
 - `connector.py`       STC connectors (timm RegStage + Conv3d) and token-wise projectors
 - `beats.py`           BEATs audio encoder
@@ -9,8 +11,21 @@
 - `prompt.py`          chat template + placeholder tokenisation
 - `videollama2.py`     the assembled model: encode, splice, generate, score labels
 """
-from .config import Vl2Config
-from .inputs import Generation, LabelScores, Modality, MultimodalInput
-from .videollama2 import VideoLlama2
+from __future__ import annotations
 
-__all__ = ["Generation", "LabelScores", "Modality", "MultimodalInput", "VideoLlama2", "Vl2Config"]
+import importlib
+from typing import Any
+
+#: Imported on first use, so `vl2cli.model.hub` / `.identity` load without torch.
+_LAZY = {
+    "Vl2Config": "vl2cli.model.config", "Generation": "vl2cli.model.inputs", "LabelScores": "vl2cli.model.inputs",
+    "Modality": "vl2cli.model.inputs", "MultimodalInput": "vl2cli.model.inputs",
+    "VideoLlama2": "vl2cli.model.videollama2",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vl2cli.model' has no attribute {name!r}")

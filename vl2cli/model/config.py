@@ -5,7 +5,6 @@ Mixtral or Qwen2) plus `mm_*` keys for the vision tower, the connector and (AV) 
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from transformers import MistralConfig, MixtralConfig, PretrainedConfig, Qwen2Co
 
 from ..constants import DEFAULT_NUM_FRAMES
 from ..errors import CheckpointError, UnsupportedModelError
+from .identity import read_config_json
 
 #: model_type in config.json -> the transformers config class of the LLM inside.
 LLM_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
@@ -162,12 +162,4 @@ class Vl2Config:
     @classmethod
     def from_file(cls, path: str | Path) -> "Vl2Config":
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"{path}: no config.json; is this a VideoLLaMA 2 checkpoint folder?") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: config.json is not readable JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path}: config.json does not hold a JSON object.")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))

@@ -11,12 +11,13 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..discover import discover_media
+from ..discover import WalkWarning
 from ..output.lock import OutputLock
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .lazy_model import LazyModel
 from .prompts import parse_labels
 from .spec import RunOptions, TaskSpec
 from .summary import RunSummary
@@ -30,6 +31,7 @@ class _Console:
         self.progress: Any = None
         self.task_id: Any = None
         self.show_progress = not quiet and stderr.isatty()
+        self.total: int | None = None
 
     def log(self, message: str) -> None:
         if self.progress is not None:
@@ -37,7 +39,8 @@ class _Console:
         else:
             print(message, file=self.stderr, flush=True)
 
-    def start(self, total: int) -> Any:
+    def start(self) -> Any:
+        """The progress bar; its total is unknown while the folders are still being walked."""
         if not self.show_progress:
             return nullcontext()
         from rich.console import Console
@@ -46,13 +49,17 @@ class _Console:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
                                  console=Console(file=self.stderr), transient=True)
-        self.task_id = self.progress.add_task("files", total=total, rate="")
+        self.task_id = self.progress.add_task("files", total=None, rate="")
         return self.progress
+
+    def set_total(self, total: int) -> None:
+        """Called (from the decode feeder thread) when the walk has found every file."""
+        self.total = total
 
     def advance(self, summary: RunSummary) -> None:
         if self.progress is not None:
             rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
-            self.progress.update(self.task_id, advance=1, rate=rate)
+            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total)
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -89,21 +96,45 @@ def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bo
     return task == "ask" and settings.out == STDOUT_NAME and not settings.json and len(inputs) == 1 and inputs[0].is_file()
 
 
+def task_spec(task: str, settings: Settings, *, prompt: str | None = None) -> TaskSpec:
+    """The TaskSpec a command's settings ask for."""
+    labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    return TaskSpec(task, prompt=prompt if task == "ask" else settings.prompt if task == "caption" else None,  # type: ignore[arg-type]
+                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
+
+
+def run_options(settings: Settings) -> RunOptions:
+    return RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
+                      decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
+
+
+def lazy_model(settings: Settings) -> LazyModel:
+    """The checkpoint's identity now (no torch); its weights when a file first needs them."""
+    def load() -> Any:
+        from ..api import load_model
+
+        return load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
+                          frames=settings.frames, encoder_backend=settings.encoder_backend,
+                          device_map=settings.device_map, export_dir=settings.export_dir, engine_dir=settings.engine_dir)
+
+    return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load)
+
+
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
+    from ..api import iter_outcomes
+
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     console = _Console(quiet=settings.quiet, stderr=stderr)
     summary = RunSummary()
-    labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
-    spec = TaskSpec(task, prompt=prompt if task == "ask" else settings.prompt if task == "caption" else None,  # type: ignore[arg-type]
-                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
-    found = discover_media(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
-                           exclude=settings.exclude)
-    for warning in found.warnings:
-        console.log(f"vl2: warning: {warning.message}")
-    summary.unreadable_folders = sum(w.reason == "unreadable_folder" for w in found.warnings)
+    spec = task_spec(task, settings, prompt=prompt)
     single = _single_answer_mode(task, inputs, settings)
+
+    def on_warning(warning: WalkWarning) -> None:
+        summary.unreadable_folders += warning.reason == "unreadable_folder"
+        console.log(f"vl2: warning: {warning.message}")
+
     with ExitStack() as stack:
         stack.enter_context(_library_logs_to(console))
         index = None
@@ -114,19 +145,12 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         writer = None if single else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
-        from ..api import load_model  # torch and the model load only once the lock is ours
-        from .lazy_model import LazyModel
-        from .pipeline import run_task
-
-        model = LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=lambda: load_model(
-            settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-            frames=settings.frames, encoder_backend=settings.encoder_backend, device_map=settings.device_map,
-            export_dir=settings.export_dir, engine_dir=settings.engine_dir))
-        options = RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
-                             decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
         is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None
-        with console.start(len(found.files)):
-            for outcome in run_task(model, found.files, spec, options, is_done=is_done):
+        outcomes = iter_outcomes(lazy_model(settings), inputs, spec, run_options(settings), is_done=is_done,
+                                 on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
+                                 exclude=settings.exclude, kinds=settings.kinds)
+        with console.start():
+            for outcome in outcomes:
                 record = outcome.record
                 summary.count(record)
                 if record is not None and record["error"] is not None:
@@ -137,11 +161,11 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 elif record is not None:
                     writer.write(record)
                 console.advance(summary)
-    if not found.files:
+    if summary.total == 0:
         console.log("vl2: warning: no media files found in the inputs")
     if not single:
         console.log(summary.line())
     return summary.exit_code()
 
 
-__all__ = ["execute", "EXIT_OK", "EXIT_SOME_FAILED"]
+__all__ = ["execute", "lazy_model", "run_options", "task_spec", "EXIT_OK", "EXIT_SOME_FAILED"]

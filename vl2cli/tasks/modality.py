@@ -8,10 +8,15 @@ for that file only (e.g. `--modality audio` on a silent video).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ModalityError, NoAudioStreamError, NoVideoStreamError, Vl2Error
-from ..media.loader import LoadedMedia
-from ..model.inputs import MultimodalInput
+
+if TYPE_CHECKING:  # torch-heavy; only the pipeline, which has them loaded, calls to_model_input
+    import torch
+
+    from ..media.loader import LoadedMedia
+    from ..model.inputs import MultimodalInput
 
 AUDIO_MISSING_NOTE = "the video has no audio track: 30 s of silence was used for the audio (as upstream does)"
 
@@ -67,12 +72,21 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
     return "av"
 
 
-def to_model_input(loaded: LoadedMedia, modality: str) -> MultimodalInput:
-    """Keep only the tensors the chosen modality uses, and say when the sound was made up."""
+def to_model_input(loaded: "LoadedMedia", modality: str, *, pixel_values: "torch.Tensor | None" = None,
+                   fbank: "torch.Tensor | None" = None) -> "MultimodalInput":
+    """Keep only the tensors the chosen modality uses, and say when the sound was made up.
+
+    `pixel_values` / `fbank` replace the decoded tensors (e.g. already moved to the model's device
+    and normalised there); by default the decoded ones are used as they are.
+    """
+    from ..model.inputs import MultimodalInput
+
     notes = [AUDIO_MISSING_NOTE] if modality == "av" and loaded.audio_missing else []
+    pixels = pixel_values if pixel_values is not None else loaded.pixel_values
+    audio = fbank if fbank is not None else loaded.fbank
     return MultimodalInput(
         modality=modality,  # type: ignore[arg-type]
-        pixel_values=loaded.pixel_values if modality != "audio" else None,
-        fbank=loaded.fbank if modality in ("audio", "av") else None,
+        pixel_values=pixels if modality != "audio" else None,
+        fbank=audio if modality in ("audio", "av") else None,
         notes=notes,
     )

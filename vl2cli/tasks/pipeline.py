@@ -1,48 +1,62 @@
-"""The run loop: files -> skip done -> decode workers -> batches -> model -> one record per file.
+"""The run loop: planned files -> decode (running ahead) -> batches -> model -> one record per file.
 
-Decoding runs in worker processes (DecodePool) with at most a few batches in flight, so memory stays
-flat however many files there are. Each batch goes through the encoders and the LLM together; a batch
-that fails is retried one file at a time so one bad file cannot take its neighbours down. Every file
-ends as exactly one record, an error being a record too.
+Decoding runs in worker processes (DecodePool) whose feeder thread keeps decoding while the model
+works on a batch, up to a bound on decoded-but-unused files, so the GPU does not wait on the CPU and
+memory stays flat however many files there are. Workers hand over uint8 pixels; the normalisation
+(a lookup table, bit-identical) happens on the model's device. A run with a single file to do decodes
+it in-process instead of starting workers. Each batch goes through the encoders and the LLM together;
+a batch that runs out of GPU memory is split in halves and retried (and later batches stay at the
+size that fitted), and a batch that fails otherwise is retried one file at a time, so one bad file
+cannot take its neighbours down. Every file ends as exactly one record, an error being a record too.
 """
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import torch
+
 from .. import __version__
+from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
 from ..errors import MediaError
-from ..media.image import ImageProcessorSpec
+from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import LoadedMedia, MediaSpec
-from ..media.workers import DecodePool
-from ..model.inputs import MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts, resume_key
-from ..settings import default_batch_size, default_workers
-from .modality import ModelTowers, check_requested_modality, choose_modality, decode_wants_audio, to_model_input
+from ..media.workers import DecodePool, InlineDecoder
+from ..model.inputs import LabelScores, MultimodalInput
+from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts
+from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
+from .budget import LlmShape, batch_size_for_memory, bytes_per_item
+from .modality import choose_modality, decode_wants_audio, to_model_input
+from .plan import FileOutcome, PlannedFile, build_request, plan_files, towers_of
 from .prompts import caption_instruction, classify_instruction
 from .spec import RunOptions, TaskSpec
+
+log = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
 TIMING_DECIMALS = 2
 #: Batches decoded ahead of the model: enough to keep it busy, few enough to bound memory.
 BATCHES_IN_FLIGHT = 2
-UNREADABLE_FILE_CODE = "unreadable_file"
+#: A batch also carries files that failed to decode (their records keep their place in the order);
+#: past this many per model slot it is sent to the model part-full, so failures cannot pile up.
+MAX_ITEMS_PER_BATCH_SLOT = 4
+#: Planned files looked at before choosing in-process decoding (exactly one file to do) or workers.
+INLINE_LOOKAHEAD = 64
+#: Tokens of a prompt besides its media (system prompt, instruction, chat markup), for memory planning.
+PROMPT_TEXT_TOKENS = 256
 MODEL_ERROR_CODE = "model_error"
 
+__all__ = ["FileOutcome", "run_task", "run_planned"]
 
-@dataclass
-class FileOutcome:
-    """One input file's fate: its record, or `record is None` when it was skipped as already done."""
 
-    path: Path
-    record: dict[str, Any] | None
-
-    @property
-    def skipped(self) -> bool:
-        return self.record is None
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -50,10 +64,9 @@ class _Item:
     """A file on its way through a batch."""
 
     path: Path
-    stamp: FileStamp
+    stamp: FileStamp | None
     loaded: LoadedMedia | None = None
     modality: str | None = None
-    input: MultimodalInput | None = None
     instruction: str | None = None
     error: dict[str, str] | None = None
     output: str | None = None
@@ -62,6 +75,10 @@ class _Item:
     model_ms: float | None = None
     batch_size: int | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.modality is not None and self.error is None
 
 
 def _round_ms(value: float | None) -> float | None:
@@ -75,12 +92,16 @@ def _error(code: str, message: str) -> dict[str, str]:
 class _Runner:
     """Holds what every file of a run shares; turns decoded files into records."""
 
-    def __init__(self, model: Any, task: TaskSpec, options: RunOptions) -> None:
-        self.model, self.task, self.options = model, task, options
-        self.towers = ModelTowers(model.config.has_vision, model.config.has_audio)
-        check_requested_modality(options.modality, self.towers, model.model_id)
-        self.request = Request(task=task.task, prompt=task.prompt, labels=task.labels, model_id=model.model_id,
-                               revision=model.revision, frames=model.num_frames, modality=options.modality)
+    def __init__(self, model: Any, task: TaskSpec, options: RunOptions, request: Request) -> None:
+        self.model, self.task, self.options, self.request = model, task, options, request
+        self.towers = towers_of(model)
+        #: the largest batch known to fit, once one ran out of memory
+        self.batch_cap: int | None = None
+        self._pixel_table: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.model.device)
 
     def media_spec(self) -> MediaSpec:
         config = self.model.image_processor_config
@@ -89,6 +110,7 @@ class _Runner:
             image=ImageProcessorSpec.from_config(config) if config is not None else None,
             want_audio=decode_wants_audio(self.options.modality, self.towers),
             video_backend=self.options.video_backend,  # type: ignore[arg-type]
+            normalize_pixels=False,  # uint8 crosses to this process; normalised on the model's device
         )
 
     def instruction_for(self, modality: str) -> str:
@@ -109,49 +131,108 @@ class _Runner:
         try:
             item.modality = choose_modality(info.kind, has_audio_stream=has_audio, requested=self.options.modality,
                                             towers=self.towers, path=str(item.path))
-            item.input = to_model_input(result, item.modality)
         except MediaError as exc:
             item.modality = None
             item.error = _error(exc.code, str(exc))
             return
-        item.notes = list(item.input.notes)
         item.instruction = self.instruction_for(item.modality)
+
+    # ------------------------------------------------------------ hand-off
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # pinned staging lets the copy overlap the host's next work
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def _normalised(self, levels: torch.Tensor) -> torch.Tensor:
+        if levels.dtype != torch.uint8:  # a loader that normalised already
+            return self._to_device(levels)
+        if self._pixel_table is None:
+            self._pixel_table = value_lookup_table(self.media_spec().image).to(self.device)
+        return normalize_levels(self._to_device(levels), self._pixel_table)
+
+    def model_input(self, item: _Item) -> MultimodalInput:
+        """The decoded file as the model takes it, its tensors on the model's device."""
+        loaded = item.loaded
+        pixels = loaded.pixel_values if item.modality != "audio" else None
+        fbank = loaded.fbank if item.modality in ("audio", "av") else None
+        model_input = to_model_input(loaded, item.modality,
+                                     pixel_values=self._normalised(pixels) if pixels is not None else None,
+                                     fbank=self._to_device(fbank) if fbank is not None else None)
+        item.notes = list(model_input.notes)
+        return model_input
+
+    # ------------------------------------------------------------ batch sizes
+    def batch_size(self) -> int:
+        """--batch-size, else 1 on CPU, else what the GPU's free memory holds (see `budget`)."""
+        if self.options.batch_size is not None:
+            return self.options.batch_size
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        free_bytes, _ = torch.cuda.mem_get_info(self.device)
+        shape = LlmShape.of(self.model.llm.config, dtype_bytes=torch.finfo(self.model.dtype).bits // 8)
+        item = bytes_per_item(shape, prompt_tokens=self.media_tokens() + PROMPT_TEXT_TOKENS,
+                              new_tokens=self.task.max_new_tokens if self.task.task != "classify" else 0)
+        chosen = batch_size_for_memory(free_bytes=free_bytes, item_bytes=item, cap=GPU_MAX_BATCH_SIZE)
+        log.info("batch size %d (%.1f GiB free on the GPU, ≈%.0f MiB per file)", chosen, free_bytes / 2**30, item / 2**20)
+        return chosen
+
+    def media_tokens(self) -> int:
+        """Feature tokens of the largest input this run can see, counted by encoding a blank one."""
+        spec = self.media_spec()
+        modality = "av" if spec.want_audio and spec.image is not None else "audio" if spec.image is None else "video"
+        pixels = fbank = None
+        if spec.image is not None:
+            pixels = torch.zeros(self.model.num_frames, 3, spec.image.size, spec.image.size)
+        if spec.want_audio:
+            fbank = torch.zeros(AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS)
+        block = self.model.encode([MultimodalInput(modality, pixel_values=pixels, fbank=fbank)])[0]
+        return int(block.shape[0])
 
     # ------------------------------------------------------------ model calls
     def run_batch(self, items: list[_Item]) -> None:
-        ready = [item for item in items if item.input is not None]
-        if not ready:
-            return
-        if self.task.task == "classify":
-            for item in ready:
-                self._classify(item)
-        else:
-            self._generate(ready)
+        ready = [item for item in items if item.ready]
+        if ready:
+            self._call(ready, self._classify if self.task.task == "classify" else self._generate)
+
+    def _call(self, ready: list[_Item], fn: Callable[[list[_Item]], None]) -> None:
+        """Run `fn` on a batch; out of memory -> halves (and a lower cap); other errors -> one by one."""
+        try:
+            fn(ready)
+        except Exception as exc:  # noqa: BLE001 - one failing batch must not end a nightly run
+            if len(ready) > 1 and _is_out_of_memory(exc):
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = (len(ready) + 1) // 2
+                self.batch_cap = half if self.batch_cap is None else min(self.batch_cap, half)
+                log.warning("out of memory with %d files in a batch; retrying as batches of %d", len(ready), half)
+                self._call(ready[:half], fn)
+                self._call(ready[half:], fn)
+            elif len(ready) > 1:
+                for item in ready:
+                    self._call([item], fn)
+            else:
+                what = "out of memory" if _is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
+                ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {what}")
 
     def _generate(self, ready: list[_Item]) -> None:
         start = perf_counter()
-        try:
-            generations = self.model.generate([i.input for i in ready], [i.instruction for i in ready],
-                                              max_new_tokens=self.task.max_new_tokens)
-        except Exception as exc:  # noqa: BLE001 - one failing batch must not end a nightly run
-            if len(ready) > 1:
-                for item in ready:
-                    self._generate([item])
-                return
-            ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {type(exc).__name__}: {exc}")
-            return
+        inputs = [self.model_input(item) for item in ready]
+        generations = self.model.generate(inputs, [i.instruction for i in ready], max_new_tokens=self.task.max_new_tokens)
         per_item = (perf_counter() - start) * MS_PER_S / len(ready)
         for item, generation in zip(ready, generations):
             item.output, item.model_ms, item.batch_size = generation.text, per_item, len(ready)
 
-    def _classify(self, item: _Item) -> None:
+    def _classify(self, ready: list[_Item]) -> None:
         start = perf_counter()
         labels = list(self.task.labels or ())
-        try:
-            scores = self.model.score_labels(item.input, item.instruction, labels)
-        except Exception as exc:  # noqa: BLE001 - as in _generate
-            item.error = _error(MODEL_ERROR_CODE, f"{item.path}: {type(exc).__name__}: {exc}")
-            return
+        inputs = [self.model_input(item) for item in ready]
+        all_scores = self.model.score_labels_batch(inputs, [i.instruction for i in ready], labels)
+        per_item = (perf_counter() - start) * MS_PER_S / len(ready)
+        for item, scores in zip(ready, all_scores):
+            self._set_label_scores(item, labels, scores)
+            item.model_ms, item.batch_size = per_item, len(ready)
+
+    def _set_label_scores(self, item: _Item, labels: list[str], scores: LabelScores) -> None:
         probabilities = scores.probabilities()
         ranked = sorted(range(len(labels)), key=lambda k: (-probabilities[k], k))
         item.label_scores = [{"label": labels[k], "probability": probabilities[k],
@@ -159,7 +240,6 @@ class _Runner:
                              for k in ranked]
         item.top_k = [labels[k] for k in ranked[: self.task.top_k]]
         item.output = labels[ranked[0]]
-        item.model_ms, item.batch_size = (perf_counter() - start) * MS_PER_S, 1
 
     # ------------------------------------------------------------ records
     def record(self, item: _Item) -> dict[str, Any]:
@@ -190,42 +270,66 @@ def run_task(
     *,
     is_done: Callable[[ResumeKey], bool] | None = None,
 ) -> Iterator[FileOutcome]:
-    """Process files with a loaded VideoLlama2; yield one outcome per path, in input order.
+    """Process files with a loaded VideoLlama2 (or a LazyModel); yield one outcome per path.
 
     `is_done(key)` says whether a file was finished by an earlier run (see ResumeIndex); those are
-    yielded as skipped without being decoded. Raises Vl2Error only for run-wide problems (e.g. a
-    modality the model cannot give); everything about one file ends in that file's record.
+    yielded as skipped without being decoded. Outcomes come in input order. Raises Vl2Error only for
+    run-wide problems (e.g. a modality the model cannot give); everything about one file ends in that
+    file's record.
     """
-    runner = _Runner(model, task, options)
-    todo: list[_Item] = []
-    for path in paths:
-        try:
-            stamp = FileStamp.of(path)
-        except OSError as exc:
-            absolute = Path(path).absolute()
-            yield FileOutcome(absolute, build_record(
-                runner.request, path=str(absolute), stamp=None, vl2_version=__version__,
-                error=_error(UNREADABLE_FILE_CODE, f"{path}: cannot read ({exc.strerror})")))
-            continue
-        if is_done is not None and is_done(resume_key(stamp, runner.request)):
-            yield FileOutcome(Path(stamp.path), None)
-            continue
-        todo.append(_Item(Path(stamp.path), stamp))
-    if not todo:
-        return
-    device_type = getattr(model.device, "type", "cpu")
-    batch_size = options.batch_size or default_batch_size(device_type)
-    workers = min(options.workers or default_workers(device_type), len(todo))
-    in_flight = max(BATCHES_IN_FLIGHT * batch_size, workers)
-    with DecodePool(runner.media_spec(), workers=workers, timeout_s=options.decode_timeout,
-                    max_pending=in_flight) as pool:
+    request = build_request(model, task, options)
+    yield from run_planned(model, plan_files(paths, request, is_done), task, options, request)
+
+
+def _look_ahead(planned: Iterator[PlannedFile]) -> tuple[list[PlannedFile], bool]:
+    """The first planned files, until two need work (or INLINE_LOOKAHEAD files); and whether that was all."""
+    head: list[PlannedFile] = []
+    pending = 0
+    for item in planned:
+        head.append(item)
+        pending += item.pending
+        if pending >= 2 or len(head) >= INLINE_LOOKAHEAD:
+            return head, False
+    return head, True
+
+
+def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, options: RunOptions,
+                request: Request) -> Iterator[FileOutcome]:
+    """The model half of `run_task`, for planned files (see `vl2cli.tasks.plan`)."""
+    planned = iter(planned)
+    while True:
+        head, ended = _look_ahead(planned)
+        if any(item.pending for item in head):
+            break
+        for item in head:  # settled files only so far (a rerun of a done archive): stream them, no model
+            yield item.outcome
+        if ended:
+            return
+    runner = _Runner(model, task, options, request)
+    spec = runner.media_spec()
+    batch_size = runner.batch_size()
+    if ended and sum(item.pending for item in head) == 1:
+        decoder: Any = InlineDecoder(spec)
+    else:
+        cores = os.cpu_count() or 1
+        workers = min(options.workers or default_workers(runner.device.type, cores), cores)
+        decoder = DecodePool(spec, workers=workers, timeout_s=options.decode_timeout,
+                             max_pending=max(BATCHES_IN_FLIGHT * batch_size, workers))
+    with decoder:
         batch: list[_Item] = []
         ready = 0
-        for item, (_, result) in zip(todo, pool.imap(item.path for item in todo)):
+        stream = decoder.imap_items(itertools.chain(head, planned),
+                                    path_of=lambda item: str(item.path) if item.pending else None)
+        for plan, result in stream:
+            if not plan.pending:
+                yield plan.outcome  # settled (skipped, unreadable): no record to keep in order with the batch
+                continue
+            item = _Item(plan.path, plan.stamp)
             runner.prepare(item, result)
             batch.append(item)
-            ready += item.input is not None
-            if ready >= batch_size:
+            ready += item.ready
+            limit = min(batch_size, runner.batch_cap or batch_size)
+            if ready >= limit or len(batch) >= MAX_ITEMS_PER_BATCH_SLOT * limit:
                 yield from _flush(runner, batch)
                 batch, ready = [], 0
         yield from _flush(runner, batch)
@@ -235,5 +339,5 @@ def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:
     runner.run_batch(batch)
     for item in batch:
         record = runner.record(item)
-        item.loaded = item.input = None  # free the tensors before the next batch decodes
+        item.loaded = None  # free the tensors before the next batch decodes
         yield FileOutcome(item.path, record)

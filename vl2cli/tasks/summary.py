@@ -27,6 +27,10 @@ class RunSummary:
             self.done += 1
 
     @property
+    def total(self) -> int:
+        return self.done + self.skipped + self.failed
+
+    @property
     def seconds(self) -> float:
         return perf_counter() - self.started
 
@@ -35,7 +39,7 @@ class RunSummary:
 
     def line(self) -> str:
         """e.g. `vl2: 12 files: 9 done, 2 skipped, 1 failed in 4.2 s (2.5 files/s)`."""
-        total = self.done + self.skipped + self.failed
+        total = self.total
         rate = f" ({self.done / self.seconds:.2f} files/s)" if self.done and self.seconds > 0 else ""
         folders = f"; {self.unreadable_folders} folder(s) unreadable" if self.unreadable_folders else ""
         return (f"vl2: {total} files: {self.done} done, {self.skipped} skipped, {self.failed} failed "

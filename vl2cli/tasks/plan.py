@@ -1,0 +1,74 @@
+"""Which files need work: stat each one and check the resume index — without importing torch.
+
+This is the front of the run loop, kept apart so that a cron rerun where every file is already done
+finishes in the time it takes to walk the folders: torch, transformers and the model load only once
+a file actually needs the model (see `vl2cli.api.iter_outcomes`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..output.record import FileStamp, Request, ResumeKey, build_record, resume_key
+from .modality import ModelTowers, check_requested_modality
+from .spec import RunOptions, TaskSpec
+
+UNREADABLE_FILE_CODE = "unreadable_file"
+
+
+@dataclass
+class FileOutcome:
+    """One input file's fate: its record, or `record is None` when it was skipped as already done."""
+
+    path: Path
+    record: dict[str, Any] | None
+
+    @property
+    def skipped(self) -> bool:
+        return self.record is None
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A discovered file: either settled already (`outcome`: skipped, or unreadable) or work to do."""
+
+    path: Path
+    stamp: FileStamp | None
+    outcome: FileOutcome | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is None
+
+
+def towers_of(model: Any) -> ModelTowers:
+    """The towers of a loaded model or of a LazyModel's identity (both answer on `.config`)."""
+    return ModelTowers(model.config.has_vision, model.config.has_audio)
+
+
+def build_request(model: Any, task: TaskSpec, options: RunOptions) -> Request:
+    """What every file of the run is asked; fails the run early for a modality the model cannot give."""
+    check_requested_modality(options.modality, towers_of(model), model.model_id)
+    return Request(task=task.task, prompt=task.prompt, labels=task.labels, model_id=model.model_id,
+                   revision=model.revision, frames=model.num_frames, modality=options.modality)
+
+
+def plan_files(paths: Iterable[str | Path], request: Request,
+               is_done: Callable[[ResumeKey], bool] | None = None) -> Iterator[PlannedFile]:
+    """Stat each path as it comes (streaming: the walk is never collected) and settle what needs no model."""
+    for path in paths:
+        try:
+            stamp = FileStamp.of(path)
+        except OSError as exc:
+            absolute = Path(path).absolute()
+            record = build_record(request, path=str(absolute), stamp=None, vl2_version=__version__,
+                                  error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
+            yield PlannedFile(absolute, None, FileOutcome(absolute, record))
+            continue
+        if is_done is not None and is_done(resume_key(stamp, request)):
+            yield PlannedFile(Path(stamp.path), stamp, FileOutcome(Path(stamp.path), None))
+            continue
+        yield PlannedFile(Path(stamp.path), stamp)
