@@ -11,7 +11,7 @@ from media_helpers.fixtures import PROCESSOR_CONFIGS, goldens_of_kind, media_pat
 from vl2cli.errors import DecoderCrashError, DecodeTimeoutError, EmptyFileError, MediaError
 from vl2cli.media.image import ImageProcessorSpec
 from vl2cli.media.loader import LoadedMedia, MediaSpec
-from vl2cli.media.workers import DecodePool
+from vl2cli.media.workers import READ_AHEAD, DecodePool
 
 pytestmark = pytest.mark.skipif(not goldens_of_kind("video"), reason="media fixtures not found (set VL2_MEDIA_FIXTURES)")
 SPEC = MediaSpec(num_frames=4, image=ImageProcessorSpec.from_config(PROCESSOR_CONFIGS["clip336"]), want_audio=True)
@@ -45,7 +45,8 @@ def test_faults_cost_one_file_each_and_order_is_kept(mixed_files: list[Path]) ->
 
 
 def test_in_flight_work_is_bounded() -> None:
-    """The pool pulls paths lazily: never more than max_pending ahead of what it has yielded."""
+    """The pool pulls paths lazily: never more than max_pending (+ the reader's read-ahead and the path
+    in its hand) ahead of what it has yielded."""
     pulled: list[int] = []
     good = str(media_path("img_smptehdbars_500x300"))
 
@@ -57,5 +58,5 @@ def test_in_flight_work_is_bounded() -> None:
     with DecodePool(SPEC, workers=2, max_pending=3) as pool:
         for yielded, (_, result) in enumerate(pool.imap(paths())):
             assert isinstance(result, LoadedMedia)
-            assert len(pulled) <= yielded + 1 + 3
+            assert len(pulled) <= yielded + 1 + 3 + READ_AHEAD + 1
     assert len(pulled) == 12

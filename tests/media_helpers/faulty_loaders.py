@@ -25,3 +25,14 @@ def misbehaving_load(path: str, spec: MediaSpec) -> LoadedMedia:
     if name.startswith("bug"):
         raise ZeroDivisionError("injected bug")
     return load_media(path, spec)
+
+
+DECODED_MARK = ".decoded"
+
+
+def marking_load(path: str, spec: MediaSpec) -> LoadedMedia:
+    """Decodes, then leaves `<path>.decoded` behind: a test can count decodes done in the background."""
+    loaded = load_media(path, spec)
+    with open(path + DECODED_MARK, "w"):
+        pass
+    return loaded

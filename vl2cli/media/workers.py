@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ _SHUTDOWN_GRACE_S = 2.0
 _PENDING_PER_WORKER = 2
 #: How often a caller waiting for a result re-checks that the feeder thread is still alive.
 _RESULT_POLL_S = 1.0
+#: Paths the reader thread may hold ready beyond `max_pending` (so a dispatch never waits on the walk).
+READ_AHEAD = 1
+#: Marks the end of the source in the reader's queue.
+_END = object()
 
 
 def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
@@ -230,10 +235,12 @@ class DecodePool:
 
 
 class _Feed(Generic[T]):
-    """The feeder thread of one `DecodePool.imap` call and the ordered hand-over to the caller.
+    """The threads of one `DecodePool.imap` call and the ordered hand-over to the caller.
 
-    Only this thread touches the workers and the path iterator; the caller only takes finished results.
-    `wake` (a pipe) interrupts the thread's wait on the workers when the caller frees room or stops.
+    A reader thread pulls the source (a lazy walk may block) into a small bounded queue; the feeder
+    thread alone touches the workers; the caller only takes finished results. `wake` (a pipe)
+    interrupts the feeder's wait on the workers when the reader brings an item or the caller frees
+    room or stops.
     """
 
     def __init__(self, pool: DecodePool, source: Iterator[T], path_of: Callable[[T], str | None]) -> None:
@@ -246,32 +253,50 @@ class _Feed(Generic[T]):
         self.stopping = False
         self.failure: BaseException | None = None
         self.wake_reader, self.wake_writer = mp.Pipe(duplex=False)
+        self.wake_lock = threading.Lock()
+        #: items read from the source, not yet taken by the feeder: the walk stays at most
+        #: READ_AHEAD items (plus the one in the reader's hand) past the in-flight window
+        self.incoming: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self.reader = threading.Thread(target=self._read_source, name="vl2-decode-reader", daemon=True)
         self.thread = threading.Thread(target=self._run, name="vl2-decode-feeder", daemon=True)
         #: seconds the caller spent waiting for the next result (decode not ahead enough)
         self.waited_s = 0.0
 
     def start(self) -> None:
+        self.reader.start()
         self.thread.start()
 
     def _wake(self) -> None:
-        try:
-            self.wake_writer.send_bytes(b"x")
-        except (OSError, ValueError):
-            pass
+        with self.wake_lock:  # the caller and the reader thread both wake the feeder
+            try:
+                self.wake_writer.send_bytes(b"x")
+            except (OSError, ValueError):
+                pass
 
     def _drain_wake(self) -> None:
         while self.wake_reader.poll():
             self.wake_reader.recv_bytes()
 
-    def _next_item(self) -> tuple[bool, T | None]:
-        """(True, item), or (False, None) when there are no more (a failing source counts as ended, remembered)."""
+    def _read_source(self) -> None:
+        """Reader thread: pull items (a slow walk blocks here, not the feeder) into the bounded queue."""
         try:
-            return True, next(self.source)
-        except StopIteration:
-            return False, None
+            for item in self.source:
+                if not self._put(item):
+                    return
         except Exception as exc:  # noqa: BLE001 - e.g. a walk error: raised to the caller after earlier files
             self.failure = exc
-            return False, None
+        self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        """Queue an item for the feeder (waiting while the queue is full); False once stopping."""
+        while not self.stopping:
+            try:
+                self.incoming.put(item, timeout=_RESULT_POLL_S)
+            except queue.Full:
+                continue
+            self._wake()
+            return True
+        return False
 
     def _run(self) -> None:
         pool, queued = self.pool, []
@@ -283,8 +308,11 @@ class _Feed(Generic[T]):
                         return
                     room = pool.max_pending - len(self.item_of)
                 while room > 0 and not self.exhausted:
-                    got, item = self._next_item()
-                    if not got:
+                    try:
+                        item = self.incoming.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _END:
                         self.exhausted = True
                         break
                     path = self.decode_path(item)
@@ -336,6 +364,7 @@ class _Feed(Generic[T]):
             self.stopping = True
         self._wake()
         self.thread.join()
+        self.reader.join(_SHUTDOWN_GRACE_S)  # a reader stuck in a slow walk is a daemon: left behind
         for worker in self.pool._busy():  # stopped early: a late result must not reach a later imap
             self.pool._replace(worker)
         self.pool.feeder_waited_s += self.waited_s

@@ -1,0 +1,249 @@
+"""The run loop keeps the model fed: decoding overlaps model work, memory stays bounded, the hand-off is
+light and exact, a batch that runs out of memory is split, and a rerun with nothing new stays light."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from media_helpers.faulty_loaders import DECODED_MARK, marking_load
+from media_helpers.fixtures import SIGLIP384_CONFIG
+from media_helpers.synth import write_video
+from reference_fixtures import REPO_ROOT, load_reference, reference_root
+from vl2cli import api
+from vl2cli.media.image import ImageProcessorSpec, normalize_levels, preprocess_frames, value_lookup_table
+from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
+from vl2cli.media.workers import DecodePool
+from vl2cli.settings import default_workers
+from vl2cli.tasks import pipeline
+from vl2cli.tasks.budget import LlmShape, batch_size_for_memory, bytes_per_item
+from vl2cli.tasks.pipeline import run_task
+from vl2cli.tasks.spec import RunOptions, TaskSpec
+
+AV_FIXTURE = "siglip-qwen2-av"
+needs_av_fixture = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(),
+                                      reason=f"reference fixture {AV_FIXTURE} not found")
+SIGLIP = ImageProcessorSpec.from_config(SIGLIP384_CONFIG)
+SPEC = MediaSpec(num_frames=16, image=SIGLIP, want_audio=True)
+
+
+@pytest.fixture(scope="module")
+def av_model() -> Iterator[Any]:
+    fixture = load_reference(AV_FIXTURE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield api.load_model(str(fixture.checkpoint), encoder_backend="torch")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Sixteen real (synthesised) videos with sound, each a few tenths of a second to decode."""
+    folder = tmp_path_factory.mktemp("videos")
+    first = write_video(folder / "clip00.mp4", frames=100, width=640, height=360, with_audio=True)
+    return [first] + [Path(shutil.copy(first, folder / f"clip{i:02d}.mp4")) for i in range(1, 16)]
+
+
+class SlowModel:
+    """The real model with a fixed extra cost per batch: stands in for a big model on a GPU."""
+
+    def __init__(self, model: Any, seconds_per_batch: float) -> None:
+        self._model, self.seconds_per_batch = model, seconds_per_batch
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, inputs, instructions, **kwargs):
+        self.batches.append(len(inputs))
+        time.sleep(self.seconds_per_batch)
+        return self._model.generate(inputs, instructions, **kwargs)
+
+
+class OutOfMemoryAbove:
+    """The real model, pretending a GPU that holds at most `limit` files per call."""
+
+    def __init__(self, model: Any, limit: int) -> None:
+        self._model, self.limit = model, limit
+        self.calls: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, inputs, instructions, **kwargs):
+        self.calls.append(len(inputs))
+        if len(inputs) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+        return self._model.generate(inputs, instructions, **kwargs)
+
+
+def _warm_forkserver() -> None:
+    """Start the decode workers' forkserver once, so pool start-up does not count in a timing."""
+    with DecodePool(SPEC, workers=1) as pool:
+        list(pool.imap([]))
+
+
+# ------------------------------------------------------------------ overlap
+@pytest.mark.slow
+@needs_av_fixture
+def test_decoding_runs_ahead_while_the_model_works(av_model, videos: list[Path]) -> None:
+    """With one decoder and a model as slow per batch as decoding the batch, the run takes about
+    max(decode, model) plus a batch, not their sum (a lock-step loop overlaps one file per batch)."""
+    batch = 4
+    load_media(videos[0], SPEC, threads=1)  # warm the decoders' caches
+    started = time.perf_counter()
+    load_media(videos[0], SPEC, threads=1)
+    per_file = time.perf_counter() - started
+    slow = SlowModel(av_model, seconds_per_batch=batch * per_file)
+    _warm_forkserver()
+    task = TaskSpec("caption", max_new_tokens=1)
+    started = time.perf_counter()
+    records = [o.record for o in run_task(slow, videos, task, RunOptions(batch_size=batch, workers=1))]
+    wall = time.perf_counter() - started
+    assert all(r["error"] is None for r in records) and slow.batches == [batch] * (len(videos) // batch)
+    decode = sum(r["timings_ms"]["decode"] for r in records) / 1000  # worker-side time, this very run
+    model = sum(r["timings_ms"]["model"] for r in records) / 1000
+    overlapped = (decode + model - wall) / min(decode, model)
+    # ideal: wall = max + one batch's decode -> 3/4 of the smaller part overlapped; lock-step: 1/4
+    assert overlapped >= 0.5, f"wall {wall:.1f} s, decode {decode:.1f} s, model {model:.1f} s"
+
+
+def test_decoded_ahead_files_are_bounded(tmp_path: Path) -> None:
+    """While the caller holds on to a result, workers decode ahead up to max_pending files, no further."""
+    source = write_video(tmp_path / "clip.mp4", frames=10)
+    paths = [str(shutil.copy(source, tmp_path / f"c{i}.mp4")) for i in range(10)]
+    max_pending = 4
+
+    def decoded() -> int:
+        return sum(Path(p + DECODED_MARK).exists() for p in paths)
+
+    with DecodePool(MediaSpec(num_frames=4, image=SIGLIP, want_audio=False), workers=2, max_pending=max_pending,
+                    load_fn=marking_load) as pool:
+        results = pool.imap(paths)
+        next(results)  # the caller takes one file and then "works on it" without asking for more
+        deadline = time.monotonic() + 60
+        while decoded() < 1 + max_pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert decoded() == 1 + max_pending  # ran ahead without being asked...
+        time.sleep(1.0)
+        assert decoded() == 1 + max_pending  # ...and no further than the bound
+        rest = list(results)
+    assert len(rest) == len(paths) - 1 and decoded() == len(paths)
+
+
+def test_first_file_is_decoded_before_the_walk_ends(tmp_path: Path) -> None:
+    """Paths stream into the decoders: a source that only goes on once the first result is out works."""
+    clip = str(write_video(tmp_path / "clip.mp4", frames=10))
+    first_out = threading.Event()
+
+    def slow_walk() -> Iterator[str]:
+        yield clip
+        assert first_out.wait(timeout=60), "the pool waited for the whole walk before decoding"
+        yield clip
+
+    with DecodePool(MediaSpec(num_frames=4, image=SIGLIP, want_audio=False), workers=1) as pool:
+        results = []
+        for _, result in pool.imap(slow_walk()):
+            first_out.set()
+            results.append(result)
+    assert len(results) == 2 and all(isinstance(r, LoadedMedia) for r in results)
+
+
+# ------------------------------------------------------------------ hand-off
+def test_uint8_handoff_gives_the_same_pixels_bit_for_bit(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", frames=40, width=320, height=180)
+    normalised = load_media(clip, MediaSpec(num_frames=8, image=SIGLIP, want_audio=False))
+    levels = load_media(clip, MediaSpec(num_frames=8, image=SIGLIP, want_audio=False, normalize_pixels=False))
+    assert levels.pixel_values.dtype == torch.uint8
+    assert levels.pixel_values.element_size() * 4 == normalised.pixel_values.element_size()
+    assert torch.equal(normalize_levels(levels.pixel_values, value_lookup_table(SIGLIP)), normalised.pixel_values)
+    frames = torch.randint(0, 256, (3, 50, 70, 3), dtype=torch.uint8).numpy()
+    assert torch.equal(normalize_levels(preprocess_frames(frames, SIGLIP, normalize=False), value_lookup_table(SIGLIP)),
+                       preprocess_frames(frames, SIGLIP))
+
+
+# ------------------------------------------------------------------ out of memory
+@needs_av_fixture
+def test_a_batch_that_runs_out_of_memory_is_split_and_retried(av_model, videos: list[Path]) -> None:
+    files = videos[:5]
+    task = TaskSpec("caption", max_new_tokens=2)
+    limited = OutOfMemoryAbove(av_model, limit=2)
+    records = [o.record for o in run_task(limited, files, task, RunOptions(batch_size=5, workers=2))]
+    single = [o.record for o in run_task(av_model, files, task, RunOptions(batch_size=1, workers=1))]
+    assert all(r["error"] is None for r in records)
+    assert [r["output"] for r in records] == [r["output"] for r in single]
+    assert limited.calls[:3] == [5, 3, 2]  # halves until it fits...
+    assert max(r["timings_ms"]["batch_size"] for r in records) <= 2
+    alone = OutOfMemoryAbove(av_model, limit=0)
+    failed = [o.record for o in run_task(alone, files[:1], task, RunOptions(batch_size=1, workers=1))]
+    assert failed[0]["error"]["code"] == "model_error" and "out of memory" in failed[0]["error"]["message"]
+
+
+# ------------------------------------------------------------------ fast start
+@needs_av_fixture
+def test_single_file_is_decoded_in_process(av_model, videos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started for a single file")
+
+    monkeypatch.setattr(pipeline, "DecodePool", no_pool)
+    records = api.ask(av_model, videos[0], "what is shown?", max_new_tokens=2)
+    assert len(records) == 1 and records[0]["error"] is None and records[0]["output"] is not None
+
+
+@needs_av_fixture
+def test_a_rerun_with_everything_done_imports_no_torch(av_model, videos: list[Path], tmp_path: Path) -> None:
+    fixture = load_reference(AV_FIXTURE)
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "HF_HUB_CACHE": str(fixture.hub_cache), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    argv = ["caption", str(videos[0].parent), "--include", "clip0[01].mp4", "--out", str(out),
+            "--model", str(fixture.checkpoint), "--max-new-tokens", "2", "--quiet"]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from vl2cli.cli import app
+        try:
+            app({argv!r}, prog_name="vl2")
+        except SystemExit as exit:
+            code = exit.code
+        heavy = [m for m in ("torch", "transformers", "av", "decord", "numpy") if m in sys.modules]
+        print(json.dumps({{"code": code, "heavy": heavy}}))
+    """)
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert json.loads(first.stdout.splitlines()[-1])["heavy"][:2] == ["torch", "transformers"], first.stderr
+    assert len(out.read_text().splitlines()) == 2
+    rerun = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert json.loads(rerun.stdout.splitlines()[-1]) == {"code": 0, "heavy": []}, rerun.stderr
+    assert "2 skipped" in rerun.stderr and len(out.read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------ defaults from the machine
+def test_default_workers_leave_the_model_a_core() -> None:
+    assert default_workers("cuda", cores=16) == 12
+    assert default_workers("cuda", cores=8) == 7
+    assert default_workers("cpu", cores=2) == 1
+    assert default_workers("cuda", cores=1) == 1
+
+
+def test_gpu_batch_size_follows_free_memory_and_tokens() -> None:
+    qwen2_7b = LlmShape(layers=28, kv_heads=4, head_dim=128, hidden=3584, intermediate=18944, dtype_bytes=2)
+    av_item = bytes_per_item(qwen2_7b, prompt_tokens=2900, new_tokens=64)
+    video_item = bytes_per_item(qwen2_7b, prompt_tokens=1400, new_tokens=64)
+    assert video_item < av_item
+    kv_only = 2 * 28 * 4 * 128 * 2 * (2900 + 64)
+    assert kv_only < av_item < 4 * kv_only
+    gib = 2**30
+    big = batch_size_for_memory(free_bytes=60 * gib, item_bytes=video_item, cap=64)
+    small = batch_size_for_memory(free_bytes=6 * gib, item_bytes=av_item, cap=64)
+    assert big == 64 and 1 <= small < 16
+    assert batch_size_for_memory(free_bytes=gib // 10, item_bytes=av_item, cap=64) == 1
