@@ -6,7 +6,10 @@ locks. Heavy imports (torch, the model) happen inside the commands so `vl2 --hel
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,7 +17,8 @@ import typer
 
 from . import __version__
 from .errors import Vl2Error
-from .settings import DEFAULT_MODEL, SETTING_NAMES, ResolvedSettings, env_var_name, resolve_settings, setting_help
+from .settings import (DEFAULT_MODEL, SETTING_NAMES, ResolvedSettings, env_var_name, resolve_settings, setting_help,
+                       setting_type)
 from .tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
 
 APP_HELP = f"""Captions, answers and labels for folders of videos, images and audio, as JSONL (VideoLLaMA 2).
@@ -39,40 +43,87 @@ app.add_typer(config_app, name="config")
 
 MODEL_PANEL, INPUT_PANEL, RUN_PANEL, OUTPUT_PANEL = "Model", "Inputs", "Run", "Output"
 
+#: Every setting's flags and help panel: the one place the options are declared. Types, defaults and
+#: help text come from `vl2cli.settings.Settings`; each command takes the settings listed for it below.
+SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "model": (("--model", "-m"), MODEL_PANEL),
+    "revision": (("--revision",), MODEL_PANEL),
+    "device": (("--device",), MODEL_PANEL),
+    "dtype": (("--dtype",), MODEL_PANEL),
+    "encoder_backend": (("--encoder-backend",), MODEL_PANEL),
+    "device_map": (("--device-map",), MODEL_PANEL),
+    "export_dir": (("--export-dir",), MODEL_PANEL),
+    "engine_dir": (("--engine-dir",), MODEL_PANEL),
+    "frames": (("--frames",), MODEL_PANEL),
+    "modality": (("--modality",), MODEL_PANEL),
+    "max_new_tokens": (("--max-new-tokens",), MODEL_PANEL),
+    "prompt": (("--prompt", "-p"), MODEL_PANEL),
+    "labels": (("--labels", "-l"), MODEL_PANEL),
+    "top_k": (("--top-k", "-k"), MODEL_PANEL),
+    "include": (("--include",), INPUT_PANEL),
+    "exclude": (("--exclude",), INPUT_PANEL),
+    "kinds": (("--kind",), INPUT_PANEL),
+    "recursive": (("--recursive/--no-recursive",), INPUT_PANEL),
+    "batch_size": (("--batch-size", "-b"), RUN_PANEL),
+    "workers": (("--workers", "-j"), RUN_PANEL),
+    "decode_timeout": (("--decode-timeout",), RUN_PANEL),
+    "video_backend": (("--video-backend",), RUN_PANEL),
+    "quiet": (("--quiet/--no-quiet", "-q"), RUN_PANEL),
+    "out": (("--out", "-o"), OUTPUT_PANEL),
+    "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
+    "retry_failed": (("--retry-failed/--no-retry-failed",), OUTPUT_PANEL),
+    "json": (("--json/--no-json",), OUTPUT_PANEL),
+}
+#: Extra help after a setting's own description.
+_HELP_EXTRA = {
+    "model": f" (default {DEFAULT_MODEL})", "modality": ": auto|video|audio|av",
+    "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
+    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)",
+}
+_RUN_SETTINGS = ("out", "overwrite", "retry_failed", "json", "model", "revision", "device", "dtype", "encoder_backend",
+                 "frames", "modality", "device_map", "export_dir", "engine_dir", "include", "exclude", "kinds",
+                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet")
+#: Which settings each command takes as flags (the rest still come from the environment and config file).
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "caption": ("prompt", "max_new_tokens", *_RUN_SETTINGS),
+    "ask": ("max_new_tokens", *_RUN_SETTINGS),
+    "classify": ("labels", "top_k", *_RUN_SETTINGS),
+    "config show": SETTING_NAMES,
+}
+assert set(SETTING_FLAGS) == set(SETTING_NAMES), "every setting needs its flags declared"
 
-def _opt(name: str, *flags: str, panel: str, extra: str = "") -> Any:
-    """An option whose help comes from the setting's own description, plus its variable name."""
-    text = f"{setting_help(name)}{extra} [dim]\\[env {env_var_name(name)}][/dim]"
-    return typer.Option(*flags, help=text, rich_help_panel=panel, show_default=False)
+
+def _setting_parameter(name: str) -> inspect.Parameter:
+    """A keyword parameter for typer: Optional[the setting's type], None meaning "not given"."""
+    flags, panel = SETTING_FLAGS[name]
+    text = f"{setting_help(name)}{_HELP_EXTRA.get(name, '')} [dim]\\[env {env_var_name(name)}][/dim]"
+    option = typer.Option(*flags, help=text, rich_help_panel=panel, show_default=False)
+    base = setting_type(name)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[base], option])
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file [dim]\\[env VL2_CONFIG][/dim]",
-                                                   rich_help_panel=RUN_PANEL, show_default=False)]
-ModelOpt = Annotated[Optional[str], _opt("model", "--model", "-m", panel=MODEL_PANEL, extra=f" (default {DEFAULT_MODEL})")]
-RevisionOpt = Annotated[Optional[str], _opt("revision", "--revision", panel=MODEL_PANEL)]
-DeviceOpt = Annotated[Optional[str], _opt("device", "--device", panel=MODEL_PANEL)]
-DtypeOpt = Annotated[Optional[str], _opt("dtype", "--dtype", panel=MODEL_PANEL)]
-BackendOpt = Annotated[Optional[str], _opt("encoder_backend", "--encoder-backend", panel=MODEL_PANEL)]
-DeviceMapOpt = Annotated[Optional[str], _opt("device_map", "--device-map", panel=MODEL_PANEL)]
-ExportDirOpt = Annotated[Optional[str], _opt("export_dir", "--export-dir", panel=MODEL_PANEL)]
-EngineDirOpt = Annotated[Optional[str], _opt("engine_dir", "--engine-dir", panel=MODEL_PANEL)]
-FramesOpt = Annotated[Optional[int], _opt("frames", "--frames", panel=MODEL_PANEL)]
-ModalityOpt = Annotated[Optional[str], _opt("modality", "--modality", panel=MODEL_PANEL, extra=": auto|video|audio|av")]
-MaxTokensOpt = Annotated[Optional[int], _opt("max_new_tokens", "--max-new-tokens", panel=MODEL_PANEL)]
-IncludeOpt = Annotated[Optional[list[str]], _opt("include", "--include", panel=INPUT_PANEL, extra=" (repeatable)")]
-ExcludeOpt = Annotated[Optional[list[str]], _opt("exclude", "--exclude", panel=INPUT_PANEL, extra=" (repeatable)")]
-KindOpt = Annotated[Optional[list[str]], _opt("kinds", "--kind", panel=INPUT_PANEL, extra=": video|image|audio (repeatable)")]
-RecursiveOpt = Annotated[Optional[bool], _opt("recursive", "--recursive/--no-recursive", panel=INPUT_PANEL)]
-BatchOpt = Annotated[Optional[int], _opt("batch_size", "--batch-size", "-b", panel=RUN_PANEL)]
-WorkersOpt = Annotated[Optional[int], _opt("workers", "--workers", "-j", panel=RUN_PANEL)]
-TimeoutOpt = Annotated[Optional[float], _opt("decode_timeout", "--decode-timeout", panel=RUN_PANEL)]
-VideoBackendOpt = Annotated[Optional[str], _opt("video_backend", "--video-backend", panel=RUN_PANEL)]
-QuietOpt = Annotated[Optional[bool], _opt("quiet", "--quiet/--no-quiet", "-q", panel=RUN_PANEL)]
-OutOpt = Annotated[Optional[str], _opt("out", "--out", "-o", panel=OUTPUT_PANEL)]
-OverwriteOpt = Annotated[Optional[bool], _opt("overwrite", "--overwrite/--no-overwrite", panel=OUTPUT_PANEL)]
-RetryOpt = Annotated[Optional[bool], _opt("retry_failed", "--retry-failed/--no-retry-failed", panel=OUTPUT_PANEL)]
-JsonOpt = Annotated[Optional[bool], _opt("json", "--json/--no-json", panel=OUTPUT_PANEL)]
-InputsArg = Annotated[list[Path], typer.Argument(help="media files and/or folders", show_default=False)]
+_CONFIG_PARAMETER = inspect.Parameter(
+    "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file [dim]\\[env VL2_CONFIG][/dim]",
+                                                      rich_help_panel=RUN_PANEL, show_default=False)])
+_INPUTS_PARAMETER = inspect.Parameter(
+    "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[list[Path], typer.Argument(help="media files and/or folders", show_default=False)])
+
+
+def _with_settings(command: str, *leading: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give `fn(**values)` a signature of `leading` parameters + the command's setting flags + --config."""
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command_fn(**values: Any) -> Any:
+            return fn(**values)
+
+        parameters = [*leading, *(_setting_parameter(n) for n in COMMAND_SETTINGS[command]), _CONFIG_PARAMETER]
+        command_fn.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command_fn.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command_fn
+    return decorate
 
 
 def _stderr(message: str) -> None:
@@ -93,89 +144,52 @@ def _root(
     """vl2 command group (the help text is APP_HELP)."""
 
 
-def _resolve(flags: dict[str, Any], config: Path | None) -> ResolvedSettings:
-    return resolve_settings({k: v for k, v in flags.items() if k in SETTING_NAMES}, config_path=config)
+def _resolve(values: dict[str, Any]) -> ResolvedSettings:
+    return resolve_settings({k: v for k, v in values.items() if k in SETTING_NAMES}, config_path=values.get("config"))
 
 
-def _run(task: str, inputs: list[Path], flags: dict[str, Any], config: Path | None,
-         prompt: str | None = None) -> int:
+def _run(task: str, values: dict[str, Any], prompt: str | None = None) -> int:
     """Shared body of caption/ask/classify; returns the exit code."""
     from .tasks.command import execute
 
-    resolved = _resolve(flags, config)
-    return execute(task, inputs, resolved.settings, prompt=prompt)
+    return execute(task, values["inputs"], _resolve(values).settings, prompt=prompt)
 
 
 @app.command(epilog="Example: [cyan]vl2 caption ./videos --out captions.jsonl[/cyan]")
-def caption(
-    inputs: InputsArg,
-    prompt: Annotated[Optional[str], _opt("prompt", "--prompt", "-p", panel=MODEL_PANEL)] = None,
-    out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
-    model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
-    encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
-    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
-    max_new_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
-    kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
-    decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@_with_settings("caption", _INPUTS_PARAMETER)
+def caption(**values: Any) -> None:
     """Describe every file (one JSON record per file)."""
-    flags = dict(locals())
-    raise typer.Exit(_guarded(lambda: _run("caption", inputs, flags, config)))
+    raise typer.Exit(_guarded(lambda: _run("caption", values)))
+
+
+_QUESTION_PARAMETER = inspect.Parameter(
+    "question", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[str, typer.Argument(help="the question, asked about every file", show_default=False)])
 
 
 @app.command(epilog='Examples: [cyan]vl2 ask clip.mp4 "what sound is heard?"[/cyan]   '
                     '[cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]')
-def ask(
-    inputs: InputsArg,
-    question: Annotated[str, typer.Argument(help="the question, asked about every file", show_default=False)],
-    out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
-    model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
-    encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
-    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
-    max_new_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
-    kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
-    decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@_with_settings("ask", _INPUTS_PARAMETER, _QUESTION_PARAMETER)
+def ask(**values: Any) -> None:
     """Answer a question about every file. One file to stdout prints just the answer (--json: the record)."""
-    flags = dict(locals())
-    raise typer.Exit(_guarded(lambda: _run("ask", inputs, flags, config, prompt=question)))
+    raise typer.Exit(_guarded(lambda: _run("ask", values, prompt=values["question"])))
 
 
 @app.command(epilog='Example: [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]')
-def classify(
-    inputs: InputsArg,
-    labels: Annotated[Optional[list[str]], _opt("labels", "--labels", "-l", panel=MODEL_PANEL,
-                                                extra=': "a,b,c" or @file (one per line); repeatable')] = None,
-    top_k: Annotated[Optional[int], _opt("top_k", "--top-k", "-k", panel=MODEL_PANEL)] = None,
-    out: OutOpt = None, overwrite: OverwriteOpt = None, retry_failed: RetryOpt = None, json: JsonOpt = None,
-    model: ModelOpt = None, revision: RevisionOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
-    encoder_backend: BackendOpt = None, frames: FramesOpt = None, modality: ModalityOpt = None,
-    device_map: DeviceMapOpt = None, export_dir: ExportDirOpt = None, engine_dir: EngineDirOpt = None,
-    include: IncludeOpt = None, exclude: ExcludeOpt = None,
-    kinds: KindOpt = None, recursive: RecursiveOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
-    decode_timeout: TimeoutOpt = None, video_backend: VideoBackendOpt = None, quiet: QuietOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@_with_settings("classify", _INPUTS_PARAMETER)
+def classify(**values: Any) -> None:
     """Score each label by the model's log-likelihood; the record has probabilities and the top-k."""
-    flags = dict(locals())
-    raise typer.Exit(_guarded(lambda: _run("classify", inputs, flags, config)))
+    raise typer.Exit(_guarded(lambda: _run("classify", values)))
 
 
 @config_app.command("show")
-def config_show(
-    config: ConfigOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None, batch_size: BatchOpt = None, workers: WorkersOpt = None,
-    out: OutOpt = None,
-) -> None:
+@_with_settings("config show")
+def config_show(**values: Any) -> None:
     """Print the effective settings as YAML, each with where it came from (flag, env, config, default)."""
-    flags = dict(locals())
-
     def show() -> int:
         import yaml
 
-        resolved = _resolve(flags, config)
+        resolved = _resolve(values)
         if resolved.config_path is not None:
             print(f"# config file: {resolved.config_path}")
         for name in SETTING_NAMES:

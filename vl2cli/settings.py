@@ -256,3 +256,8 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
 def setting_help(name: str) -> str:
     """One-line description of a setting (shared by the CLI help and the docs)."""
     return next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+
+
+def setting_type(name: str) -> Any:
+    """The setting's value type without None (`int` for `batch_size: int | None`): what a flag parses."""
+    return _base_type(_field_types()[name])[0]
