@@ -539,10 +539,13 @@ def tables(data: dict[str, Any]) -> list[BenchResult]:
     """The report as Markdown-ready tables (what docs/benchmarks.md quotes)."""
     title = f"GPU benchmark ({data.get('mode')}): {data.get('device')}, commit {data.get('commit')}"
     checkpoint = data.get("checkpoint", {})
+    if "parameters" in checkpoint:
+        made = (f"{checkpoint['parameters']} parameters, {checkpoint['bytes']} bytes in {checkpoint['shards']} shards, "
+                f"built in {checkpoint['build_s']} s (reused: {checkpoint['reused']})")
+    else:
+        made = f"given folder {checkpoint.get('path')}"
     notes = [
-        f"checkpoint: {checkpoint.get('parameters')} parameters, {checkpoint.get('bytes')} bytes in "
-        f"{checkpoint.get('shards')} shards, built in {checkpoint.get('build_s')} s (reused: {checkpoint.get('reused')}); "
-        f"load {data.get('load_s')} s; encoder backend {data.get('encoder_backend')}",
+        f"checkpoint: {made}; load {data.get('load_s')} s; encoder backend {data.get('encoder_backend')}",
         f"answers checked {data['answers']['checked']}, shorter than max_new_tokens: "
         f"{data['answers']['shorter_than_max_new_tokens']}; peak GPU memory {data.get('peak_gpu_gib')} GiB; "
         f"wall {data.get('wall_s')} s",
