@@ -141,3 +141,24 @@ def test_full_size_layout_counts():
     assert sorted(k for shard in shards for k in shard) == sorted(shapes)
     for shard in shards:
         assert sum(torch.Size(shapes[k]).numel() * 2 for k in shard) <= rc.MAX_SHARD_BYTES
+
+
+@needs_template
+def test_released_beats_config_path_loads(tmp_path, monkeypatch):
+    """The full-size run writes no audio_tower_config (BEATs defaults, as released): that path must load."""
+    from dataclasses import replace
+
+    from vl2cli.model.beats import BeatsConfig
+    from vl2cli.model.inputs import MultimodalInput
+    from vl2cli.model.videollama2 import VideoLlama2
+
+    shape = replace(rc.shape_of_template(), beats=None)
+    written = rc.write_checkpoint(tmp_path, shape, dtype=torch.float32)
+    config = json.loads((written.folder / "config.json").read_text())
+    assert "audio_tower_config" not in config
+    assert config["mm_hidden_size_a"] == BeatsConfig().encoder_embed_dim
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = VideoLlama2.from_pretrained(str(written.folder), device="cpu", dtype="fp32")
+    fbank = torch.randn(2998, 128, generator=torch.Generator().manual_seed(0))
+    (block,) = model.encode([MultimodalInput("audio", fbank=fbank)])
+    assert block.shape[1] == shape.hidden_size and torch.isfinite(block).all()
