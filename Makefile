@@ -2,7 +2,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install test bench clean
+.PHONY: install test bench bench-gpu clean
 
 install: $(BIN)/vl2
 
@@ -17,6 +17,10 @@ test:
 
 bench:
 	$(BIN)/python -m benchmarks.run
+
+# Full-size GPU benchmark (docs/benchmarks.md); flags through BENCH_GPU_ARGS, e.g. "--json out.json".
+bench-gpu:
+	$(BIN)/python -m benchmarks.bench_gpu $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

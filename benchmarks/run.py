@@ -1,7 +1,7 @@
 """`make bench`: run every `benchmarks/bench_*.py` module and print one table per benchmark.
 
-A benchmark module exposes `run() -> BenchResult`. Modules are discovered, so a new benchmark is a
-new file; `python -m benchmarks.run ingest` runs only the named ones.
+A benchmark module exposes `run() -> BenchResult` (or a list of them, printed in order). Modules are
+discovered, so a new benchmark is a new file; `python -m benchmarks.run ingest` runs only the named ones.
 """
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ def main(argv: list[str]) -> int:
     names = argv or discover()
     for name in names:
         module = importlib.import_module(f"benchmarks.{BENCH_PREFIX}{name}")
-        print(format_table(module.run()), flush=True)
-        print()
+        results = module.run()
+        for result in results if isinstance(results, list) else [results]:
+            print(format_table(result), flush=True)
+            print()
     return 0
 
 
