@@ -122,3 +122,33 @@ def test_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
         holder.wait()
     with OutputLock(out):
         pass
+
+
+def test_lock_is_keyed_on_the_real_file_not_its_spelling(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    alias = tmp_path / "alias.jsonl"
+    alias.symlink_to(out)
+    (tmp_path / "sub").mkdir()
+    with OutputLock(out):
+        for spelling in (alias, tmp_path / "sub" / ".." / "out.jsonl"):
+            with pytest.raises(OutputLockedError):
+                OutputLock(spelling).acquire()
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_and_resumes(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/clip-\xff\xfe.mp4"
+    with open(raw, "wb") as handle:
+        handle.write(b"0123")
+    path = Path(os.fsdecode(raw))
+    other = tmp_path / "next.mp4"
+    other.write_bytes(b"1")
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(path))
+        writer.write(_record(other))  # the run goes on after it
+    text = out.read_bytes().decode("utf-8")  # still valid UTF-8 throughout
+    assert len(text.splitlines()) == 2
+    index = ResumeIndex.from_output(out)
+    assert index.is_done(resume_key(FileStamp.of(path), REQUEST), retry_failed=False)
+    assert os.fsencode(next(iter(read_records(out)))["path"]) == raw

@@ -25,7 +25,8 @@ class OutputLock:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
-        self.path = lock_path_for(out)
+        # keyed on the real file: a second run through a symlink (or ../ spelling) meets the same lock
+        self.path = lock_path_for(os.path.realpath(out))
         self._fd: int | None = None
 
     def acquire(self) -> None:

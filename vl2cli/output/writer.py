@@ -20,7 +20,13 @@ NEWLINE = b"\n"
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One line of JSON, UTF-8, newline-terminated (no newline can appear inside: json escapes it)."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # a file name that is not valid UTF-8 (os.fsdecode's surrogate escapes): JSON's \udcXX escapes
+        # keep the line valid UTF-8, and json.loads gives back the very same str (resume keys match)
+        return (json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n").encode("ascii")
 
 
 def ends_with_partial_line(path: str | Path) -> bool:

@@ -23,6 +23,11 @@ from .spec import RunOptions, TaskSpec
 from .summary import RunSummary
 
 
+def _one_line(message: str) -> str:
+    """A log line stays one line: a file name holding a newline cannot forge a summary line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _Console:
     """stderr logging that cooperates with the progress bar (rich) when one is shown."""
 
@@ -34,6 +39,7 @@ class _Console:
         self.total: int | None = None
 
     def log(self, message: str) -> None:
+        message = _one_line(message)
         if self.progress is not None:
             self.progress.console.print(message, markup=False, highlight=False)
         else:
