@@ -185,3 +185,21 @@ def test_sigkill_mid_run_then_rerun_leaves_each_file_once_and_lock_refuses_a_sec
     records = [json.loads(line) for line in out.read_text().splitlines()]  # every line parses
     assert sorted(Path(r["path"]).name for r in records) == sorted(names)  # each file exactly once
     assert f"{len(names) - written_before_kill} done, {written_before_kill} skipped" in rerun.stderr
+
+
+@pytest.mark.parametrize("where", ["a_folder", "under_a_file"])
+def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path: Path, capsys, where: str) -> None:
+    """In-process: the CLI's guard turns OS errors on the output into `vl2: error:` and exit 2."""
+    from typer.testing import CliRunner
+
+    from vl2cli.cli import app
+
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    out = {"a_folder": tmp_path / "a_folder", "under_a_file": tmp_path / "file" / "out.jsonl"}[where]
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not read before the output fails")
+    result = CliRunner().invoke(app, ["caption", str(clip), "--out", str(out), "--quiet"])
+    assert result.exit_code == EXIT_FATAL
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vl2: error: ") and "Traceback" not in result.output

@@ -81,3 +81,17 @@ def test_every_setting_has_an_environment_variable_and_config_key(tmp_path: Path
     assert len(SETTING_NAMES) == len(set(SETTING_NAMES))
     config = _config(tmp_path, "".join(f"{name}: null\n" for name in SETTING_NAMES if name in ("revision", "frames", "prompt")))
     assert resolve_settings({}, env={}, config_path=config).settings.frames is None
+
+
+@pytest.mark.parametrize("flags", [{"decode_timeout": float("nan")}, {"decode_timeout": float("inf")},
+                                   {"device": "tpu"}, {"out": ""}])
+def test_impossible_values_are_refused_by_name(flags) -> None:
+    with pytest.raises(Vl2Error, match=next(iter(flags))):
+        resolve_settings(flags, env={})
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path) -> None:
+    config = tmp_path / "vl2.yaml"
+    config.write_bytes(b"model: \xff\xfe\n")
+    with pytest.raises(ConfigFileError, match="not UTF-8"):
+        resolve_settings({}, env={}, config_path=config)

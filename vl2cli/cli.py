@@ -220,6 +220,10 @@ def _guarded(body: Any) -> int:
     except Vl2Error as exc:
         _stderr(f"vl2: error: {exc}")
         return EXIT_FATAL
+    except OSError as exc:  # the output or a folder vl2 must write: read-only, full disk, a folder, no access
+        where = f"{exc.filename}: " if exc.filename else ""
+        _stderr(f"vl2: error: {where}{exc.strerror or exc} (what was written so far is intact)")
+        return EXIT_FATAL
     except KeyboardInterrupt:
         _stderr("vl2: interrupted")
         return EXIT_FATAL

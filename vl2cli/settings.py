@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ GPU_WORKERS = 12
 ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
 MODALITIES = ("auto", "video", "audio", "av")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
@@ -159,8 +162,12 @@ def _validate(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None and value < 1:
             raise Vl2Error(f"{name}: must be at least 1 (got {value})")
-    if settings.decode_timeout <= 0:
-        raise Vl2Error(f"decode_timeout: must be positive (got {settings.decode_timeout})")
+    if not math.isfinite(settings.decode_timeout) or settings.decode_timeout <= 0:
+        raise Vl2Error(f"decode_timeout: must be a positive number of seconds (got {settings.decode_timeout})")
+    if not _DEVICE_PATTERN.fullmatch(settings.device):
+        raise Vl2Error(f"device: {settings.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if not settings.out:
+        raise Vl2Error("out: must name a file, or - for stdout")
     bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
     if bad_kinds:
         raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
@@ -175,6 +182,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: the config file is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
