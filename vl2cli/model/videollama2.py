@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+)
 
 from ..errors import CheckpointError, UnsupportedModelError, Vl2Error
 from ..runtime.backend import EncoderBackend, TorchEncoders
@@ -281,7 +288,7 @@ class VideoLlama2:
         """Answers for a batch; greedy results equal one-at-a-time results."""
         embeds, mask = self.prepare_inputs(inputs, instructions)
         config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
-        output = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+        output = self._dynamic_generate(embeds, mask, config)
         results = []
         for row in output.tolist():
             stop = next((k for k, t in enumerate(row) if t in self.eos_token_ids), None)
@@ -289,6 +296,19 @@ class VideoLlama2:
             text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
             results.append(Generation(text=text, token_ids=token_ids, stopped_on_eos=stop is not None))
         return results
+
+    def _dynamic_generate(self, embeds: torch.Tensor, mask: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+        """transformers' `generate` (dynamic cache), with the repetition penalty kept padding-free.
+
+        From `inputs_embeds`, `generate` sees only generated ids; transformers 5.23 still shifts the
+        penalty window by each row's left padding, so a padded row skipped the penalty on its first
+        tokens and decoded differently in a batch than alone. The same processor without the shift,
+        passed in, takes the built-in one's place in the list (transformers 5.17 never shifted).
+        """
+        processors = LogitsProcessorList()
+        if config.repetition_penalty not in (None, 1.0) and not bool(mask.all()):
+            processors.append(RepetitionPenaltyLogitsProcessor(penalty=float(config.repetition_penalty)))
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config, logits_processor=processors)
 
     @torch.inference_mode()
     def forward_logits(self, inputs: Sequence[MultimodalInput], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
