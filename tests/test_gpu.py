@@ -42,3 +42,100 @@ def test_cuda_bf16_default_generates(monkeypatch, name):
     case = next(iter(fixture.cases().values()))
     generations = model.generate([case_input(fixture, case)], [case["instruction"] if isinstance(case["instruction"], str) else case["instruction"][0]], max_new_tokens=4)
     assert len(generations[0].token_ids) >= 1
+
+
+# --------------------------------------------------------------- decode loop with CUDA graphs
+#: Longer than the goldens' 8 tokens, so the random fixtures repeat tokens and the penalty bites.
+DECODE_TOKENS = 12
+#: Strong enough to change the fixtures' tokens (see tests/test_decode_loop.py).
+STRONG_REPETITION_PENALTY = 1.5
+#: Steps timed per measurement (after one untimed call that builds the bucket and captures).
+TIMED_STEPS = 32
+
+
+def _decode_batches(fixture):
+    """Every case alone, plus one left-padded batch of unequal prompts."""
+    from reference_fixtures import case_instructions
+
+    batches = []
+    for case in fixture.cases().values():
+        count = len(case.get("images_arg") or [None])
+        batches.append(([case_input(fixture, case, i) for i in range(count)], case_instructions(case)))
+    cases = fixture.cases()
+    pair = ["video", "video_long"] if "video_long" in cases else [c for c in cases if c in ("av", "text", "image")][:3]
+    batches.append(([case_input(fixture, cases[c]) for c in pair], [case_instructions(cases[c])[0] for c in pair]))
+    return batches
+
+
+def _ms_per_step(run, embeds, mask, config) -> float:
+    """Decode time per token: (time for 1 + TIMED_STEPS tokens - time for 1 token) / TIMED_STEPS."""
+    import time
+
+    def timed(new_tokens: int) -> float:
+        config.max_new_tokens = new_tokens
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        tokens = run(embeds, mask, config)
+        torch.cuda.synchronize()
+        assert tokens.shape[1] == new_tokens, "eos is disabled: every row runs to max_new_tokens"
+        return time.perf_counter() - start
+
+    timed(1 + TIMED_STEPS)  # warm: bucket, capture, allocator
+    return (timed(1 + TIMED_STEPS) - timed(1)) / TIMED_STEPS * 1e3
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_cuda_graph_decode_equals_dynamic_fp32(monkeypatch, name):
+    from vl2cli.model.decode_loop import StaticCacheDecoder
+    from vl2cli.model.videollama2 import VideoLlama2
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    fixture = load_reference(name)
+    use_fixture_hub(monkeypatch, fixture)
+    model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda", dtype="fp32")
+    decoder = StaticCacheDecoder(model.llm, cuda_graphs=True)
+    for items, instructions in _decode_batches(fixture):
+        embeds, mask = model.prepare_inputs(items, instructions)
+        for penalty in (None, STRONG_REPETITION_PENALTY):
+            config = model.generation_config(max_new_tokens=DECODE_TOKENS, do_sample=False, temperature=None, top_p=None)
+            config.repetition_penalty = penalty
+            tokens = decoder.generate(embeds, mask, config)
+            for row, (item, instruction) in enumerate(zip(items, instructions)):
+                # alone: transformers 5.23's batched penalty is shifted by padding (see _dynamic_generate)
+                alone_embeds, alone_mask = model.prepare_inputs([item], [instruction])
+                expected = model.llm.generate(inputs_embeds=alone_embeds, attention_mask=alone_mask, generation_config=config)[0]
+                assert tokens[row, : len(expected)].tolist() == expected.tolist(), (instructions, penalty, row)
+    assert decoder._state.graph is not None, "the steps above were graph replays"
+    generations = model.generate(*_decode_batches(fixture)[-1], max_new_tokens=DECODE_TOKENS)  # auto = graphs on CUDA
+    assert model._static_decoder is not None and model._static_decoder.cuda_graphs
+    dynamic = model.generate(*_decode_batches(fixture)[-1], max_new_tokens=DECODE_TOKENS, decode_loop="dynamic")
+    assert [g.token_ids for g in generations] == [g.token_ids for g in dynamic]
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_cuda_graph_decode_bf16_generates_and_is_timed(monkeypatch, name):
+    from vl2cli.model.decode_loop import StaticCacheDecoder
+    from vl2cli.model.videollama2 import VideoLlama2
+
+    fixture = load_reference(name)
+    use_fixture_hub(monkeypatch, fixture)
+    model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda")
+    assert model.dtype == torch.bfloat16
+    decoder = StaticCacheDecoder(model.llm, cuda_graphs=True)
+    items, instructions = _decode_batches(fixture)[-1]
+    embeds, mask = model.prepare_inputs(items, instructions)
+    config = model.generation_config(max_new_tokens=DECODE_TOKENS, do_sample=False, temperature=None, top_p=None)
+    tokens = decoder.generate(embeds, mask, config)
+    dynamic = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+    assert tokens.shape[0] == len(items) and 1 <= tokens.shape[1] <= DECODE_TOKENS
+    assert int(tokens.max()) < model.llm.config.vocab_size
+    width = min(tokens.shape[1], dynamic.shape[1])
+    agreement = (tokens[:, :width] == dynamic[:, :width]).float().mean().item()
+    config.eos_token_id = []  # fixed length for timing
+    graph_ms = _ms_per_step(decoder.generate, embeds, mask, config)
+    dynamic_ms = _ms_per_step(
+        lambda e, m, c: model.llm.generate(inputs_embeds=e, attention_mask=m, generation_config=c), embeds, mask, config
+    )
+    print(f"\n[{name}] bf16 batch {len(items)}: graph loop {graph_ms:.2f} ms/step, generate {dynamic_ms:.2f} ms/step, "
+          f"token agreement with generate {agreement:.0%}")

@@ -128,6 +128,31 @@ def test_batch_of_unequal_prompts_equals_one_at_a_time(monkeypatch, name):
         assert generation.token_ids == ids[: len(generation.token_ids)]
 
 
+#: A repetition penalty strong enough to change the random fixtures' tokens within 12 steps.
+STRONG_REPETITION_PENALTY = 1.5
+PENALISED_TOKENS = 12
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_batch_with_repetition_penalty_equals_one_at_a_time(monkeypatch, name):
+    """Qwen2-Instruct checkpoints decode greedily with repetition_penalty 1.05. transformers 5.23's own
+    penalty skips a left-padded row's first generated tokens (it shifts the window by the padding);
+    vl2 passes an unshifted one, so a padded row is penalised as it is alone."""
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    monkeypatch.setattr(model.llm.generation_config, "repetition_penalty", STRONG_REPETITION_PENALTY)
+    pair = _unequal_pair(fixture) or [c for c in fixture.cases() if c in ("av", "text", "image")][:3]
+    items, instructions = [], []
+    for case_name in pair:
+        item_list, text_list = _inputs(fixture, fixture.cases()[case_name])
+        items += item_list
+        instructions += text_list
+    batched = model.generate(items, instructions, max_new_tokens=PENALISED_TOKENS)
+    for item, instruction, generation in zip(items, instructions, batched):
+        alone = model.generate([item], [instruction], max_new_tokens=PENALISED_TOKENS)[0]
+        assert generation.token_ids == alone.token_ids
+
+
 @pytest.mark.parametrize("name", FIXTURES)
 def test_label_scores_share_one_prefill_and_match_full_forward(monkeypatch, name):
     """Scores from the shared-prefill path equal the log-likelihood from a plain full forward pass."""

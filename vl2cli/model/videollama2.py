@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+)
 
 from ..errors import CheckpointError, UnsupportedModelError, Vl2Error
 from ..runtime.backend import EncoderBackend, TorchEncoders
@@ -19,6 +26,7 @@ from ..runtime.selection import choose_encoder_backend
 from .checkpoint import CHECKPOINT_PATTERNS, ShardedSafetensors, resolve_repo
 from .config import Vl2Config
 from .connector import build_projector, build_video_connector, takes_frames
+from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
 from .inputs import Generation, LabelScores, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
@@ -87,6 +95,9 @@ class VideoLlama2:
         self.dtype = dtype
         self.num_frames = config.num_frames
         self.eos_token_ids = self._eos_token_ids()
+        #: "auto" | "static" | "dynamic": how `generate` decodes (see `vl2cli.model.decode_loop`).
+        self.decode_loop = "auto"
+        self._static_decoder: StaticCacheDecoder | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -102,12 +113,15 @@ class VideoLlama2:
         num_frames: int | None = None,
         export_dir: str | Path | None = None,
         engine_dir: str | Path | None = None,
+        decode_loop: str = "auto",
     ) -> "VideoLlama2":
         """Load a released checkpoint from a hub id (through the HF cache) or a local folder.
 
         `encoder_backend` is `auto`, `torch`, `onnxruntime` or `tensorrt`; `export_dir`/`engine_dir` say
         where `vl2 export` wrote ONNX graphs and TensorRT engines (defaults: see docs/export.md).
+        `decode_loop` is `auto`, `static` or `dynamic` (see `generate`).
         """
+        _check_decode_loop(decode_loop)
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
         if config.is_base_checkpoint:
@@ -158,6 +172,7 @@ class VideoLlama2:
         )
         if num_frames is not None:
             instance.num_frames = int(num_frames)
+        instance.decode_loop = decode_loop
         instance.encoders = choose_encoder_backend(
             torch_encoders, encoder_backend, model=instance, export_dir=export_dir, engine_dir=engine_dir
         )
@@ -277,11 +292,25 @@ class VideoLlama2:
         do_sample: bool = False,
         temperature: float | None = None,
         top_p: float | None = None,
+        decode_loop: str | None = None,
     ) -> list[Generation]:
-        """Answers for a batch; greedy results equal one-at-a-time results."""
+        """Answers for a batch; greedy results equal one-at-a-time results.
+
+        `decode_loop` (default: the `decode_loop` attribute) picks the decoder: "static" = vl2's greedy
+        loop over a static cache, each step a CUDA-graph replay on CUDA (`decode_loop.py`); "dynamic" =
+        transformers' `generate`; "auto" = static on CUDA, dynamic on CPU. Settings the static loop
+        cannot reproduce (sampling, beams, other logits processors) use `generate`, said once in the log.
+        """
         embeds, mask = self.prepare_inputs(inputs, instructions)
         config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
-        output = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
+        decoder = self._static_decoder_for(decode_loop or self.decode_loop)
+        reason = decoder.unsupported_reason(config) if decoder is not None else None
+        if decoder is not None and reason is None:
+            output = decoder.generate(embeds, mask, config)
+        else:
+            if reason is not None:
+                log_fallback_once(reason)
+            output = self._dynamic_generate(embeds, mask, config)
         results = []
         for row in output.tolist():
             stop = next((k for k, t in enumerate(row) if t in self.eos_token_ids), None)
@@ -289,6 +318,31 @@ class VideoLlama2:
             text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
             results.append(Generation(text=text, token_ids=token_ids, stopped_on_eos=stop is not None))
         return results
+
+    def _static_decoder_for(self, mode: str) -> StaticCacheDecoder | None:
+        """The static-cache decoder `mode` asks for on this device, or None for transformers' generate."""
+        _check_decode_loop(mode)
+        if mode == "dynamic" or (mode == "auto" and self.device.type != "cuda"):
+            return None
+        if self._static_decoder is None:
+            self._static_decoder = StaticCacheDecoder(self.llm)
+        if mode == "auto" and not self._static_decoder.cuda_graphs:
+            log_fallback_once(f"no CUDA graphs for the decode steps ({self._static_decoder.graph_problem})")
+            return None
+        return self._static_decoder
+
+    def _dynamic_generate(self, embeds: torch.Tensor, mask: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+        """transformers' `generate` (dynamic cache), with the repetition penalty kept padding-free.
+
+        From `inputs_embeds`, `generate` sees only generated ids; transformers 5.23 still shifts the
+        penalty window by each row's left padding, so a padded row skipped the penalty on its first
+        tokens and decoded differently in a batch than alone. The same processor without the shift,
+        passed in, takes the built-in one's place in the list (transformers 5.17 never shifted).
+        """
+        processors = LogitsProcessorList()
+        if config.repetition_penalty not in (None, 1.0) and not bool(mask.all()):
+            processors.append(RepetitionPenaltyLogitsProcessor(penalty=float(config.repetition_penalty)))
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config, logits_processor=processors)
 
     @torch.inference_mode()
     def forward_logits(self, inputs: Sequence[MultimodalInput], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,6 +386,11 @@ class VideoLlama2:
                 total += logprobs[row, k - 1, ids[k]].item()
             totals.append(total)
         return LabelScores(labels=list(labels), log_likelihoods=totals, num_tokens=[len(ids) for ids in label_ids])
+
+
+def _check_decode_loop(mode: str) -> None:
+    if mode not in DECODE_LOOPS:
+        raise Vl2Error(f"decode loop {mode!r}: choose one of {', '.join(DECODE_LOOPS)}.")
 
 
 def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
