@@ -106,7 +106,7 @@ def export_model(
     if max_batch < 1:
         raise Vl2Error("--max-batch must be at least 1.")
     model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
-        model_or_id, revision=revision, device=device, encoder_backend="torch"
+        model_or_id, revision=revision, device=device
     )
     specs = component_specs(model)
     selected = _select_components(specs, components)

@@ -14,11 +14,10 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import CheckpointError, UnsupportedModelError, Vl2Error
-from ..runtime.backend import EncoderBackend, TorchEncoders
-from ..runtime.selection import choose_encoder_backend
 from .checkpoint import CHECKPOINT_PATTERNS, ShardedSafetensors, resolve_repo
 from .config import Vl2Config
 from .connector import build_projector, build_video_connector, takes_frames
+from .encoders import EncoderBackend, TorchEncoders
 from .inputs import Generation, LabelScores, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
@@ -98,15 +97,13 @@ class VideoLlama2:
         device: str | None = None,
         dtype: str | None = None,
         device_map: str | dict | None = None,
-        encoder_backend: str = "auto",
         num_frames: int | None = None,
-        export_dir: str | Path | None = None,
-        engine_dir: str | Path | None = None,
     ) -> "VideoLlama2":
         """Load a released checkpoint from a hub id (through the HF cache) or a local folder.
 
-        `encoder_backend` is `auto`, `torch`, `onnxruntime` or `tensorrt`; `export_dir`/`engine_dir` say
-        where `vl2 export` wrote ONNX graphs and TensorRT engines (defaults: see docs/export.md).
+        The encoders run in PyTorch (`torch_encoders`); the model core never picks another backend
+        itself: `vl2cli.api.load_model` swaps `encoders` for an exported one where a matching export
+        exists (`vl2cli.runtime.selection.attach_encoder_backend`).
         """
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
@@ -158,9 +155,6 @@ class VideoLlama2:
         )
         if num_frames is not None:
             instance.num_frames = int(num_frames)
-        instance.encoders = choose_encoder_backend(
-            torch_encoders, encoder_backend, model=instance, export_dir=export_dir, engine_dir=engine_dir
-        )
         return instance
 
     def _eos_token_ids(self) -> list[int]:
