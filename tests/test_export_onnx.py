@@ -110,6 +110,20 @@ def test_load_model_attaches_the_matching_export(name, export_root, monkeypatch)
     assert loaded.encoders.torch_encoders is loaded.torch_encoders
 
 
+@pytest.mark.parametrize("name", FIXTURES)
+def test_audio_graph_keeps_upstreams_attention_arithmetic(name):
+    """The torch backend runs BEATs through sdpa; the exported copy is switched to the eager path (whose
+    max-subtraction guards fp16 engines), and the loaded model is left as it was."""
+    from export_helpers import fixture_model
+    from vl2cli.exporting.components import export_module
+
+    model = fixture_model(name)
+    if AUDIO_ENCODER not in component_specs(model):
+        pytest.skip(f"{name} has no {AUDIO_ENCODER}")
+    assert export_module(model, AUDIO_ENCODER).audio_tower.attn_implementation == "eager"
+    assert model.torch_encoders.audio_tower.attn_implementation == "sdpa"
+
+
 def _copy_export(report, root, slug):
     target = root / "export" / slug
     shutil.copytree(report.export_folder, target)
