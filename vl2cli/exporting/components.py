@@ -25,6 +25,7 @@ from ..constants import (
     FBANK_FRAME_SHIFT_MS,
     FBANK_NUM_MEL_BINS,
 )
+from ..model.connector import STCConnector
 from ..model.videollama2 import AUDIO_PROJECTOR_PREFIX, AUDIO_TOWER_PREFIX, CONNECTOR_PREFIX, VideoLlama2
 from ..model.vision_tower import TOWER_WEIGHT_PREFIX
 from .names import ALL_COMPONENTS, AUDIO_ENCODER, CONNECTOR, VISION_TOWER  # noqa: F401 (re-exported)
@@ -132,7 +133,11 @@ def export_module(model: VideoLlama2, name: str, device: torch.device | str = "c
     if name == VISION_TOWER:
         module: nn.Module = copy.deepcopy(encoders.vision_tower)
     elif name == CONNECTOR:
-        module = ConnectorForExport(copy.deepcopy(encoders.connector), encoders.pool_frames)
+        connector = copy.deepcopy(encoders.connector)
+        if isinstance(connector, STCConnector):
+            # channels-last is a GPU speed setting of the torch backend; the exporter cannot record it
+            connector.set_channels_last(False)
+        module = ConnectorForExport(connector, encoders.pool_frames)
     elif name == AUDIO_ENCODER:
         tower = copy.deepcopy(encoders.audio_tower)
         module = AudioEncoderForExport(tower, copy.deepcopy(encoders.audio_projector))

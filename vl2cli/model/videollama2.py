@@ -33,8 +33,6 @@ DTYPE_NAMES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
-#: Frames per vision-tower call: bounds activation memory for long batches of videos.
-MAX_FRAMES_PER_TOWER_CALL = 64
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -98,12 +96,16 @@ class VideoLlama2:
         dtype: str | None = None,
         device_map: str | dict | None = None,
         num_frames: int | None = None,
+        compile_encoders: bool | None = None,
+        frames_per_tower_call: int | None = None,
     ) -> "VideoLlama2":
         """Load a released checkpoint from a hub id (through the HF cache) or a local folder.
 
         The encoders run in PyTorch (`torch_encoders`); the model core never picks another backend
         itself: `vl2cli.api.load_model` swaps `encoders` for an exported one where a matching export
-        exists (`vl2cli.runtime.selection.attach_encoder_backend`).
+        exists (`vl2cli.runtime.selection.attach_encoder_backend`). `compile_encoders` (None: on CUDA
+        only) and `frames_per_tower_call` (None: derived from the GPU's memory) tune the torch
+        encoders; see `vl2cli.model.encoders`.
         """
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
@@ -145,8 +147,10 @@ class VideoLlama2:
         for module in modules:
             module.to(device=encoder_device, dtype=torch_dtype).eval()
         torch_encoders = TorchEncoders(
-            vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type)
+            vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type),
+            compile_encoders=compile_encoders, frames_per_tower_call=frames_per_tower_call,
         )
+        log.info("torch encoders: %s", torch_encoders.describe())
         instance = cls(
             config=config, llm=llm, tokenizer=tokenizer, torch_encoders=torch_encoders,
             model_id=model if repo.revision is not None else str(repo.folder),  # folders: absolute path
@@ -200,9 +204,7 @@ class VideoLlama2:
             by_length.setdefault(pixels.shape[0], []).append(i)
         for length, indices in by_length.items():
             stacked = torch.cat([frames[i] for i in indices]).to(self.device, self.dtype)
-            features = torch.cat(
-                [self.encoders.encode_frames(chunk) for chunk in stacked.split(MAX_FRAMES_PER_TOWER_CALL)]
-            )
+            features = self.encoders.encode_frames(stacked)  # each backend bounds its own call size
             tokens = self.encoders.connect(features.reshape(len(indices), length, *features.shape[1:]))
             for row, i in enumerate(indices):
                 blocks[i] = tokens[row]

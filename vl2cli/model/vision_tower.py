@@ -29,6 +29,13 @@ from .checkpoint import resolve_repo
 TOWER_FILES = ["config.json", "preprocessor_config.json"]
 #: Prefix of the tower weights inside a VideoLLaMA 2 checkpoint.
 TOWER_WEIGHT_PREFIX = "model.vision_tower.vision_tower.vision_model."
+#: Activations alive at once inside one encoder layer, in units of tokens x width: the residual,
+#: the normalised input and q, k, v (hidden width), and the MLP's input and output of its activation
+#: (intermediate width). Used to size tower calls to the memory there is.
+LIVE_HIDDEN_WIDTHS = 5
+LIVE_INTERMEDIATE_WIDTHS = 2
+#: Eager attention keeps the softmax in fp32 next to its cast copy: bytes per score beyond the dtype.
+EAGER_SCORE_FP32_BYTES = 4
 #: transformers attention implementations the tower may be built with.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
@@ -123,6 +130,22 @@ class VisionTower(nn.Module):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens inside the tower: the patches, plus CLIP's class token."""
+        return self.num_patches + int(self.family == "clip")
+
+    def activation_bytes_per_frame(self, dtype: torch.dtype) -> int:
+        """Peak activation memory one frame adds to a tower call (an estimate; see the constants)."""
+        config = self.model.config
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        tokens = self.tokens_per_frame
+        widths = LIVE_HIDDEN_WIDTHS * config.hidden_size + LIVE_INTERMEDIATE_WIDTHS * config.intermediate_size
+        total = tokens * widths * itemsize
+        if self.attn_implementation == "eager":
+            total += config.num_attention_heads * tokens * tokens * (EAGER_SCORE_FP32_BYTES + itemsize)
+        return total
 
     def load_released_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load the checkpoint's tower tensors (prefix already stripped) strictly, then drop unused parts."""
