@@ -43,7 +43,7 @@ def run() -> BenchResult:
     with tempfile.TemporaryDirectory() as scratch:
         for fixture in _fixtures():
             os.environ["HF_HUB_CACHE"], os.environ["HF_HUB_OFFLINE"] = str(fixture / "hub"), "1"
-            model = VideoLlama2.from_pretrained(str(fixture / "checkpoint"), device="cpu", dtype="fp32", encoder_backend="torch")
+            model = VideoLlama2.from_pretrained(str(fixture / "checkpoint"), device="cpu", dtype="fp32")
             export_model(model, Path(scratch) / "export", build_engines=False)
             onnx = choose_encoder_backend(model.torch_encoders, "onnxruntime", model=model, export_dir=Path(scratch) / "export")
             calls = {"vision_tower": "encode_frames", "connector": "connect", "audio_encoder": "encode_audio"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from export_helpers import exported
-from reference_fixtures import case_input, case_instructions, fixture_names, load_reference
+from reference_fixtures import case_input, case_instructions, fixture_names, load_reference, use_fixture_hub
 
 from vl2cli.errors import EngineMismatchError
 from vl2cli.exporting.components import AUDIO_ENCODER, CONNECTOR, VISION_TOWER, component_specs, validation_inputs
@@ -92,6 +92,36 @@ def test_onnxruntime_backend_reproduces_upstream_goldens_and_torch_tokens(name, 
                 assert generation.token_ids == case["generated_ids"][row][: len(generation.token_ids)], case_name
     finally:
         model.encoders = model.torch_encoders
+
+
+@pytest.mark.parametrize("name", FIXTURES[:1])
+def test_load_model_attaches_the_matching_export(name, export_root, monkeypatch):
+    """The library path: the model core loads with torch encoders, `load_model` swaps in the export."""
+    import vl2cli
+
+    model, _ = exported(name, export_root)
+    use_fixture_hub(monkeypatch, load_reference(name))
+    loaded = vl2cli.load_model(str(load_reference(name).checkpoint), device="cpu", dtype="fp32",
+                               encoder_backend="onnxruntime", export_dir=str(export_root / "export"),
+                               engine_dir=str(export_root / "engines"))
+    assert loaded.model_id == model.model_id
+    assert isinstance(loaded.encoders, OnnxRuntimeEncoders)
+    assert set(loaded.encoders.runners) == set(component_specs(loaded))
+    assert loaded.encoders.torch_encoders is loaded.torch_encoders
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_audio_graph_keeps_upstreams_attention_arithmetic(name):
+    """The torch backend runs BEATs through sdpa; the exported copy is switched to the eager path (whose
+    max-subtraction guards fp16 engines), and the loaded model is left as it was."""
+    from export_helpers import fixture_model
+    from vl2cli.exporting.components import export_module
+
+    model = fixture_model(name)
+    if AUDIO_ENCODER not in component_specs(model):
+        pytest.skip(f"{name} has no {AUDIO_ENCODER}")
+    assert export_module(model, AUDIO_ENCODER).audio_tower.attn_implementation == "eager"
+    assert model.torch_encoders.audio_tower.attn_implementation == "sdpa"
 
 
 def _copy_export(report, root, slug):

@@ -29,7 +29,7 @@ def test_engines_are_built_validated_and_chosen_by_auto(name, precision, tmp_pat
 
     fixture = load_reference(name)
     use_fixture_hub(monkeypatch, fixture)
-    model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda", dtype="fp32", encoder_backend="torch")
+    model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda", dtype="fp32")
     report = export_model(model, tmp_path / "export", engine_dir=tmp_path / "engines", precision=precision, max_batch=2)
     assert report.ok, report.lines()
     manifest = Manifest.load(report.engine_folder)

@@ -62,6 +62,32 @@ def test_encoders_match_upstream(monkeypatch, name, case_name):
         _close(model.encoders.encode_audio(fbank), t[audio_key.replace("features", "tokens")], "audio_tokens")
 
 
+VISION_CASES = [(name, case) for name, case in CASES if f"{case}.vision_features" in load_reference(name).tensors]
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("name,case_name", VISION_CASES)
+def test_vision_tower_matches_upstream_with_either_attention(monkeypatch, name, case_name, attn_implementation):
+    """The goldens were written with eager attention; vl2 runs sdpa by default. Both must match them."""
+    from vl2cli.model.checkpoint import ShardedSafetensors
+    from vl2cli.model.vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
+
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)  # also points the hub cache at the fixture's tower repo
+    assert model.torch_encoders.vision_tower.attn_implementation == "sdpa"
+    tower = VisionTower(load_tower_spec(model.config.vision_tower), model.config.vision_select_layer,
+                        model.config.vision_select_feature, attn_implementation=attn_implementation)
+    shards = ShardedSafetensors(fixture.checkpoint)
+    tower.load_released_weights(shards.load(shards.keys_with_prefix(TOWER_WEIGHT_PREFIX), strip_prefix=TOWER_WEIGHT_PREFIX))
+    assert tower.attn_implementation == attn_implementation
+    case = fixture.cases()[case_name]
+    items, _ = _inputs(fixture, case)
+    pixels = torch.cat([model.frames_of(x) for x in items if x.modality in ("video", "image", "av")])
+    with torch.inference_mode():
+        features = tower.eval()(pixels)
+    _close(features, fixture.tensors[f"{case_name}.vision_features"], f"vision_features ({attn_implementation})")
+
+
 @pytest.mark.parametrize("name,case_name", CASES)
 def test_spliced_embeddings_and_logits(monkeypatch, name, case_name):
     fixture = load_reference(name)

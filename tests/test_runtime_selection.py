@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from export_helpers import fixture_model
-from reference_fixtures import fixture_names
+from reference_fixtures import fixture_names, load_reference, use_fixture_hub
 
 from vl2cli.errors import EngineMismatchError, ExportError, Vl2Error
 from vl2cli.exporting import validate
@@ -18,7 +18,9 @@ from vl2cli.exporting.locations import engine_folder_name, model_slug
 from vl2cli.exporting.manifest import KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, sha256_file, weights_sha256
 from vl2cli.exporting.pipeline import export_model
 from vl2cli.exporting.tensorrt_build import build_engine, tensorrt_version
-from vl2cli.runtime.selection import choose_encoder_backend
+from vl2cli.model.encoders import TorchEncoders
+from vl2cli.model.videollama2 import VideoLlama2
+from vl2cli.runtime.selection import attach_encoder_backend, choose_encoder_backend
 
 FIXTURES = fixture_names()
 pytestmark = pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
@@ -38,6 +40,37 @@ def test_torch_when_asked_for_and_auto_without_any_export(tmp_path, caplog):
     chosen = choose_encoder_backend(model.torch_encoders, "auto", model=model, export_dir=tmp_path / "x", engine_dir=tmp_path / "e")
     assert chosen is model.torch_encoders
     assert "not tensorrt:" in caplog.text and "not onnxruntime: no export in" in caplog.text
+
+
+def test_attach_sets_the_models_encoders_and_keeps_the_torch_ones(tmp_path):
+    model = fixture_model(FIXTURES[0])
+    assert model.encoders is model.torch_encoders, "the model core always loads with torch encoders"
+    with pytest.raises(EngineMismatchError):
+        attach_encoder_backend(model, "onnxruntime", export_dir=tmp_path / "none")
+    assert model.encoders is model.torch_encoders, "a refused backend leaves the encoders as they were"
+    chosen = attach_encoder_backend(model, "auto", export_dir=tmp_path / "x", engine_dir=tmp_path / "e")
+    assert chosen is model.encoders is model.torch_encoders
+
+
+def test_load_model_composes_the_backend_above_the_model_core(monkeypatch, tmp_path):
+    import vl2cli
+
+    fixture = load_reference(FIXTURES[0])
+    use_fixture_hub(monkeypatch, fixture)
+    model = vl2cli.load_model(str(fixture.checkpoint), device="cpu", dtype="fp32", encoder_backend="torch",
+                              export_dir=str(tmp_path / "x"), engine_dir=str(tmp_path / "e"))
+    assert isinstance(model.torch_encoders, TorchEncoders) and model.encoders is model.torch_encoders
+
+
+def test_load_model_refuses_an_unknown_backend_before_loading_weights(monkeypatch):
+    import vl2cli
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("weights were loaded before the backend name was checked")
+
+    monkeypatch.setattr(VideoLlama2, "from_pretrained", must_not_load)
+    with pytest.raises(Vl2Error, match="choose one of"):
+        vl2cli.load_model("any/model", encoder_backend="openvino")
 
 
 def test_explicit_onnxruntime_without_export_says_how_to_make_one(tmp_path):

@@ -46,10 +46,14 @@ def load_model(
     `device_map` (e.g. "auto") spreads the LLM over several GPUs, `export_dir`/`engine_dir` say where
     `vl2 export` wrote encoders for `encoder_backend` to find."""
     from .model.videollama2 import VideoLlama2
+    from .runtime.selection import attach_encoder_backend, check_backend_name
 
-    return VideoLlama2.from_pretrained(model, revision=revision, device=device, dtype=dtype,
-                                       encoder_backend=encoder_backend, num_frames=frames, device_map=device_map,
-                                       export_dir=export_dir, engine_dir=engine_dir)
+    check_backend_name(encoder_backend)
+    # the model core always loads with torch encoders; the backend is composed on top of it
+    loaded = VideoLlama2.from_pretrained(model, revision=revision, device=device, dtype=dtype, num_frames=frames,
+                                         device_map=device_map)
+    attach_encoder_backend(loaded, encoder_backend, export_dir=export_dir, engine_dir=engine_dir)
+    return loaded
 
 
 def _as_list(paths: PathsArg) -> list[str | Path]:

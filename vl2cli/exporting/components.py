@@ -4,8 +4,9 @@ Each component is exported as one graph that does exactly what the matching `Enc
 method does, so a backend can swap it in without glue:
 * `vision_tower`: pixels (N, 3, S, S) -> (N, P, D), already cut at the selected layer, CLS handled;
 * `connector`: (B, T, P, D) -> (B, M, C), including the time mean-pool of token-wise projectors;
-* `audio_encoder`: raw fbank (B, 2998, 128) -> (B, 1496, C): BEATs with its weight-norm folded and
-  its relative-position bias precomputed for the fixed 30 s input, then the audio projector.
+* `audio_encoder`: raw fbank (B, 2998, 128) -> (B, 1496, C): BEATs with its weight-norm folded,
+  its relative-position bias precomputed for the fixed 30 s input and upstream's eager attention
+  arithmetic, then the audio projector.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..constants import (
     FBANK_FRAME_SHIFT_MS,
     FBANK_NUM_MEL_BINS,
 )
+from ..model.connector import STCConnector
 from ..model.videollama2 import AUDIO_PROJECTOR_PREFIX, AUDIO_TOWER_PREFIX, CONNECTOR_PREFIX, VideoLlama2
 from ..model.vision_tower import TOWER_WEIGHT_PREFIX
 from .names import ALL_COMPONENTS, AUDIO_ENCODER, CONNECTOR, VISION_TOWER  # noqa: F401 (re-exported)
@@ -131,7 +133,11 @@ def export_module(model: VideoLlama2, name: str, device: torch.device | str = "c
     if name == VISION_TOWER:
         module: nn.Module = copy.deepcopy(encoders.vision_tower)
     elif name == CONNECTOR:
-        module = ConnectorForExport(copy.deepcopy(encoders.connector), encoders.pool_frames)
+        connector = copy.deepcopy(encoders.connector)
+        if isinstance(connector, STCConnector):
+            # channels-last is a GPU speed setting of the torch backend; the exporter cannot record it
+            connector.set_channels_last(False)
+        module = ConnectorForExport(connector, encoders.pool_frames)
     elif name == AUDIO_ENCODER:
         tower = copy.deepcopy(encoders.audio_tower)
         module = AudioEncoderForExport(tower, copy.deepcopy(encoders.audio_projector))
@@ -140,6 +146,9 @@ def export_module(model: VideoLlama2, name: str, device: torch.device | str = "c
     module = module.to(device=device, dtype=torch.float32).eval()
     if name == AUDIO_ENCODER:
         tower = module.audio_tower
+        # upstream's own attention arithmetic (its fp16 overflow guard included) goes into the graph,
+        # rather than the fused-kernel call the torch backend makes, which the exporter would decompose
+        tower.set_attn_implementation("eager")
         tower.fold_weight_norm()
         tower.precompute_position_bias(tower.num_tokens(fbank_frames(), FBANK_NUM_MEL_BINS, tower.config.input_patch_size))
     return module

@@ -17,7 +17,8 @@ import torch
 
 from .. import __version__ as vl2_version
 from ..errors import ExportError, Vl2Error
-from ..model.videollama2 import MAX_FRAMES_PER_TOWER_CALL, VideoLlama2
+from ..model.encoders import DEFAULT_FRAMES_PER_TOWER_CALL
+from ..model.videollama2 import VideoLlama2
 from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs, export_module, validation_inputs
 from .locations import default_engine_dir, default_export_dir, engine_folder_name, model_slug
 from .manifest import KIND_ONNX, KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
@@ -106,7 +107,7 @@ def export_model(
     if max_batch < 1:
         raise Vl2Error("--max-batch must be at least 1.")
     model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
-        model_or_id, revision=revision, device=device, encoder_backend="torch"
+        model_or_id, revision=revision, device=device
     )
     specs = component_specs(model)
     selected = _select_components(specs, components)
@@ -217,9 +218,14 @@ def _engines_unavailable(model: VideoLlama2) -> str | None:
 
 
 def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> BatchProfile:
-    """Batch profile per component: the tower sees frames (bounded per call), the others items."""
+    """Batch profile per component: the tower sees frames (bounded per call), the others items.
+
+    The tower engine's largest batch stays the CPU chunk size (64 frames), whatever the torch
+    encoders use on this GPU: larger profiles cost engine build time and memory, and the engine
+    runner splits bigger calls itself.
+    """
     if spec.name == VISION_TOWER:
-        return BatchProfile.up_to(min(MAX_FRAMES_PER_TOWER_CALL, max_batch * num_frames))
+        return BatchProfile.up_to(min(DEFAULT_FRAMES_PER_TOWER_CALL, max_batch * num_frames))
     return BatchProfile.up_to(max_batch)
 
 

@@ -14,6 +14,13 @@ Numerics that matter for parity and are reproduced on purpose:
 * the FFN GELU runs in fp32 whatever the model dtype.
 Dropout and layer drop are training-only and absent here; so is the padding mask (always all False
 for VideoLLaMA 2's fixed 30 s inputs, where it has no effect).
+
+Attention implementations (`attn_implementation`): "eager" is upstream's arithmetic step by step;
+"sdpa" (the default) hands the same attention to `F.scaled_dot_product_attention` with the gated
+relative bias as its float mask. Softmax ignores a constant per row, so upstream's max-subtraction
+(scores/alpha - rowmax, times alpha) is the plain scaled product for softmax's purposes; fused kernels
+keep the scores in fp32, which is what the trick protects in fp16. Both match the goldens. ONNX
+export uses "eager", so graphs (and fp16 TensorRT engines built from them) keep upstream's guard.
 """
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ GRU_GATE_WIDTH = 4
 #: Deep-norm residual scale: alpha = (DEEP_NORM_LAYER_FACTOR * encoder_layers) ** DEEP_NORM_EXPONENT.
 DEEP_NORM_LAYER_FACTOR = 2
 DEEP_NORM_EXPONENT = 1 / 4
+
+#: Attention implementations (see the module docstring).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
 
 #: Checkpoint key of the relative bias table of layer `{}`; layer 0's is the one computation uses.
 RELATIVE_BIAS_KEY = "encoder.layers.{}.self_attn.relative_attention_bias.weight"
@@ -119,15 +130,21 @@ def gelu_fp32(x: torch.Tensor) -> torch.Tensor:
 
 
 def relative_position_buckets(
-    query_length: int, key_length: int, num_buckets: int, max_distance: int
+    query_length: int,
+    key_length: int,
+    num_buckets: int,
+    max_distance: int,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """T5-style bidirectional buckets of `key_pos - query_pos`, shape (query_length, key_length).
 
     Half the buckets are for positive offsets; within each half, offsets below a quarter of
     `num_buckets` get their own bucket and larger ones share log-spaced buckets up to `max_distance`.
+    Built on `device` (the bias table's), so a GPU model does not compute T x T logs on the CPU and
+    copy them over on every call.
     """
-    query_positions = torch.arange(query_length, dtype=torch.long)[:, None]
-    relative = torch.arange(key_length, dtype=torch.long)[None, :] - query_positions
+    query_positions = torch.arange(query_length, dtype=torch.long, device=device)[:, None]
+    relative = torch.arange(key_length, dtype=torch.long, device=device)[None, :] - query_positions
     half = num_buckets // 2
     buckets = (relative > 0).to(torch.long) * half
     distance = relative.abs()
@@ -140,6 +157,15 @@ def relative_position_buckets(
     ).to(torch.long)
     far_bucket = torch.minimum(far_bucket, torch.full_like(far_bucket, half - 1))
     return buckets + torch.where(is_small, distance, far_bucket)
+
+
+def check_attn_implementation(attn_implementation: str) -> str:
+    """The name itself when it is one BEATs knows; UnsupportedModelError otherwise."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise UnsupportedModelError(
+            f"BEATs attention {attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}."
+        )
+    return attn_implementation
 
 
 def weight_norm_weight(weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
@@ -209,9 +235,15 @@ class SamePad(nn.Module):
 class BeatsAttention(nn.Module):
     """Self-attention with scaled max-subtraction and a GRU-gated relative position bias."""
 
-    def __init__(self, config: BeatsConfig, has_relative_attention_bias: bool) -> None:
+    def __init__(
+        self,
+        config: BeatsConfig,
+        has_relative_attention_bias: bool,
+        attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+    ) -> None:
         super().__init__()
         dim = config.encoder_embed_dim
+        self.attn_implementation = check_attn_implementation(attn_implementation)
         self.num_heads = config.encoder_attention_heads
         self.head_dim = config.head_dim
         if self.head_dim * self.num_heads != dim:
@@ -234,36 +266,57 @@ class BeatsAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _gated_bias(self, q: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
-        """Scale the shared bias per query and head by a gate computed from the *unscaled* query."""
-        query = q * ATTENTION_SCORE_ALPHA / self.scaling  # undo both scalings, as upstream does
+    def _gated_bias(self, query: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+        """Scale the shared bias per query and head by a gate computed from the *unscaled* query (B, H, T, d)."""
         batch, heads, length, _ = query.shape
         gates = self.grep_linear(query).view(batch, heads, length, GRU_GATE_COUNT, GRU_GATE_WIDTH).sum(-1)
         gate_a, gate_b = torch.sigmoid(gates).chunk(GRU_GATE_COUNT, dim=-1)
         gate = gate_a * (gate_b * self.grep_a - 1.0) + 2.0
         return gate * position_bias
 
+    def _bias(self, query: torch.Tensor, position_bias: torch.Tensor | None) -> torch.Tensor | None:
+        """The additive attention bias: the relative bias, gated per query when the config says so."""
+        if position_bias is None:
+            return None
+        return self._gated_bias(query, position_bias) if self.gru_rel_pos else position_bias
+
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None) -> torch.Tensor:
         """x: (B, T, C); position_bias: (1, H, T, T) or None."""
+        k = self._split_heads(self.k_proj(x))
+        v = self._split_heads(self.v_proj(x))
+        if self.attn_implementation == "sdpa":
+            query = self._split_heads(self.q_proj(x))
+            bias = self._bias(query, position_bias)
+            context = F.scaled_dot_product_attention(query, k, v, attn_mask=bias, scale=self.scaling)
+        else:
+            context = self._eager_attention(x, k, v, position_bias)
+        return self.out_proj(context.transpose(1, 2).reshape(x.shape))
+
+    def _eager_attention(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Upstream's arithmetic, operation for operation: (B, H, T, d) context."""
         q = self.q_proj(x) * self.scaling
         q = q * (1 / ATTENTION_SCORE_ALPHA)
         q = self._split_heads(q)
-        k = self._split_heads(self.k_proj(x))
-        v = self._split_heads(self.v_proj(x))
-
         scores = q @ k.transpose(-1, -2)
         scores = (scores - scores.amax(dim=-1, keepdim=True)) * ATTENTION_SCORE_ALPHA
-        if position_bias is not None:
-            scores = scores + (self._gated_bias(q, position_bias) if self.gru_rel_pos else position_bias)
+        bias = self._bias(q * ATTENTION_SCORE_ALPHA / self.scaling, position_bias)  # undo both scalings, as upstream
+        if bias is not None:
+            scores = scores + bias
         probs = torch.softmax(scores, dim=-1).type_as(scores)
-        context = (probs @ v).transpose(1, 2).reshape(x.shape)
-        return self.out_proj(context)
+        return probs @ v
 
 
 class BeatsEncoderLayer(nn.Module):
     """Transformer layer; post-LN with deep-norm residual scaling (or pre-LN when configured)."""
 
-    def __init__(self, config: BeatsConfig, has_relative_attention_bias: bool) -> None:
+    def __init__(
+        self,
+        config: BeatsConfig,
+        has_relative_attention_bias: bool,
+        attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+    ) -> None:
         super().__init__()
         if config.activation_fn == "gelu":
             self.activation = gelu_fp32
@@ -274,7 +327,7 @@ class BeatsEncoderLayer(nn.Module):
         dim = config.encoder_embed_dim
         self.layer_norm_first = config.layer_norm_first
         self.residual_scale = config.deep_norm_alpha
-        self.self_attn = BeatsAttention(config, has_relative_attention_bias)
+        self.self_attn = BeatsAttention(config, has_relative_attention_bias, attn_implementation)
         self.self_attn_layer_norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, config.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(config.encoder_ffn_embed_dim, dim)
@@ -294,7 +347,7 @@ class BeatsEncoderLayer(nn.Module):
 class BeatsEncoder(nn.Module):
     """Convolutional position embedding, then the layers; one relative bias table for all layers."""
 
-    def __init__(self, config: BeatsConfig) -> None:
+    def __init__(self, config: BeatsConfig, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION) -> None:
         super().__init__()
         dim = config.encoder_embed_dim
         self.config = config
@@ -303,7 +356,9 @@ class BeatsEncoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(dim)
         relative = config.relative_position_embedding
-        self.layers = nn.ModuleList([BeatsEncoderLayer(config, relative) for _ in range(config.encoder_layers)])
+        self.layers = nn.ModuleList(
+            [BeatsEncoderLayer(config, relative, attn_implementation) for _ in range(config.encoder_layers)]
+        )
         if relative:
             # Upstream shares layer 0's table with every layer (same module, so the checkpoint has
             # one key per layer, all holding the same tensor).
@@ -314,8 +369,10 @@ class BeatsEncoder(nn.Module):
     def compute_position_bias(self, seq_len: int) -> torch.Tensor:
         """(1, H, T, T) bias looked up from layer 0's table."""
         table = self.layers[0].self_attn.relative_attention_bias
-        buckets = relative_position_buckets(seq_len, seq_len, self.config.num_buckets, self.config.max_distance)
-        return table(buckets.to(table.weight.device)).permute(2, 0, 1).unsqueeze(0)
+        buckets = relative_position_buckets(
+            seq_len, seq_len, self.config.num_buckets, self.config.max_distance, device=table.weight.device
+        )
+        return table(buckets).permute(2, 0, 1).unsqueeze(0)
 
     def position_bias(self, seq_len: int) -> torch.Tensor | None:
         if not self.config.relative_position_embedding:
@@ -340,7 +397,7 @@ class BeatsEncoder(nn.Module):
 class BeatsModel(nn.Module):
     """BEATs feature extractor: raw fbank (B, frames, mel) -> (B, T*F, encoder_embed_dim)."""
 
-    def __init__(self, config: BeatsConfig) -> None:
+    def __init__(self, config: BeatsConfig, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION) -> None:
         super().__init__()
         if config.deep_norm and config.layer_norm_first:
             raise UnsupportedModelError("BEATs config: deep_norm requires layer_norm_first = false.")
@@ -358,7 +415,7 @@ class BeatsModel(nn.Module):
             if config.embed_dim != config.encoder_embed_dim
             else None
         )
-        self.encoder = BeatsEncoder(config)
+        self.encoder = BeatsEncoder(config, attn_implementation)
         # The AudioSet classifier is in every released checkpoint but VideoLLaMA 2 never runs it.
         self.predictor = (
             nn.Linear(config.encoder_embed_dim, config.predictor_class) if config.finetuned_model else None
@@ -380,6 +437,17 @@ class BeatsModel(nn.Module):
     def num_tokens(frames: int, mel_bins: int, patch_size: int) -> int:
         """Output length for an fbank of that size (trailing partial patches are dropped)."""
         return (frames // patch_size) * (mel_bins // patch_size)
+
+    @property
+    def attn_implementation(self) -> str:
+        """How the layers compute attention ("sdpa" or "eager"; see the module docstring)."""
+        return self.encoder.layers[0].self_attn.attn_implementation
+
+    def set_attn_implementation(self, attn_implementation: str) -> None:
+        """Switch every layer's attention (same weights, same results within rounding)."""
+        check_attn_implementation(attn_implementation)
+        for layer in self.encoder.layers:
+            layer.self_attn.attn_implementation = attn_implementation
 
     def fold_weight_norm(self) -> None:
         """Make pos_conv a plain convolution (for ONNX export); outputs are unchanged."""

@@ -74,6 +74,29 @@ class STCConnector(nn.Module):
         self.sampler = nn.Sequential(sampler, nn.SiLU())
         self.s2 = _regstage(depth, out_features, out_features)
         self.readout = build_mlp(mlp_depth, out_features, out_features)
+        #: Run the convolutions on channels-last tensors (see `set_channels_last`).
+        self.channels_last = False
+
+    def set_channels_last(self, enabled: bool) -> None:
+        """Keep activations and convolution weights channels-last (a GPU speed setting; same maths).
+
+        The (B, T, H*W, D) features already are channels-last once viewed as images, so timm's
+        LayerNorm2d permutes for free and cuDNN runs the 1x1 convolutions as matrix products; this
+        pins that layout through the Conv3d and stores the weights alike, so cuDNN does not convert
+        them on every call.
+        """
+        self.channels_last = enabled
+        formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+        with torch.no_grad():
+            for parameter in self.parameters():
+                memory_format = formats.get(parameter.dim()) if enabled else torch.contiguous_format
+                if memory_format is not None:
+                    parameter.data = parameter.data.contiguous(memory_format=memory_format)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            return x
+        return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim == 5:  # (B, T, H, W, D)
@@ -82,13 +105,13 @@ class STCConnector(nn.Module):
         side = int(math.isqrt(patches))
         # (B, T, H*W, D) -> (B*T, D, H, W): per-frame 2-D stage
         x = features.reshape(batch * frames, side, side, width).permute(0, 3, 1, 2)
-        x = self.s1(x)
+        x = self.s1(self._layout(x))
         # -> (B, D, T, H, W) for the 3-D sampler
         x = x.reshape(batch, frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-        x = self.sampler(x)
+        x = self.sampler(self._layout(x))
         new_frames = x.shape[2]
         x = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
-        x = self.s2(x)
+        x = self.s2(self._layout(x))
         # (B*T', C, H', W') -> (B, T'*H'*W', C): time-major, then rows, then columns
         x = x.reshape(batch, new_frames, *x.shape[1:]).permute(0, 1, 3, 4, 2).flatten(1, 3)
         return self.readout(x)

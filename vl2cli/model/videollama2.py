@@ -21,12 +21,11 @@ from transformers import (
 )
 
 from ..errors import CheckpointError, UnsupportedModelError, Vl2Error
-from ..runtime.backend import EncoderBackend, TorchEncoders
-from ..runtime.selection import choose_encoder_backend
 from .checkpoint import CHECKPOINT_PATTERNS, ShardedSafetensors, resolve_repo
 from .config import Vl2Config
 from .connector import build_projector, build_video_connector, takes_frames
 from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
+from .encoders import EncoderBackend, TorchEncoders
 from .inputs import Generation, LabelScores, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
@@ -42,8 +41,6 @@ DTYPE_NAMES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
-#: Frames per vision-tower call: bounds activation memory for long batches of videos.
-MAX_FRAMES_PER_TOWER_CALL = 64
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -109,17 +106,19 @@ class VideoLlama2:
         device: str | None = None,
         dtype: str | None = None,
         device_map: str | dict | None = None,
-        encoder_backend: str = "auto",
         num_frames: int | None = None,
-        export_dir: str | Path | None = None,
-        engine_dir: str | Path | None = None,
+        compile_encoders: bool | None = None,
+        frames_per_tower_call: int | None = None,
         decode_loop: str = "auto",
     ) -> "VideoLlama2":
         """Load a released checkpoint from a hub id (through the HF cache) or a local folder.
 
-        `encoder_backend` is `auto`, `torch`, `onnxruntime` or `tensorrt`; `export_dir`/`engine_dir` say
-        where `vl2 export` wrote ONNX graphs and TensorRT engines (defaults: see docs/export.md).
-        `decode_loop` is `auto`, `static` or `dynamic` (see `generate`).
+        The encoders run in PyTorch (`torch_encoders`); the model core never picks another backend
+        itself: `vl2cli.api.load_model` swaps `encoders` for an exported one where a matching export
+        exists (`vl2cli.runtime.selection.attach_encoder_backend`). `compile_encoders` (None: on CUDA
+        only) and `frames_per_tower_call` (None: derived from the GPU's memory) tune the torch
+        encoders; see `vl2cli.model.encoders`. `decode_loop` is `auto`, `static` or `dynamic` (see
+        `generate`).
         """
         _check_decode_loop(decode_loop)
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
@@ -162,8 +161,10 @@ class VideoLlama2:
         for module in modules:
             module.to(device=encoder_device, dtype=torch_dtype).eval()
         torch_encoders = TorchEncoders(
-            vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type)
+            vision_tower, connector, audio_tower, audio_projector, pool_frames=not takes_frames(config.projector_type),
+            compile_encoders=compile_encoders, frames_per_tower_call=frames_per_tower_call,
         )
+        log.info("torch encoders: %s", torch_encoders.describe())
         instance = cls(
             config=config, llm=llm, tokenizer=tokenizer, torch_encoders=torch_encoders,
             model_id=model if repo.revision is not None else str(repo.folder),  # folders: absolute path
@@ -173,9 +174,6 @@ class VideoLlama2:
         if num_frames is not None:
             instance.num_frames = int(num_frames)
         instance.decode_loop = decode_loop
-        instance.encoders = choose_encoder_backend(
-            torch_encoders, encoder_backend, model=instance, export_dir=export_dir, engine_dir=engine_dir
-        )
         return instance
 
     def _eos_token_ids(self) -> list[int]:
@@ -221,9 +219,7 @@ class VideoLlama2:
             by_length.setdefault(pixels.shape[0], []).append(i)
         for length, indices in by_length.items():
             stacked = torch.cat([frames[i] for i in indices]).to(self.device, self.dtype)
-            features = torch.cat(
-                [self.encoders.encode_frames(chunk) for chunk in stacked.split(MAX_FRAMES_PER_TOWER_CALL)]
-            )
+            features = self.encoders.encode_frames(stacked)  # each backend bounds its own call size
             tokens = self.encoders.connect(features.reshape(len(indices), length, *features.shape[1:]))
             for row, i in enumerate(indices):
                 blocks[i] = tokens[row]

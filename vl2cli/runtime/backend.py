@@ -1,52 +1,11 @@
-"""One interface for running the encoders, whatever executes them (PyTorch, onnxruntime, TensorRT).
+"""The encoder interface as the runtime backends see it.
 
-The LLM always runs through transformers; only the vision tower, the video connector and the audio
-encoder+projector are swappable, because those are what `vl2 export` turns into ONNX/TensorRT.
+`EncoderBackend` and the torch reference `TorchEncoders` belong to the model core
+(`vl2cli.model.encoders`), which must not import the runtime; they are re-exported here so the
+onnxruntime and TensorRT backends, which wrap the torch encoders, keep one import path.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from ..model.encoders import EncoderBackend, TorchEncoders
 
-import torch
-
-
-class EncoderBackend(Protocol):
-    """Encoders of one loaded model. All methods take and return tensors on the model's device."""
-
-    name: str
-
-    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) normalised pixels -> (N, P, D) vision features (selected layer, CLS handled)."""
-
-    def connect(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, T, P, D) vision features -> (B, M, C) LLM tokens (the video connector)."""
-
-    def encode_audio(self, fbank: torch.Tensor) -> torch.Tensor:
-        """(B, 2998, 128) raw kaldi fbank -> (B, 1496, C) LLM tokens (BEATs, then the audio projector)."""
-
-
-class TorchEncoders:
-    """The reference backend: the PyTorch modules themselves."""
-
-    name = "torch"
-
-    def __init__(self, vision_tower, connector, audio_tower, audio_projector, *, pool_frames: bool) -> None:
-        self.vision_tower = vision_tower
-        self.connector = connector
-        self.audio_tower = audio_tower
-        self.audio_projector = audio_projector
-        self.pool_frames = pool_frames
-
-    @torch.inference_mode()
-    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision_tower(pixel_values)
-
-    @torch.inference_mode()
-    def connect(self, features: torch.Tensor) -> torch.Tensor:
-        if self.pool_frames:
-            features = features.mean(dim=1)
-        return self.connector(features)
-
-    @torch.inference_mode()
-    def encode_audio(self, fbank: torch.Tensor) -> torch.Tensor:
-        return self.audio_projector(self.audio_tower(fbank))
+__all__ = ["EncoderBackend", "TorchEncoders"]

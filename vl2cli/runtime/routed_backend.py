@@ -32,7 +32,9 @@ class RoutedEncoders:
         return runner(x).to(device=x.device, dtype=x.dtype)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._run(VISION_TOWER, pixel_values, self.torch_encoders.encode_frames)
+        """Frames in calls of at most the torch tower's size, so a runner never sees more at once."""
+        chunks = pixel_values.split(self.torch_encoders.frames_per_tower_call)
+        return torch.cat([self._run(VISION_TOWER, chunk, self.torch_encoders.encode_frames) for chunk in chunks])
 
     def connect(self, features: torch.Tensor) -> torch.Tensor:
         return self._run(CONNECTOR, features, self.torch_encoders.connect)

@@ -1,5 +1,9 @@
 """Choosing the encoder backend for a loaded model (`--encoder-backend`).
 
+`attach_encoder_backend(model, requested)` is the composition step `vl2cli.api.load_model` runs
+after `VideoLlama2.from_pretrained`: the model core always comes with its torch encoders, and this
+module (above it in the layers) swaps `model.encoders` for an exported backend where one fits.
+
 `auto`: TensorRT when an engine folder's manifest matches this model, GPU and TensorRT version,
 else onnxruntime when a matching ONNX export exists (and its provider suits the model's device),
 else torch; the log says which and why. `tensorrt` / `onnxruntime` asked for explicitly but not
@@ -10,15 +14,44 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import EngineMismatchError, Vl2Error
 from .backend import EncoderBackend, TorchEncoders
 
+if TYPE_CHECKING:
+    from ..model.videollama2 import VideoLlama2
+
 log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def check_backend_name(requested: str) -> None:
+    """Raise a user error for a name that is no backend, before minutes are spent loading weights."""
+    if requested not in BACKEND_CHOICES:
+        raise Vl2Error(f"--encoder-backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}.")
+
+
+def attach_encoder_backend(
+    model: "VideoLlama2",
+    requested: str = "auto",
+    *,
+    export_dir: Path | str | None = None,
+    engine_dir: Path | str | None = None,
+) -> EncoderBackend:
+    """Choose the backend for `model`'s encoders, set it as `model.encoders` and return it.
+
+    The torch encoders stay on `model.torch_encoders` (the fallback of every exported backend and
+    the reference of `vl2 export`), so `model.encoders = model.torch_encoders` undoes this.
+    """
+    backend = choose_encoder_backend(
+        model.torch_encoders, requested, model=model, export_dir=export_dir, engine_dir=engine_dir
+    )
+    model.encoders = backend
+    return backend
 
 
 def choose_encoder_backend(
@@ -30,8 +63,7 @@ def choose_encoder_backend(
     engine_dir: Path | str | None = None,
 ) -> EncoderBackend:
     """The backend to run the encoders with (see the module docstring for the rules)."""
-    if requested not in BACKEND_CHOICES:
-        raise Vl2Error(f"--encoder-backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}.")
+    check_backend_name(requested)
     if requested == "torch":
         log.info("encoder backend: torch (requested)")
         return torch_encoders
