@@ -152,3 +152,24 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumes(tmp_path: Path) ->
     index = ResumeIndex.from_output(out)
     assert index.is_done(resume_key(FileStamp.of(path), REQUEST), retry_failed=False)
     assert os.fsencode(next(iter(read_records(out)))["path"]) == raw
+
+
+def test_transient_failures_are_retried_a_bounded_number_of_runs(tmp_path: Path, media: Path) -> None:
+    from vl2cli.output.resume import MAX_ATTEMPTS
+
+    key = resume_key(FileStamp.of(media), REQUEST)
+    index = ResumeIndex()
+    index.add(_record(media, error={"code": "corrupt_media", "message": "x", "attempt": 1}))
+    assert index.is_done(key) and not index.is_done(key, retry_failed=True)  # permanent: done
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert index.next_attempt(key) == attempt if attempt > 1 else True
+        index.add(_record(media, error={"code": "decode_timeout", "message": "slow", "attempt": attempt}))
+        assert index.is_done(key) == (attempt >= MAX_ATTEMPTS), attempt
+    assert index.next_attempt(key) == MAX_ATTEMPTS + 1 and index.still_failed() == 1
+    index.add(_record(media))  # a later success wins
+    assert index.is_done(key) and index.still_failed() == 0 and index.next_attempt(key) == 1
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(media, error={"code": "model_error", "message": "out of memory", "attempt": 1}))
+    jsonschema.validate(next(iter(read_records(out))), load_schema())
+    assert not ResumeIndex.from_output(out).is_done(key)

@@ -85,6 +85,11 @@ def test_summary_counts_and_exit_code() -> None:
     assert "3 files: 2 done, 1 skipped, 0 failed" in summary.line()
     summary.count({"error": {"code": "x", "message": "y"}})
     assert summary.exit_code() == EXIT_SOME_FAILED
+    clean_run = RunSummary()
+    clean_run.count({"error": None})
+    clean_run.failed_in_output = 2  # this run failed nothing, but the output still holds two failures
+    assert clean_run.exit_code() == EXIT_SOME_FAILED
+    assert "2 file(s) of the output end in an error" in clean_run.line()
 
 
 # ------------------------------------------------------------------ with the tiny models

@@ -1,18 +1,37 @@
-"""Which files an earlier run already finished, read from its own output file."""
+"""Which files an earlier run already finished, read from its own output file.
+
+A file whose latest record is a success, or a permanent failure (corrupt, unsupported, empty...), is
+done. A transient failure (a decoder that timed out or crashed, the model failing, e.g. out of GPU
+memory) is tried again by later runs, up to MAX_ATTEMPTS runs in all; each error record counts its
+`attempt`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .record import ResumeKey, key_of_record
 from .writer import read_records
 
+#: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
+TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error"})
+#: Runs that may try a transiently failing file before its error is taken as final.
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class _Latest:
+    failed: bool
+    transient: bool
+    attempts: int
+
 
 @dataclass
 class ResumeIndex:
-    """For each resume key, whether its latest record was an error (later records win)."""
+    """For each resume key, the state of its latest record (later records win)."""
 
-    failed_last: dict[ResumeKey, bool] = field(default_factory=dict)
+    latest: dict[ResumeKey, _Latest] = field(default_factory=dict)
 
     @classmethod
     def from_output(cls, path: str | Path) -> "ResumeIndex":
@@ -21,16 +40,38 @@ class ResumeIndex:
         if not Path(path).exists():
             return index
         for record in read_records(path):
-            key = key_of_record(record)
-            if key is not None:
-                index.failed_last[key] = record.get("error") is not None
+            index.add(record)
         return index
 
+    def add(self, record: dict[str, Any]) -> None:
+        """Take a record into account (one read back, or one just written)."""
+        key = key_of_record(record)
+        if key is None:
+            return
+        error = record.get("error")
+        if error is None:
+            self.latest[key] = _Latest(False, False, 0)
+            return
+        attempts = error.get("attempt") if isinstance(error.get("attempt"), int) else 1
+        self.latest[key] = _Latest(True, error.get("code") in TRANSIENT_ERROR_CODES, attempts)
+
     def is_done(self, key: ResumeKey, *, retry_failed: bool = False) -> bool:
-        """Done = has a record; with retry_failed, an error record does not count as done."""
-        if key not in self.failed_last:
+        """Done = has a record, unless it failed transiently with attempts left (or retry_failed and it failed)."""
+        latest = self.latest.get(key)
+        if latest is None:
             return False
-        return not (retry_failed and self.failed_last[key])
+        if latest.failed and (retry_failed or (latest.transient and latest.attempts < MAX_ATTEMPTS)):
+            return False
+        return True
+
+    def next_attempt(self, key: ResumeKey) -> int:
+        """The attempt number of a new error record for this key."""
+        latest = self.latest.get(key)
+        return latest.attempts + 1 if latest is not None and latest.failed else 1
+
+    def still_failed(self) -> int:
+        """Files of the output whose latest record is an error."""
+        return sum(latest.failed for latest in self.latest.values())
 
     def __len__(self) -> int:
-        return len(self.failed_last)
+        return len(self.latest)

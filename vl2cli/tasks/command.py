@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from ..discover import WalkWarning
 from ..output.lock import OutputLock
+from ..output.record import key_of_record
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import Settings
@@ -126,6 +127,14 @@ def lazy_model(settings: Settings) -> LazyModel:
     return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load)
 
 
+def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
+    """An error record says which run for this file and request it is (transient errors are retried)."""
+    if record["error"] is not None:
+        key = key_of_record(record)
+        if key is not None:
+            record["error"]["attempt"] = index.next_attempt(key)
+
+
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
@@ -146,12 +155,13 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         index = None
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
-            if not settings.overwrite:
-                index = ResumeIndex.from_output(settings.out)
+            index = ResumeIndex.from_output(settings.out)
         writer = None if single else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
-        is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None
+        is_done = None
+        if index is not None and not settings.overwrite:
+            is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
         outcomes = iter_outcomes(lazy_model(settings), inputs, spec, run_options(settings), is_done=is_done,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
                                  exclude=settings.exclude, kinds=settings.kinds)
@@ -165,8 +175,13 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                     if record is not None and record["error"] is None:
                         print(record["output"], file=stdout, flush=True)
                 elif record is not None:
+                    if index is not None:
+                        _count_attempt(record, index)
+                        index.add(record)
                     writer.write(record)
                 console.advance(summary)
+    if index is not None:
+        summary.failed_in_output = index.still_failed()
     if summary.total == 0:
         console.log("vl2: warning: no media files found in the inputs")
     if not single:
