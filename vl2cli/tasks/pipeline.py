@@ -123,8 +123,7 @@ class _Runner:
         if not ready:
             return
         if self.task.task == "classify":
-            for item in ready:
-                self._classify(item)
+            self._classify(ready)
         else:
             self._generate(ready)
 
@@ -144,22 +143,28 @@ class _Runner:
         for item, generation in zip(ready, generations):
             item.output, item.model_ms, item.batch_size = generation.text, per_item, len(ready)
 
-    def _classify(self, item: _Item) -> None:
+    def _classify(self, ready: list[_Item]) -> None:
         start = perf_counter()
         labels = list(self.task.labels or ())
         try:
-            scores = self.model.score_labels(item.input, item.instruction, labels)
-        except Exception as exc:  # noqa: BLE001 - as in _generate
-            item.error = _error(MODEL_ERROR_CODE, f"{item.path}: {type(exc).__name__}: {exc}")
+            batch_scores = self.model.score_labels_batch([i.input for i in ready], [i.instruction for i in ready], labels)
+        except Exception as exc:  # noqa: BLE001 - as in _generate: retry file by file, one bad file fails alone
+            if len(ready) > 1:
+                for item in ready:
+                    self._classify([item])
+                return
+            ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {type(exc).__name__}: {exc}")
             return
-        probabilities = scores.probabilities()
-        ranked = sorted(range(len(labels)), key=lambda k: (-probabilities[k], k))
-        item.label_scores = [{"label": labels[k], "probability": probabilities[k],
-                              "log_likelihood": scores.log_likelihoods[k], "num_tokens": scores.num_tokens[k]}
-                             for k in ranked]
-        item.top_k = [labels[k] for k in ranked[: self.task.top_k]]
-        item.output = labels[ranked[0]]
-        item.model_ms, item.batch_size = (perf_counter() - start) * MS_PER_S, 1
+        per_item = (perf_counter() - start) * MS_PER_S / len(ready)
+        for item, scores in zip(ready, batch_scores):
+            probabilities = scores.probabilities()
+            ranked = sorted(range(len(labels)), key=lambda k: (-probabilities[k], k))
+            item.label_scores = [{"label": labels[k], "probability": probabilities[k],
+                                  "log_likelihood": scores.log_likelihoods[k], "num_tokens": scores.num_tokens[k]}
+                                 for k in ranked]
+            item.top_k = [labels[k] for k in ranked[: self.task.top_k]]
+            item.output = labels[ranked[0]]
+            item.model_ms, item.batch_size = per_item, len(ready)
 
     # ------------------------------------------------------------ records
     def record(self, item: _Item) -> dict[str, Any]:
