@@ -139,3 +139,27 @@ def test_cuda_graph_decode_bf16_generates_and_is_timed(monkeypatch, name):
     )
     print(f"\n[{name}] bf16 batch {len(items)}: graph loop {graph_ms:.2f} ms/step, generate {dynamic_ms:.2f} ms/step, "
           f"token agreement with generate {agreement:.0%}")
+
+
+#: fp32 on CUDA with TF32 off: the bound the logits parity above uses.
+CUDA_SCORE_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_cuda_batched_label_scores_equal_one_at_a_time(monkeypatch, name):
+    from reference_fixtures import case_instructions
+    from vl2cli.model.videollama2 import VideoLlama2
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    fixture = load_reference(name)
+    use_fixture_hub(monkeypatch, fixture)
+    model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda", dtype="fp32")
+    singles = [c for c in fixture.cases().values() if len(c.get("images_arg") or [None]) == 1]
+    items = [case_input(fixture, c) for c in singles]
+    instructions = [case_instructions(c)[0] for c in singles]
+    labels = ["cooking", "sports", "music videos", "a"]
+    batched = model.score_labels_batch(items, instructions, labels)
+    for item, instruction, scores in zip(items, instructions, batched):
+        alone = model.score_labels(item, instruction, labels)
+        assert scores.log_likelihoods == pytest.approx(alone.log_likelihoods, abs=CUDA_SCORE_ATOL)

@@ -159,6 +159,44 @@ def test_classify_scores_every_label(av_model, media_dir: Path) -> None:
         assert record["labels"] == ["cooking", "sports", "music"]
 
 
+#: fp32 on CPU: batched label scores equal one-at-a-time scores within this (issue 8's bound).
+SCORE_ATOL = 1e-5
+
+
+@needs_fixtures
+def test_classify_batched_equals_one_at_a_time(av_model, media_dir: Path) -> None:
+    task = TaskSpec("classify", labels=("cooking", "sports", "music videos"), top_k=2)
+    files = sorted(media_dir.iterdir())
+    batched = _by_name([o.record for o in run_task(av_model, files, task, RunOptions(batch_size=4, workers=2))])
+    single = _by_name([o.record for o in run_task(av_model, files, task, RunOptions(batch_size=1, workers=1))])
+    assert any(r["timings_ms"]["batch_size"] > 1 for r in batched.values())
+    for name, one in single.items():
+        many = batched[name]
+        assert (many["error"], many["modality"]) == (one["error"], one["modality"])
+        if one["error"] is not None:
+            continue
+        assert [s["label"] for s in many["label_scores"]] == [s["label"] for s in one["label_scores"]]
+        assert [s["log_likelihood"] for s in many["label_scores"]] == \
+               pytest.approx([s["log_likelihood"] for s in one["label_scores"]], abs=SCORE_ATOL)
+
+
+@needs_fixtures
+def test_classify_batch_failure_is_retried_file_by_file(av_model, media_dir: Path, monkeypatch) -> None:
+    """A batch whose scoring raises is scored again one file at a time; only the bad file fails."""
+    scored = av_model.score_labels_batch
+    bad = media_dir / IMAGE
+
+    def fails_with_the_image(inputs, instructions, labels, **kwargs):
+        if any(i.modality == "image" for i in inputs):
+            raise RuntimeError("scoring failed")
+        return scored(inputs, instructions, labels, **kwargs)
+
+    monkeypatch.setattr(av_model, "score_labels_batch", fails_with_the_image)
+    records = _by_name(api.classify(av_model, [media_dir / TINY_VIDEO, bad], "cooking,sports", workers=1))
+    assert records[IMAGE]["error"]["code"] == "model_error" and "scoring failed" in records[IMAGE]["error"]["message"]
+    assert records[TINY_VIDEO]["error"] is None and records[TINY_VIDEO]["output"] in ("cooking", "sports")
+
+
 @needs_fixtures
 def test_vision_only_model_routes_and_refuses_audio(vision_model, media_dir: Path) -> None:
     records = _by_name(api.caption(vision_model, media_dir, max_new_tokens=3, workers=1, kinds=["video", "audio"]))

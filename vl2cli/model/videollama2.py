@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
@@ -41,6 +42,14 @@ DTYPE_NAMES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
+<<<<<<< HEAD
+=======
+#: Frames per vision-tower call: bounds activation memory for long batches of videos.
+MAX_FRAMES_PER_TOWER_CALL = 64
+#: Cache positions (file-label pairs × padded prompt length) per label-scoring forward: each pair holds
+#: its own copy of the prompt's K/V; 2^16 positions are 3.5 GiB of Qwen2-7B K/V in bf16.
+MAX_LABEL_SCORING_CACHE_TOKENS = 2**16
+>>>>>>> decode-loop
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -351,37 +360,77 @@ class VideoLlama2:
     def score_labels(self, input: MultimodalInput, instruction: str, labels: Sequence[str]) -> LabelScores:
         """Log-likelihood of each label (its tokens, then end-of-turn) as the answer to the prompt.
 
-        One prefill of the prompt is shared by all labels: its KV cache is repeated across a batch of
-        the labels' token sequences.
+        One file's case of `score_labels_batch`: one prefill shared by all labels.
+        """
+        return self.score_labels_batch([input], [instruction], labels)[0]
+
+    @torch.inference_mode()
+    def score_labels_batch(
+        self,
+        inputs: Sequence[MultimodalInput],
+        instructions: Sequence[str],
+        labels: Sequence[str],
+        *,
+        max_cached_tokens: int = MAX_LABEL_SCORING_CACHE_TOKENS,
+    ) -> list[LabelScores]:
+        """`score_labels` for a batch of files: one left-padded prefill for all of them, then every
+        (file, label) pair scored in batched forwards over the prefill's KV cache.
+
+        Each pair's row holds its file's cached prompt (padding masked) followed by the label's tokens
+        at positions that continue that file's own length, so a file scores as it does alone. Pairs are
+        taken in chunks of at most `max_cached_tokens` cache positions (pairs × padded prompt length):
+        every pair holds its own copy of the prompt's K/V.
         """
         if not labels:
             raise Vl2Error("classify needs at least one label")
-        embeds, mask = self.prepare_inputs([input], [instruction])
-        prefill = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
-        first_logprobs = torch.log_softmax(prefill.logits[0, -1].float(), dim=-1)
+        embeds, mask = self.prepare_inputs(inputs, instructions)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        prefill = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        first_logprobs = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)  # (files, V)
+        prompt_cache = prefill.past_key_values
+        del prefill
+
         end_of_turn = self.eos_token_ids[0]
         label_ids = [self.tokenizer(label, add_special_tokens=False).input_ids + [end_of_turn] for label in labels]
         longest = max(len(ids) for ids in label_ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end_of_turn
-        tokens = torch.full((len(labels), longest), pad, dtype=torch.long, device=self.device)
+        label_tokens = torch.full((len(labels), longest), pad, dtype=torch.long, device=self.device)
         label_mask = torch.zeros(len(labels), longest, dtype=torch.long, device=self.device)
-        for row, ids in enumerate(label_ids):
-            tokens[row, : len(ids)] = torch.tensor(ids)
-            label_mask[row, : len(ids)] = 1
-        cache = prefill.past_key_values
-        cache.batch_repeat_interleave(len(labels))
-        prompt_length = embeds.shape[1]
-        full_mask = torch.cat([mask.expand(len(labels), -1), label_mask], dim=1)
-        positions = torch.arange(prompt_length, prompt_length + longest, device=self.device).expand(len(labels), -1)
-        logits = self.llm(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        totals: list[float] = []
-        for row, ids in enumerate(label_ids):
-            total = first_logprobs[ids[0]].item()
-            for k in range(1, len(ids)):
-                total += logprobs[row, k - 1, ids[k]].item()
-            totals.append(total)
-        return LabelScores(labels=list(labels), log_likelihoods=totals, num_tokens=[len(ids) for ids in label_ids])
+        for k, ids in enumerate(label_ids):
+            label_tokens[k, : len(ids)] = torch.tensor(ids)
+            label_mask[k, : len(ids)] = 1
+        lengths = mask.sum(-1)  # each file's own prompt length: its labels continue from there
+        offsets = torch.arange(longest, device=self.device)
+
+        totals = torch.zeros(len(inputs), len(labels), dtype=torch.float64, device=self.device)
+        pairs = torch.cartesian_prod(torch.arange(len(inputs), device=self.device), torch.arange(len(labels), device=self.device))
+        pairs_per_chunk = max(1, max_cached_tokens // embeds.shape[1])
+        for chunk in pairs.split(pairs_per_chunk):
+            files, ks = chunk[:, 0], chunk[:, 1]
+            tokens = label_tokens[ks]
+            logits = self.llm(
+                input_ids=tokens,
+                attention_mask=torch.cat([mask[files], label_mask[ks]], dim=1),
+                position_ids=lengths[files, None] + offsets,
+                past_key_values=self._repeated_cache(prompt_cache, files),
+                use_cache=True,
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            # token t of a label is predicted at t - 1 (t = 0: by the prompt's last position)
+            later = logprobs[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1).double() * label_mask[ks, 1:]
+            first = first_logprobs[files, tokens[:, 0]].double()
+            totals[files, ks] = first + later.sum(-1)
+        return [
+            LabelScores(labels=list(labels), log_likelihoods=row, num_tokens=[len(ids) for ids in label_ids])
+            for row in totals.tolist()
+        ]
+
+    def _repeated_cache(self, cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+        """A new cache whose row i holds row `rows[i]` of `cache` (every layer's keys and values)."""
+        repeated = DynamicCache(config=self.llm.config)
+        for layer_idx, layer in enumerate(cache.layers):
+            repeated.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows), layer_idx)
+        return repeated
 
 
 def _check_decode_loop(mode: str) -> None:
