@@ -42,14 +42,9 @@ DTYPE_NAMES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
 }
-<<<<<<< HEAD
-=======
-#: Frames per vision-tower call: bounds activation memory for long batches of videos.
-MAX_FRAMES_PER_TOWER_CALL = 64
 #: Cache positions (file-label pairs × padded prompt length) per label-scoring forward: each pair holds
 #: its own copy of the prompt's K/V; 2^16 positions are 3.5 GiB of Qwen2-7B K/V in bf16.
 MAX_LABEL_SCORING_CACHE_TOKENS = 2**16
->>>>>>> decode-loop
 
 
 def resolve_device(device: str | None) -> torch.device:
