@@ -163,3 +163,132 @@ def test_cuda_batched_label_scores_equal_one_at_a_time(monkeypatch, name):
     for item, instruction, scores in zip(items, instructions, batched):
         alone = model.score_labels(item, instruction, labels)
         assert scores.log_likelihoods == pytest.approx(alone.log_likelihoods, abs=CUDA_SCORE_ATOL)
+
+
+# ------------------------------------------------------------------ fast torch encoders on CUDA
+#: The CPU parity bound (tests/test_reference_parity.py); fp32 with TF32 off keeps it on a GPU.
+ENCODER_ATOL = 1e-4
+#: bf16 keeps ~3 significant digits; compiled bf16 features must still point the goldens' way.
+BF16_MIN_COSINE = 0.999
+TIMING_REPEATS = 3
+TIMING_VIDEOS = 64
+
+
+@pytest.fixture
+def exact_fp32():
+    """TF32 off for the duration (it would cost fp32 ~3 digits), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _load(monkeypatch, name, **kwargs):
+    from vl2cli.model.videollama2 import VideoLlama2
+
+    fixture = load_reference(name)
+    use_fixture_hub(monkeypatch, fixture)
+    return fixture, VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda", **kwargs)
+
+
+def _eager_reference_encoders(fixture, model):
+    """The same weights with upstream's eager attention and no compilation: what the goldens ran."""
+    import copy
+
+    from vl2cli.model.checkpoint import ShardedSafetensors
+    from vl2cli.model.encoders import TorchEncoders
+    from vl2cli.model.vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
+
+    fast = model.torch_encoders
+    tower = VisionTower(load_tower_spec(model.config.vision_tower), model.config.vision_select_layer,
+                        model.config.vision_select_feature, attn_implementation="eager")
+    shards = ShardedSafetensors(fixture.checkpoint)
+    tower.load_released_weights(shards.load(shards.keys_with_prefix(TOWER_WEIGHT_PREFIX), strip_prefix=TOWER_WEIGHT_PREFIX))
+    tower.to(device=model.device, dtype=model.dtype).eval()
+    connector = copy.deepcopy(fast.connector)
+    connector.set_channels_last(False)
+    audio_tower = None
+    if fast.audio_tower is not None:
+        audio_tower = copy.deepcopy(fast.audio_tower)
+        audio_tower.set_attn_implementation("eager")
+    return TorchEncoders(tower, connector, audio_tower, fast.audio_projector, pool_frames=fast.pool_frames,
+                         compile_encoders=False)
+
+
+def _max_diff(a, b):
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_cuda_compiled_encoders_match_upstream_and_eager_fp32(monkeypatch, name, exact_fp32):
+    fixture, model = _load(monkeypatch, name, dtype="fp32", compile_encoders=True)
+    fast = model.torch_encoders
+    assert fast.compile_encoders and fast.connector.channels_last
+    assert fast.frames_per_tower_call % 64 == 0
+    eager = _eager_reference_encoders(fixture, model)
+    t = fixture.tensors
+    checked = 0
+    for case_name, case in fixture.cases().items():
+        if f"{case_name}.vision_features" not in t:
+            continue
+        items = [case_input(fixture, case, i) for i in range(len(case.get("images_arg") or [None]))]
+        pixels = torch.cat([model.frames_of(x) for x in items]).cuda()
+        features = fast.encode_frames(pixels)
+        assert _max_diff(features.cpu(), t[f"{case_name}.vision_features"]) <= ENCODER_ATOL, case_name
+        assert _max_diff(features, eager.encode_frames(pixels)) <= ENCODER_ATOL, case_name
+        grouped = features.reshape(len(items), -1, *features.shape[1:])
+        tokens = fast.connect(grouped)
+        assert _max_diff(tokens.cpu(), t[f"{case_name}.video_tokens"]) <= ENCODER_ATOL, case_name
+        assert _max_diff(tokens, eager.connect(grouped)) <= ENCODER_ATOL, case_name
+        checked += 1
+    if fast.audio_tower is not None:
+        fbank = t["inputs.fbank"].float().reshape(1, 2998, 128).cuda()
+        audio = fast.encode_audio(fbank)
+        assert _max_diff(audio.cpu(), t["av.audio_tokens"]) <= ENCODER_ATOL
+        assert _max_diff(audio, eager.encode_audio(fbank)) <= ENCODER_ATOL
+    assert checked, "no case with vision goldens"
+    used = {"vision_tower", "connector"} | ({"audio_encoder"} if fast.audio_tower is not None else set())
+    for component, call in fast.calls().items():
+        if component in used:
+            assert call.compiled and not call.compile_failed, f"{component} fell back to eager"
+            print(f"\n{name} {component}: first compiled call {call.first_call_seconds:.1f} s")
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_cuda_bf16_compiled_encoders_time_and_stay_close(monkeypatch, name):
+    """Tower + connector over 64 videos, eager vs compiled (printed; run with -s), and bf16 sanity."""
+    import time
+
+    fixture, model = _load(monkeypatch, name, compile_encoders=True)
+    case_name = "video" if "video" in fixture.cases() else next(iter(fixture.cases()))
+    item = case_input(fixture, fixture.cases()[case_name])
+    frames = model.frames_of(item)
+    pixels = torch.cat([frames] * TIMING_VIDEOS).cuda().to(model.dtype)
+    compiled = model.torch_encoders
+    eager = _eager_reference_encoders(fixture, model)
+
+    def tower_and_stc(encoders):
+        features = encoders.encode_frames(pixels)
+        return encoders.connect(features.reshape(TIMING_VIDEOS, frames.shape[0], *features.shape[1:]))
+
+    def timed(encoders):
+        start = time.perf_counter()
+        out = tower_and_stc(encoders)
+        torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(TIMING_REPEATS):
+            start = time.perf_counter()
+            tower_and_stc(encoders)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return out, first, sorted(times)[TIMING_REPEATS // 2]
+
+    eager_out, eager_first, eager_s = timed(eager)
+    compiled_out, compiled_first, compiled_s = timed(compiled)
+    print(f"\n{name}: tower+STC, {pixels.shape[0]} frames, {model.dtype}: eager (no compile, eager attention) "
+          f"{eager_s * 1000:.1f} ms, compiled {compiled_s * 1000:.1f} ms (first call {compiled_first:.1f} s, "
+          f"eager first {eager_first:.2f} s)")
+    cosine = torch.nn.functional.cosine_similarity(compiled_out.float().flatten(), eager_out.float().flatten(), dim=0)
+    assert cosine.item() >= BF16_MIN_COSINE
+    assert not any(call.compile_failed for call in compiled.calls().values())
