@@ -136,6 +136,10 @@ def test_num_frames_defaults_to_eight_when_the_key_is_absent():
     assert config.num_frames == 8 and not config.num_frames_in_config
 
 
+#: fp32 logits of the same weights loaded two ways (memory-mapped vs built in memory).
+LOGITS_ATOL = 1e-5
+
+
 def test_mixtral_checkpoint_loads_its_llm_from_the_shared_shards(monkeypatch, tmp_path):
     """No Mixtral fixture exists: build one from the Mistral fixture with a tiny random Mixtral LLM and
     check vl2's loader gives exactly transformers' own MixtralForCausalLM logits on the same weights."""
@@ -158,7 +162,9 @@ def test_mixtral_checkpoint_loads_its_llm_from_the_shared_shards(monkeypatch, tm
     model = VideoLlama2.from_pretrained(str(folder), device="cpu")
     ids = torch.tensor([[1, 5, 9, 33, 2]])
     with torch.inference_mode():
-        assert torch.equal(model.llm(input_ids=ids).logits, reference(input_ids=ids).logits)
+        # not bit-equal: MKL may pick another kernel for memory-mapped (unaligned) weights (~1e-7 apart)
+        torch.testing.assert_close(model.llm(input_ids=ids).logits, reference(input_ids=ids).logits,
+                                   atol=LOGITS_ATOL, rtol=0)
 
 
 def test_bf16_on_cpu_by_flag_stays_close_to_fp32(monkeypatch):

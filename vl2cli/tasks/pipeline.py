@@ -177,16 +177,25 @@ class _Runner:
         return chosen
 
     def media_tokens(self) -> int:
-        """Feature tokens of the largest input this run can see, counted by encoding a blank one."""
+        """Feature tokens of the largest input this run can see: blank features through the eager
+        connector and a blank fbank through BEATs (never the compiled encoders, whose first call would
+        then fix their shapes to a batch of one)."""
         spec = self.media_spec()
-        modality = "av" if spec.want_audio and spec.image is not None else "audio" if spec.image is None else "video"
-        pixels = fbank = None
-        if spec.image is not None:
-            pixels = torch.zeros(self.model.num_frames, 3, spec.image.size, spec.image.size)
-        if spec.want_audio:
-            fbank = torch.zeros(AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS)
-        block = self.model.encode([MultimodalInput(modality, pixel_values=pixels, fbank=fbank)])[0]
-        return int(block.shape[0])
+        encoders = self.model.torch_encoders
+        device, dtype = self.device, self.model.dtype
+        tokens = 0
+        with torch.inference_mode():
+            if spec.image is not None:
+                tower = encoders.vision_tower
+                features = torch.zeros(1, self.model.num_frames, tower.num_patches, tower.hidden_size,
+                                       device=device, dtype=dtype)
+                if encoders.pool_frames:
+                    features = features.mean(dim=1)
+                tokens += encoders.connector(features).shape[1]
+            if spec.want_audio:
+                fbank = torch.zeros(1, AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS, device=device, dtype=dtype)
+                tokens += encoders.audio_tower(fbank).shape[1]
+        return tokens
 
     # ------------------------------------------------------------ model calls
     def run_batch(self, items: list[_Item]) -> None:
