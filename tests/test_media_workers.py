@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,18 @@ def test_in_flight_work_is_bounded() -> None:
             assert isinstance(result, LoadedMedia)
             assert len(pulled) <= yielded + 1 + 3 + READ_AHEAD + 1
     assert len(pulled) == 12
+
+
+def test_a_worker_frozen_right_after_sending_costs_at_most_one_later_file(tmp_path: Path) -> None:
+    """Results travel by value: taking one never needs the (frozen) worker's help, so the run goes on."""
+    from media_helpers.faulty_loaders import freezing_load
+
+    good = media_path("av_tiny_128x96_30fps_h264_aac_6frames")
+    files = [Path(shutil.copy(good, tmp_path / name)) for name in ("freeze.mp4", "ok1.mp4", "ok2.mp4")]
+    started = time.monotonic()
+    with DecodePool(SPEC, workers=1, timeout_s=TIMEOUT_S, load_fn=freezing_load) as pool:
+        results = dict((p.name, r) for p, r in pool.imap(files))
+    assert time.monotonic() - started < 6 * TIMEOUT_S
+    assert isinstance(results["freeze.mp4"], LoadedMedia)
+    assert sum(isinstance(r, DecodeTimeoutError) for r in results.values()) <= 1
+    assert isinstance(results["ok2.mp4"], LoadedMedia)

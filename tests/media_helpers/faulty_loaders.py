@@ -36,3 +36,17 @@ def marking_load(path: str, spec: MediaSpec) -> LoadedMedia:
     with open(path + DECODED_MARK, "w"):
         pass
     return loaded
+
+
+FREEZE_AFTER_S = 0.5
+
+
+def freezing_load(path: str, spec: MediaSpec) -> LoadedMedia:
+    """freeze*: decodes, and the worker stops itself (SIGSTOP) just after its result is sent."""
+    import signal
+    import threading
+
+    loaded = load_media(path, spec)
+    if os.path.basename(path).startswith("freeze"):
+        threading.Timer(FREEZE_AFTER_S, os.kill, (os.getpid(), signal.SIGSTOP)).start()
+    return loaded

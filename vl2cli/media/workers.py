@@ -51,7 +51,38 @@ def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: in
         if task is None:
             return
         seq, path = task
-        conn.send((seq, decode_one(load_fn, path, spec)))
+        conn.send((seq, _to_wire(decode_one(load_fn, path, spec))))
+
+
+#: LoadedMedia fields that hold tensors.
+_TENSOR_FIELDS = ("pixel_values", "fbank")
+
+
+def _to_wire(result: LoadedMedia | MediaError) -> LoadedMedia | MediaError:
+    """Tensors as numpy arrays, which pickle by value through the pipe.
+
+    torch's own reducers would pass them through shared memory instead: each needs a /dev/shm segment
+    (64 MB in a default container: good files then failed as decoder crashes) and the parent fetches
+    the segment's descriptor from the worker while unpickling, so a worker frozen right after sending
+    froze the run. By value, the uint8 frames of a 16-frame 384 px video are 7 MB: a few ms of copying.
+    """
+    if isinstance(result, LoadedMedia):
+        for name in _TENSOR_FIELDS:
+            tensor = getattr(result, name)
+            if tensor is not None:
+                setattr(result, name, tensor.numpy())
+    return result
+
+
+def _from_wire(result: LoadedMedia | MediaError) -> LoadedMedia | MediaError:
+    import torch
+
+    if isinstance(result, LoadedMedia):
+        for name in _TENSOR_FIELDS:
+            array = getattr(result, name)
+            if array is not None:
+                setattr(result, name, torch.from_numpy(array))
+    return result
 
 
 def decode_one(load_fn: LoadFn, path: str, spec: MediaSpec) -> LoadedMedia | MediaError:
@@ -215,6 +246,7 @@ class DecodePool:
             if worker.conn in ready:
                 try:
                     got_seq, result = worker.conn.recv()
+                    result = _from_wire(result)
                 except (EOFError, OSError):
                     pass  # died while sending: handled as a crash below
                 else:
