@@ -203,3 +203,31 @@ def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path: Path, caps
     assert result.exit_code == EXIT_FATAL
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("vl2: error: ") and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+@needs_fixtures
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_is_one_line_and_its_exit_code(tmp_path: Path, sent: signal.Signals) -> None:
+    from vl2cli.tasks.exit_codes import EXIT_SIGNAL_BASE
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    for i in range(12):
+        shutil.copy(MEDIA_FIXTURES / TINY_VIDEO, folder / f"clip{i:02d}.mp4")
+    out = tmp_path / "out.jsonl"
+    args = ["caption", str(folder), "--out", str(out), "--batch-size", "1", "--workers", "2", "--quiet", *_model_args()]
+    run = subprocess.Popen([*_vl2_command(), *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        _wait_for_lines(out, 1, run, RUN_TIMEOUT_S)
+        os.killpg(run.pid, sent)  # the whole group, workers too, as a terminal's Ctrl-C or a job killer does
+        _, stderr = run.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == EXIT_SIGNAL_BASE + sent, stderr
+    assert "Traceback" not in stderr and stderr.count("vl2: interrupted") == 1, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # nothing torn
+    assert 1 <= len(records) < 12

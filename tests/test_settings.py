@@ -1,6 +1,7 @@
 """Settings: defaults < YAML file < VL2_* environment < flags, with typed checking at every layer."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,12 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path) -> None:
     config.write_bytes(b"model: \xff\xfe\n")
     with pytest.raises(ConfigFileError, match="not UTF-8"):
         resolve_settings({}, env={}, config_path=config)
+
+
+def test_the_suite_runs_with_exports_outside_the_checkout() -> None:
+    """conftest.py isolates exports: an export in the checkout must not change what tests run."""
+    from vl2cli.exporting.locations import default_engine_dir, default_export_dir
+
+    roots = [os.path.realpath(default_export_dir()), os.path.realpath(default_engine_dir())]
+    checkout = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
+    assert not any(root.startswith(checkout + os.sep) for root in roots)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from . import __version__
 from .errors import Vl2Error
 from .settings import (DEFAULT_MODEL, SETTING_NAMES, ResolvedSettings, env_var_name, resolve_settings, setting_help,
                        setting_type)
-from .tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from .tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
 
 APP_HELP = f"""Captions, answers and labels for folders of videos, images and audio, as JSONL (VideoLLaMA 2).
 
@@ -224,13 +225,28 @@ def _guarded(body: Any) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         _stderr(f"vl2: error: {where}{exc.strerror or exc} (what was written so far is intact)")
         return EXIT_FATAL
-    except KeyboardInterrupt:
-        _stderr("vl2: interrupted")
-        return EXIT_FATAL
+    except Interrupted as exc:
+        _stderr(f"vl2: interrupted by {exc.signal_name}; every record written so far is kept, rerun to go on")
+        return EXIT_SIGNAL_BASE + exc.signal_number
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the run: it stops where it is (records are whole, the lock is freed)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+        self.signal_name = signal.Signals(signal_number).name
+
+
+def _raise_interrupted(signal_number: int, frame: Any) -> None:
+    raise Interrupted(signal_number)
 
 
 def main() -> None:
     """Console-script entry point (`vl2`)."""
+    for handled in (signal.SIGINT, signal.SIGTERM):  # one message and the shell's 128+N code, no traceback
+        signal.signal(handled, _raise_interrupted)
     app(prog_name="vl2")
 
 

@@ -42,16 +42,25 @@ _END = object()
 
 def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
     """Worker loop: receive (seq, path), send (seq, LoadedMedia | MediaError); None ends the loop."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     torch.set_num_threads(1)  # torch only casts here; the file's thread budget goes to decode/resize/audio
     set_media_threads(threads)
     while True:
-        task = conn.recv()
-        if task is None:
+        try:
+            task = conn.recv()
+            if task is None:
+                return
+        except (EOFError, OSError):  # the parent is gone (e.g. kill -9): leave quietly
             return
         seq, path = task
-        conn.send((seq, _to_wire(decode_one(load_fn, path, spec))))
+        try:
+            conn.send((seq, _to_wire(decode_one(load_fn, path, spec))))
+        except (BrokenPipeError, OSError):  # the parent is gone
+            return
 
 
 #: LoadedMedia fields that hold tensors.

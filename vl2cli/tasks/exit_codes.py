@@ -7,3 +7,6 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 #: Nothing was processed: bad settings, model would not load, output locked, interrupted.
 EXIT_FATAL = 2
+#: Stopped by a signal N (SIGINT, SIGTERM): 128 + N, as shells report it (130, 143). Records written
+#: before it are whole and kept; a rerun goes on from there.
+EXIT_SIGNAL_BASE = 128
