@@ -259,3 +259,28 @@ def test_media_token_count_for_batch_planning_matches_a_real_encode(av_model, vi
     assert item.modality == "av"
     block = av_model.encode([runner.model_input(item)])[0]
     assert runner.media_tokens() == block.shape[0]
+
+
+@pytest.mark.slow
+@needs_av_fixture
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_the_library_works_from_a_script_without_a_main_guard(videos: list[Path], tmp_path: Path, how: str) -> None:
+    """Decode workers must not re-run the caller's main module (README's example saved as a script)."""
+    fixture = load_reference(AV_FIXTURE)
+    code = textwrap.dedent(f"""
+        import json
+        import vl2cli
+        model = vl2cli.load_model({str(fixture.checkpoint)!r}, encoder_backend="torch")
+        records = vl2cli.caption(model, {[str(v) for v in videos[:3]]!r}, max_new_tokens=2, workers=2)
+        print("RESULT", json.dumps([r["error"] for r in records]))
+    """)
+    env = {**os.environ, "HF_HUB_CACHE": str(fixture.hub_cache), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    if how == "script":
+        script = tmp_path / "caption_all.py"
+        script.write_text(code)
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    else:
+        run = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, env=env, timeout=600)
+    results = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results == ["RESULT " + json.dumps([None, None, None])], run.stderr[-3000:]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -38,6 +40,37 @@ _RESULT_POLL_S = 1.0
 READ_AHEAD = 1
 #: Marks the end of the source in the reader's queue.
 _END = object()
+
+
+_main_lock = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a worker without it re-importing the caller's main module.
+
+    multiprocessing makes a new worker import `__main__` first (by path or module name). A user's script
+    without an `if __name__ == "__main__":` guard would then run again inside every worker (and code
+    fed on stdin cannot be imported at all): every file failed as a decoder crash. The workers need
+    nothing from `__main__` (their target and loader live in vl2cli), so while one starts the main
+    module shows neither a path nor a spec.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _main_lock:
+        saved_spec = getattr(main, "__spec__", None)
+        had_file, saved_file = hasattr(main, "__file__"), getattr(main, "__file__", None)
+        main.__spec__ = None
+        if had_file:
+            del main.__file__
+        try:
+            yield
+        finally:
+            main.__spec__ = saved_spec
+            if had_file:
+                main.__file__ = saved_file
 
 
 def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
@@ -170,7 +203,8 @@ class DecodePool:
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=_worker_main, args=(child, self.spec, self.load_fn, self.threads_per_worker), daemon=True)
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         return _Worker(process=process, conn=parent)
 
