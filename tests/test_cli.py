@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES
+from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import load_reference, reference_root
 from vl2cli import __version__, api
 from vl2cli.output import load_schema
@@ -25,7 +25,7 @@ IMAGE = "img_smptehdbars_500x300.png"
 SPEECH = "speech_espeak_16k_mono_5s.wav"
 BROKEN = ("broken_empty.mp4", "broken_text_renamed.mp4")
 RUN_TIMEOUT_S = 300
-needs_fixtures = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not MEDIA_FIXTURES.is_dir(),
+needs_fixtures = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO, IMAGE, SPEECH),
                                     reason="reference or media fixtures not found")
 
 

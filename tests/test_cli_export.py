@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES
+from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import reference_root
 from test_cli import AV_FIXTURE, TINY_VIDEO, vl2
 from vl2cli.tasks.exit_codes import EXIT_OK
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not MEDIA_FIXTURES.is_dir(),
+    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO),
                        reason="reference or media fixtures not found"),
 ]
 

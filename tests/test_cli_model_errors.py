@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES
 from reference_fixtures import load_reference, reference_root
-from test_cli import IMAGE, vl2
+from test_cli import vl2
 from vl2cli.tasks.exit_codes import EXIT_FATAL
 
 FIXTURE = "siglip-qwen2-av"
 pytestmark = pytest.mark.skipif(
-    not (reference_root() / FIXTURE).is_dir() or not MEDIA_FIXTURES.is_dir(), reason="reference or media fixtures not found"
+    not (reference_root() / FIXTURE).is_dir(), reason=f"reference fixture {FIXTURE} not found"
 )
 
 
@@ -48,18 +47,25 @@ def _unknown_type(folder: Path) -> str:
     return "videollama3_qwen2"
 
 
+def _any_file(tmp_path: Path) -> Path:
+    """An input file: the checkpoint fails before any file is read, so its content does not matter."""
+    path = tmp_path / "clip.png"
+    path.write_bytes(b"never decoded")
+    return path
+
+
 @pytest.mark.parametrize("damage", [_missing_shard, _corrupt, _unknown_type], ids=["missing-shard", "corrupt", "unknown-type"])
 def test_broken_checkpoint_is_a_clear_fatal_error(tmp_path, damage):
     folder = _checkpoint_copy(tmp_path)
     expected = damage(folder)
-    run = vl2("caption", str(MEDIA_FIXTURES / IMAGE), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.jsonl"))
+    run = vl2("caption", str(_any_file(tmp_path)), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.jsonl"))
     assert run.returncode == EXIT_FATAL
     assert expected in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
 
 
 def test_hub_id_missing_from_the_offline_cache_is_a_clear_fatal_error(tmp_path):
-    run = vl2("ask", str(MEDIA_FIXTURES / IMAGE), "what is this?", "--model", "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
+    run = vl2("ask", str(_any_file(tmp_path)), "what is this?", "--model", "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
               HF_HUB_CACHE=str(tmp_path / "empty"), HF_HUB_OFFLINE="1")
     assert run.returncode == EXIT_FATAL
     assert "HF_HUB_OFFLINE is set and it is not in the cache" in run.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES
+from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import load_reference, reference_root
 from vl2cli import api
 from vl2cli.errors import NoAudioStreamError, NoVideoStreamError, ModalityError, Vl2Error
@@ -26,7 +26,7 @@ SILENT_VIDEO = "v_testsrc2_640x360_25fps_h264_noaudio_7p3s.mp4"
 IMAGE = "img_smptehdbars_500x300.png"
 SPEECH = "speech_espeak_16k_mono_5s.wav"
 EMPTY = "broken_empty.mp4"
-needs_fixtures = pytest.mark.skipif(not (reference_root() / "siglip-qwen2-av").is_dir() or not MEDIA_FIXTURES.is_dir(),
+needs_fixtures = pytest.mark.skipif(not (reference_root() / "siglip-qwen2-av").is_dir() or not have_media(TINY_VIDEO, SILENT_VIDEO, IMAGE, SPEECH, EMPTY),
                                     reason="reference or media fixtures not found")
 
 

@@ -38,3 +38,8 @@ def goldens_of_kind(*kinds: str) -> list[str]:
 
 def media_path(stem: str) -> Path:
     return MEDIA_FIXTURES / golden_json(stem)["media"]
+
+
+def have_media(*names: str) -> bool:
+    """Whether every named file is in the media fixture folder (a test guards on exactly what it uses)."""
+    return all((MEDIA_FIXTURES / name).is_file() for name in names)
