@@ -198,6 +198,7 @@ def test_classify_batch_failure_is_retried_file_by_file(av_model, media_dir: Pat
 
 
 @needs_fixtures
+@pytest.mark.skipif(not (reference_root() / "siglip-qwen2-stc-v35").is_dir(), reason="needs the siglip-qwen2-stc-v35 fixture")
 def test_vision_only_model_routes_and_refuses_audio(vision_model, media_dir: Path) -> None:
     records = _by_name(api.caption(vision_model, media_dir, max_new_tokens=3, workers=1, kinds=["video", "audio"]))
     assert set(records) == {TINY_VIDEO, SILENT_VIDEO, SPEECH, EMPTY}
