@@ -179,3 +179,16 @@ def test_bf16_on_cpu_by_flag_stays_close_to_fp32(monkeypatch):
     expected = fixture.tensors[f"{case_name}.logits"]
     cosine = torch.nn.functional.cosine_similarity(logits[0, -1].float(), expected[0, -1], dim=0)
     assert cosine > 0.99
+
+
+@pytest.mark.parametrize("prefix", ["model.vision_tower.", "model.mm_projector."])
+def test_mis_shaped_encoder_weights_are_a_checkpoint_error(tmp_path: Path, monkeypatch, prefix: str) -> None:
+    fixture = load_reference(FIXTURE)
+    use_fixture_hub(monkeypatch, fixture)
+    folder = _copy_checkpoint(tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    name = next(k for k in sorted(tensors) if k.startswith(prefix) and tensors[k].ndim == 2)
+    tensors[name] = torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        VideoLlama2.from_pretrained(str(folder), device="cpu", dtype="fp32")

@@ -454,7 +454,10 @@ def _required(shards: ShardedSafetensors, prefix: str, what: str) -> dict[str, t
 
 
 def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    result = module.load_state_dict(state_dict, strict=False)
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # torch reports mis-shaped tensors this way
+        raise CheckpointError(f"{what} weights have the wrong shape for the config: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{what} weights do not match the config: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"

@@ -149,7 +149,10 @@ class VisionTower(nn.Module):
 
     def load_released_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load the checkpoint's tower tensors (prefix already stripped) strictly, then drop unused parts."""
-        result = self.model.load_state_dict(state_dict, strict=False)
+        try:
+            result = self.model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:  # torch reports mis-shaped tensors this way
+            raise CheckpointError(f"vision tower weights have the wrong shape for the tower config: {exc}") from exc
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 "vision tower weights do not match the tower config: "
