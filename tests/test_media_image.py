@@ -58,3 +58,22 @@ def test_spec_from_hub_style_configs() -> None:
     assert (siglip.size, siglip.shortest_edge, siglip.pad_color) == (384, None, (127, 127, 127))
     with pytest.raises(ValueError, match="unsupported image processor"):
         ImageProcessorSpec.from_config({"image_processor_type": "ViTImageProcessor"})
+
+
+def test_image_read_failures_get_their_media_codes(tmp_path) -> None:
+    """A text file named .png is unsupported media; a JPEG cut short is corrupt (not 'unexpected')."""
+    from PIL import Image as PILImage
+
+    from vl2cli.errors import CorruptMediaError, UnsupportedMediaError
+    from vl2cli.media.image import load_image_rgb
+
+    text = tmp_path / "notes.png"
+    text.write_text("just some text, not pixels\n" * 20)
+    with pytest.raises(UnsupportedMediaError):
+        load_image_rgb(str(text))
+    whole = tmp_path / "whole.jpg"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(whole, quality=90)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CorruptMediaError):
+        load_image_rgb(str(cut))

@@ -19,8 +19,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from vl2cli.errors import CorruptMediaError, UnsupportedMediaError
 from vl2cli.media.parallel import for_each_index, resolve_threads
 
 ProcessorFamily = Literal["clip", "siglip"]
@@ -214,6 +215,17 @@ def normalize_levels(levels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 def load_image_rgb(path: str) -> np.ndarray:
-    """Upstream's image read: `PIL.Image.open(p).convert('RGB')` as a (1,H,W,3) uint8 array."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))[None]
+    """Upstream's image read: `PIL.Image.open(p).convert('RGB')` as a (1,H,W,3) uint8 array.
+
+    PIL's failures become the media errors they are: not an image PIL knows -> unsupported_media; an
+    image whose data ends early or is damaged -> corrupt_media.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))[None]
+    except UnidentifiedImageError as exc:
+        raise UnsupportedMediaError(f"{path}: not an image format vl2 can read", path=path) from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL: "image file is truncated", broken chunks
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptMediaError(f"{path}: the image is damaged or truncated ({exc})", path=path) from exc
