@@ -26,16 +26,18 @@ MAX_NEW_TOKENS = 1
 MODEL_THREADS = 1
 
 
-class _SlowModel:
-    """The real model plus a fixed cost per batch (a stand-in for a big model on a GPU)."""
+class SlowModel:
+    """The real model plus a fixed cost per batch (a stand-in for a big model on a GPU); the tests use it too."""
 
     def __init__(self, model: Any, seconds_per_batch: float) -> None:
         self._model, self.seconds_per_batch = model, seconds_per_batch
+        self.batches: list[int] = []  # the size of each batch it was given
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
     def generate(self, inputs, instructions, **kwargs):
+        self.batches.append(len(inputs))
         time.sleep(self.seconds_per_batch)
         return self._model.generate(inputs, instructions, **kwargs)
 
@@ -87,7 +89,7 @@ def run() -> BenchResult:
             decoded = [result for _, result in pool.imap(files)]
             decode_s = time.perf_counter() - started
         batches = len(files) // BATCH
-        slow = _SlowModel(model, seconds_per_batch=decode_s / batches)
+        slow = SlowModel(model, seconds_per_batch=decode_s / batches)
         started = time.perf_counter()
         for start in range(0, len(files), BATCH):
             items = [_item_for(runner, loaded) for loaded in decoded[start:start + BATCH]]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.bench_pipeline import SlowModel
 from media_helpers.faulty_loaders import DECODED_MARK, marking_load
 from media_helpers.fixtures import SIGLIP384_CONFIG
 from media_helpers.synth import write_video
@@ -53,22 +54,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("videos")
     first = write_video(folder / "clip00.mp4", frames=100, width=640, height=360, with_audio=True)
     return [first] + [Path(shutil.copy(first, folder / f"clip{i:02d}.mp4")) for i in range(1, 16)]
-
-
-class SlowModel:
-    """The real model with a fixed extra cost per batch: stands in for a big model on a GPU."""
-
-    def __init__(self, model: Any, seconds_per_batch: float) -> None:
-        self._model, self.seconds_per_batch = model, seconds_per_batch
-        self.batches: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def generate(self, inputs, instructions, **kwargs):
-        self.batches.append(len(inputs))
-        time.sleep(self.seconds_per_batch)
-        return self._model.generate(inputs, instructions, **kwargs)
 
 
 class OutOfMemoryAbove:

@@ -98,12 +98,19 @@ class _Runner:
         #: the largest batch known to fit, once one ran out of memory
         self.batch_cap: int | None = None
         self._pixel_table: torch.Tensor | None = None
+        self._media_spec: MediaSpec | None = None
 
     @property
     def device(self) -> torch.device:
         return torch.device(self.model.device)
 
     def media_spec(self) -> MediaSpec:
+        """What the decoders make of each file for this model (computed once per run)."""
+        if self._media_spec is None:
+            self._media_spec = self._build_media_spec()
+        return self._media_spec
+
+    def _build_media_spec(self) -> MediaSpec:
         config = self.model.image_processor_config
         return MediaSpec(
             num_frames=self.model.num_frames,
