@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .tasks.spec import RunOptions, TaskSpec
 
 PathsArg = str | Path | Sequence[str | Path]
+#: The model half of a run: (model, planned files, task, options, request) -> one outcome per file.
+Runner = Callable[[Any, Iterator["PlannedFile"], "TaskSpec", "RunOptions", "Request"], Iterator["FileOutcome"]]
 log = logging.getLogger(__name__)
 
 
@@ -85,13 +87,18 @@ def iter_outcomes(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     kinds: Sequence[str] = MEDIA_KINDS,
+    keep: Callable[[Path], bool] | None = None,
+    runner: "Runner | None" = None,
 ) -> Iterator["FileOutcome"]:
     """The one run path (the CLI wraps it): one outcome per file, streamed as batches finish.
 
     Folders are walked lazily (the first file is decoded before the walk of a large archive ends);
     `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
     problems go to `on_warning` (default: this module's logger); `on_walk_end(n)` hears how many
-    files the walk found once it has ended (e.g. a progress bar's total). `model` is a loaded VideoLlama2 or a
+    files the walk found once it has ended (e.g. a progress bar's total). `keep(path)` drops the
+    files it refuses before anything else (a Slurm shard keeps its own, `vl2cli.runners.shards`);
+    `runner` does the model half for the files that need work (default: this process's pipeline,
+    `vl2cli.tasks.pipeline.run_planned`; `vl2cli.runners.ray_engine` spreads it over a Ray cluster). `model` is a loaded VideoLlama2 or a
     `LazyModel`: until a file needs the model, nothing here imports torch, so a rerun where every file
     is done returns in the time the walk takes.
     """
@@ -101,19 +108,22 @@ def iter_outcomes(
     options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
     files = iter_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
                        on_warning=on_warning or _log_walk_warning)
+    if keep is not None:
+        files = (file for file in files if keep(file))
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
     request = build_request(model, task, options)
-    return _outcomes(model, plan_files(files, request, is_done), task, options, request)
+    return _outcomes(model, plan_files(files, request, is_done), task, options, request, runner)
 
 
 def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",
-              request: "Request") -> Iterator["FileOutcome"]:
+              request: "Request", runner: "Runner | None" = None) -> Iterator["FileOutcome"]:
     for plan in planned:
         if plan.pending:
-            from .tasks.pipeline import run_planned  # torch: only now that a file needs the model
+            if runner is None:
+                from .tasks.pipeline import run_planned as runner  # torch: only now that a file needs the model
 
-            yield from run_planned(model, itertools.chain([plan], planned), task, options, request)
+            yield from runner(model, itertools.chain([plan], planned), task, options, request)
             return
         yield plan.outcome
 

@@ -30,6 +30,7 @@ APP_HELP = f"""Captions, answers and labels for folders of videos, images and au
   [cyan]vl2 ask clip.mp4 "what sound is heard?"[/cyan]
   [cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]
   [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]
+  [cyan]vl2 caption ./videos --shard 0/4 --out parts/[/cyan]   (then [cyan]vl2 shards parts/[/cyan], [cyan]vl2 merge parts/ --out all.jsonl[/cyan])
   [cyan]vl2 config show[/cyan]
 
 Settings: flags > VL2_* environment variables > --config YAML file > defaults.
@@ -69,6 +70,9 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "workers": (("--workers", "-j"), RUN_PANEL),
     "decode_timeout": (("--decode-timeout",), RUN_PANEL),
     "video_backend": (("--video-backend",), RUN_PANEL),
+    "shard": (("--shard",), RUN_PANEL),
+    "engine": (("--engine",), RUN_PANEL),
+    "ray_address": (("--ray-address",), RUN_PANEL),
     "quiet": (("--quiet/--no-quiet", "-q"), RUN_PANEL),
     "out": (("--out", "-o"), OUTPUT_PANEL),
     "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
@@ -83,7 +87,8 @@ _HELP_EXTRA = {
 }
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", "json", "model", "revision", "device", "dtype", "encoder_backend",
                  "frames", "modality", "device_map", "export_dir", "engine_dir", "include", "exclude", "kinds",
-                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet")
+                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet",
+                 "shard", "engine", "ray_address")
 #: Which settings each command takes as flags (the rest still come from the environment and config file).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "caption": ("prompt", "max_new_tokens", *_RUN_SETTINGS),
@@ -181,6 +186,27 @@ def ask(**values: Any) -> None:
 def classify(**values: Any) -> None:
     """Score each label by the model's log-likelihood; the record has probabilities and the top-k."""
     raise typer.Exit(_guarded(lambda: _run("classify", values)))
+
+
+@app.command("shards", epilog="Example: [cyan]vl2 shards out/[/cyan]")
+def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)]) -> None:
+    """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
+    from .runners.shard_commands import shards_report
+
+    raise typer.Exit(_guarded(lambda: shards_report(folder)))
+
+
+@app.command("merge", epilog="Example: [cyan]vl2 merge out/ --out captions.parquet --format parquet[/cyan]")
+def merge(
+    folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the merged file (written whole, then renamed into place)",
+                                      show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="jsonl or parquet (needs pyarrow)")] = "jsonl",
+) -> None:
+    """Merge a sharded run's part files into one file: the last record per file and request, once."""
+    from .runners.shard_commands import merge_shards
+
+    raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
 
 @config_app.command("show")

@@ -42,6 +42,7 @@ GPU_WORKERS = 12
 ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
 MODALITIES = ("auto", "video", "audio", "av")
+ENGINES = ("local", "ray")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -75,6 +76,12 @@ class Settings:
                                          f"the model, at most {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU)")
     decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
     video_backend: str = _setting("decord", "decord (upstream's reader) or pyav", ("decord", "pyav"))
+    shard: str | None = _setting(None, "K/N: run only shard K of N (0-based) into --out FOLDER/ (default: from the "
+                                       "SLURM_ARRAY_* variables when --out is a folder)")
+    engine: str = _setting("local", "local (this process) or ray (a Ray Data actor pool; pip install 'vl2[ray]')",
+                           ENGINES)
+    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, ray://head:10001); "
+                                             "default: start a local one")
     max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
     prompt: str | None = _setting(None, "caption instruction (default: by modality)")
     labels: list[str] = _setting([], "classify: candidate labels")
@@ -83,7 +90,7 @@ class Settings:
     exclude: list[str] = _setting([], "globs that drop a file in a folder")
     kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders")
     recursive: bool = _setting(True, "walk sub-folders")
-    out: str = _setting("-", "JSONL output file; - for stdout")
+    out: str = _setting("-", "JSONL output file; - for stdout; a folder (DIR/) for one part file per shard")
     overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
     retry_failed: bool = _setting(False, "redo files whose last record is an error")
     quiet: bool = _setting(False, "no progress bar; log lines only")

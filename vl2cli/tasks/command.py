@@ -5,6 +5,7 @@ lazily at run time without slowing `vl2 --help`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -139,9 +140,14 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
     from ..api import iter_outcomes
+    from ..runners.engines import engine_runner
+    from ..runners.shards import plan_sharded_output
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     console = _Console(quiet=settings.quiet, stderr=stderr)
+    sharded = plan_sharded_output(settings.shard, settings.out, inputs)
+    if sharded is not None:  # from here on the run's output is the shard's part file
+        settings = dataclasses.replace(settings, out=str(sharded.part))
     summary = RunSummary()
     spec = task_spec(task, settings, prompt=prompt)
     single = _single_answer_mode(task, inputs, settings)
@@ -152,6 +158,9 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
 
     with ExitStack() as stack:
         stack.enter_context(_library_logs_to(console))
+        if sharded is not None:
+            console.log(f"vl2: shard {sharded.shard} of {sharded.folder.root} -> {sharded.part.name}")
+        runner = stack.enter_context(engine_runner(settings))
         index = None
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
@@ -164,7 +173,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
             is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
         outcomes = iter_outcomes(lazy_model(settings), inputs, spec, run_options(settings), is_done=is_done,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
-                                 exclude=settings.exclude, kinds=settings.kinds)
+                                 exclude=settings.exclude, kinds=settings.kinds,
+                                 keep=sharded.keeps if sharded is not None else None, runner=runner)
         with console.start():
             for outcome in outcomes:
                 record = outcome.record
@@ -180,6 +190,9 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                         index.add(record)
                     writer.write(record)
                 console.advance(summary)
+        if sharded is not None and index is not None:  # still under the lock: no rerun can start in between
+            sharded.finish(files=summary.total, failed_in_part=index.still_failed(),
+                           complete=not summary.unreadable_folders)
     if index is not None:
         summary.failed_in_output = index.still_failed()
     if summary.total == 0:

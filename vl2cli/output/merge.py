@@ -1,0 +1,90 @@
+"""Merge JSONL outputs (e.g. the part files of a sharded run) into one file: the record that resume
+would take for each key — the last one — once, as JSONL or Parquet.
+
+The merged file is a new, derived file: it is written whole to a temporary name and renamed over
+`out`, so a reader never sees half of it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+from ..errors import Vl2Error
+from .record import ResumeKey, key_of_record
+from .writer import encode_record, read_records
+
+MergeFormat = Literal["jsonl", "parquet"]
+MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
+
+
+@dataclass
+class Merged:
+    """The records kept (one per resume key, ordered by path) and how many lines were not records."""
+
+    records: list[dict[str, Any]]
+    superseded: int
+    foreign: int
+
+
+def latest_records(paths: Iterable[str | Path]) -> Merged:
+    """The last record per resume key over `paths` read in order, as `ResumeIndex` reads an output.
+
+    Order: by path, component by component — the order a walk of one folder gives (names sorted per
+    folder, depth first) — then by the rest of the key, so equal inputs always merge to equal bytes.
+    """
+    latest: dict[ResumeKey, dict[str, Any]] = {}
+    seen = foreign = 0
+    for path in paths:
+        for record in read_records(path):
+            key = key_of_record(record)
+            if key is None:
+                foreign += 1
+                continue
+            seen += 1
+            latest[key] = record
+    ordered = sorted(latest.items(), key=lambda item: (PurePath(item[0][0]).parts, repr(item[0][1:])))
+    return Merged([record for _, record in ordered], seen - len(latest), foreign)
+
+
+def _replace_with(out: Path, write: Any) -> None:
+    """Write through `write(temp_path)`, fsync, then rename over `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        write(temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_jsonl(records: list[dict[str, Any]], out: str | Path) -> None:
+    """The records as one JSONL file (the writer's own line encoding)."""
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            for record in records:
+                handle.write(encode_record(record))
+
+    _replace_with(Path(out), write)
+
+
+def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
+    """The records as one Parquet table: one row per record, nested objects as structs (needs pyarrow)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise Vl2Error("Parquet output needs pyarrow, which is not installed: pip install 'vl2[parquet]'") from None
+    table = pa.Table.from_pylist(records)
+    _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
+
+
+def write_merged(records: list[dict[str, Any]], out: str | Path, fmt: MergeFormat = "jsonl") -> None:
+    """Write merged records in `fmt`."""
+    if fmt not in MERGE_FORMATS:
+        raise Vl2Error(f"format: {fmt!r} is not one of {', '.join(MERGE_FORMATS)}")
+    (write_parquet if fmt == "parquet" else write_jsonl)(records, out)

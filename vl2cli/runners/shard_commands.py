@@ -1,0 +1,46 @@
+"""`vl2 shards DIR` and `vl2 merge DIR --out FILE`: the bodies of the commands that look after a
+sharded run's output folder (the CLI only parses their arguments)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import Vl2Error
+from ..output.merge import MergeFormat, latest_records, write_merged
+from ..tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .shards import PART_PATTERN, ShardFolder, array_expression, report_lines
+
+
+def shards_report(folder: str | Path, *, stdout: TextIO | None = None) -> int:
+    """Print each shard's state; when some are not complete, the `--array` expression that reruns
+    them (the last line, for scripts). Exit 0 when every shard is complete, else 1."""
+    stdout = stdout or sys.stdout
+    lines, left, array_min = report_lines(ShardFolder(folder))
+    for line in lines:
+        print(line, file=stdout)
+    if left:
+        print(f"--array={array_expression(index + array_min for index in left)}", file=stdout)
+    return EXIT_SOME_FAILED if left else EXIT_OK
+
+
+def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl", *,
+                 stderr: TextIO | None = None) -> int:
+    """Merge the part files of `folder` into `out` (last record per key wins). Exit 1 when some shards
+    were not complete (what exists is merged all the same), else 0."""
+    stderr = stderr or sys.stderr
+    shard_folder = ShardFolder(folder)
+    out = Path(out)
+    if out.resolve().parent == shard_folder.root.resolve() and PART_PATTERN.fullmatch(out.name):
+        raise Vl2Error(f"{out}: the merged file must not be one of the part files it is made from")
+    _, left, _ = report_lines(shard_folder)
+    parts = shard_folder.parts()
+    merged = latest_records(parts)
+    write_merged(merged.records, out, fmt)
+    dropped = f"; {merged.superseded} earlier record(s) of the same files dropped" if merged.superseded else ""
+    print(f"vl2: merged {len(merged.records)} records from {len(parts)} part file(s) into {out}{dropped}",
+          file=stderr, flush=True)
+    if left:
+        print(f"vl2: warning: {len(left)} shard(s) not complete ({', '.join(map(str, left))}); "
+              f"`vl2 shards {folder}` says which to run again", file=stderr, flush=True)
+    return EXIT_SOME_FAILED if left else EXIT_OK

@@ -1,0 +1,352 @@
+"""Split one run over the tasks of a Slurm job array: every task walks the same inputs and keeps the
+files whose stable id hashes to its shard; each shard writes its own part file, lock and completion
+marker in one output folder.
+
+The contract is the one NeMo Curator uses for its Slurm arrays: every array task builds the same full
+work list and keeps the items with `sha256(id) % N == K`. A file's id is its path relative to the
+input folder it was found in (a file named on the command line: its name), so adding files to an
+archive never moves the old ones to another shard, and the folder may be mounted elsewhere on another
+node. The shard comes from `shard` ("K/N", 0-based) or, without it, from the Slurm array variables:
+K = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (arrays may start at 1 or anywhere), N =
+SLURM_ARRAY_TASK_COUNT. The folder's `shards.json`, written by the first task to start, records N and
+the array's first index, so a resubmission of only some indices (`--array=2,5`, whose own COUNT and
+MIN differ) still maps each index to the same shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import __version__
+from ..errors import Vl2Error
+from ..output.writer import STDOUT_NAME, read_records
+
+log = logging.getLogger(__name__)
+
+LAYOUT_NAME = "shards.json"
+PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.jsonl")
+_SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
+
+
+class ShardError(Vl2Error):
+    """A shard setting, the Slurm array variables or a shard folder that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ShardError(f"shard: {self.index}/{self.count} is not a shard; K/N needs 0 <= K < N")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """`"K/N"` -> Shard(K, N)."""
+        match = _SHARD_TEXT.fullmatch(text)
+        if match is None:
+            raise ShardError(f"shard: {text!r} is not K/N (e.g. 0/4: the first of 4 shards, 0-based)")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def part_name(self) -> str:
+        return f"part-{self.index}-of-{self.count}.jsonl"
+
+    @property
+    def marker_name(self) -> str:
+        return f"part-{self.index}-of-{self.count}.done"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(file_id: str, count: int) -> int:
+    """The shard a file id belongs to: sha256 of its UTF-8 bytes (surrogate escapes kept) mod `count`."""
+    digest = hashlib.sha256(os.fsencode(file_id)).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def file_id(path: str | Path, roots: Sequence[Path]) -> str:
+    """A file's id for sharding: its path relative to the first input folder holding it (as the walk
+    found it), else its name (a file named on the command line)."""
+    path = Path(path)
+    for root in roots:
+        if path != root and path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def input_roots(inputs: Iterable[str | Path]) -> list[Path]:
+    """The input folders, spelled as the walk spells the files under them (absolute, not resolved)."""
+    return [Path(os.path.abspath(raw)) for raw in inputs if Path(raw).is_dir()]
+
+
+@dataclass(frozen=True)
+class SlurmArray:
+    """The Slurm array variables of this task."""
+
+    task_id: int
+    task_count: int
+    task_min: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SlurmArray | None":
+        """None outside an array task; ShardError when the variables are there but unusable."""
+        if not env.get(SLURM_TASK_ID):
+            return None
+        values = {}
+        for name in (SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN):
+            text = env.get(name)
+            if text is None and name == SLURM_TASK_MIN:
+                text = "0"
+            try:
+                values[name] = int(text)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ShardError(f"{name}={text!r}: a Slurm array task needs it to be an integer") from None
+        return cls(values[SLURM_TASK_ID], values[SLURM_TASK_COUNT], values[SLURM_TASK_MIN])
+
+
+def array_expression(indices: Iterable[int]) -> str:
+    """Indices as a compact `sbatch --array` list: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8"."""
+    ordered = sorted(set(indices))
+    runs: list[str] = []
+    start = previous = None
+    for index in [*ordered, None]:
+        if index is not None and previous is not None and index == previous + 1:
+            previous = index
+            continue
+        if start is not None:
+            runs.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = index
+    return ",".join(runs)
+
+
+def _names_a_folder(out: str) -> bool:
+    """`DIR/`: a folder, whether it exists or not."""
+    return out != STDOUT_NAME and out.endswith(("/", os.sep))
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any], *, exclusive: bool = False) -> bool:
+    """Write a small JSON file whole or not at all (temp file, fsync, rename); with `exclusive`, only
+    if `path` does not exist yet (returns False then)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        if exclusive:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(temp, path)
+            temp = None  # type: ignore[assignment]
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return True
+
+
+ShardStateName = Literal["complete", "incomplete", "missing"]
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """What a shard folder says of one shard."""
+
+    shard: Shard
+    state: ShardStateName
+    records: int
+    marker: dict[str, Any] | None
+
+    def line(self) -> str:
+        if self.state == "complete":
+            marker = self.marker or {}
+            failed = f", {marker.get('failed_in_part')} ending in an error" if marker.get("failed_in_part") else ""
+            return f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}; {self.shard.part_name})"
+        if self.state == "incomplete":
+            return f"shard {self.shard}: incomplete ({self.records} records, no completion marker; {self.shard.part_name})"
+        return f"shard {self.shard}: missing (no {self.shard.part_name})"
+
+
+class ShardFolder:
+    """The output folder of a sharded run: `shards.json`, and per shard a part file, its lock and,
+    once the shard has finished with every file recorded, its completion marker."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def layout_path(self) -> Path:
+        return self.root / LAYOUT_NAME
+
+    def layout(self) -> dict[str, int] | None:
+        """{"shards": N, "array_min": M} as recorded by the first task, or None (no sharded run here)."""
+        try:
+            payload = json.loads(self.layout_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{self.layout_path}: cannot read the shard layout ({exc})") from None
+        if not (isinstance(payload, dict) and isinstance(payload.get("shards"), int) and payload["shards"] >= 1
+                and isinstance(payload.get("array_min"), int)):
+            raise ShardError(f"{self.layout_path}: not a vl2 shard layout (needs integer shards and array_min)")
+        return {"shards": payload["shards"], "array_min": payload["array_min"]}
+
+    def claim(self, count: int, array_min: int) -> dict[str, int]:
+        """Record the layout if this is the first task; a folder holding another shard count is refused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        layout = self.layout()
+        if layout is None:
+            _write_json_atomically(self.layout_path, {"shards": count, "array_min": array_min}, exclusive=True)
+            layout = self.layout()
+        assert layout is not None
+        if layout["shards"] != count:
+            raise ShardError(f"{self.root} holds a run split into {layout['shards']} shards, not {count}; "
+                             f"use the same shard count or another output folder")
+        return layout
+
+    def part_path(self, shard: Shard) -> Path:
+        return self.root / shard.part_name
+
+    def marker_path(self, shard: Shard) -> Path:
+        return self.root / shard.marker_name
+
+    def clear_marker(self, shard: Shard) -> None:
+        """A shard being run again is not known complete until that run ends."""
+        self.marker_path(shard).unlink(missing_ok=True)
+
+    def mark_complete(self, shard: Shard, facts: dict[str, Any]) -> None:
+        payload = {"shard": shard.index, "shards": shard.count, "part": shard.part_name, "vl2_version": __version__,
+                   "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts}
+        _write_json_atomically(self.marker_path(shard), payload)
+
+    def states(self) -> tuple[dict[str, int], list[ShardState]]:
+        """The layout and every shard's state (ShardError when the folder holds no sharded run)."""
+        layout = self.layout()
+        if layout is None:
+            raise ShardError(f"{self.root}: no {LAYOUT_NAME}; not the output folder of a sharded vl2 run")
+        states = []
+        for index in range(layout["shards"]):
+            shard = Shard(index, layout["shards"])
+            marker = self._marker(shard)
+            part = self.part_path(shard)
+            records = sum(1 for _ in read_records(part)) if part.exists() else 0
+            state: ShardStateName = "complete" if marker is not None else "incomplete" if part.exists() else "missing"
+            states.append(ShardState(shard, state, records, marker))
+        return layout, states
+
+    def parts(self) -> list[Path]:
+        """The part files of the recorded layout that exist, in shard order."""
+        layout = self.layout()
+        if layout is None:
+            raise ShardError(f"{self.root}: no {LAYOUT_NAME}; not the output folder of a sharded vl2 run")
+        return [path for k in range(layout["shards"]) if (path := self.part_path(Shard(k, layout["shards"]))).exists()]
+
+    def _marker(self, shard: Shard) -> dict[str, Any] | None:
+        try:
+            payload = json.loads(self.marker_path(shard).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return payload if isinstance(payload, dict) else None
+
+
+@dataclass
+class ShardedOutput:
+    """One shard's share of a run: where it writes, which files it keeps, and its completion marker."""
+
+    folder: ShardFolder
+    shard: Shard
+    roots: list[Path]
+
+    @property
+    def part(self) -> Path:
+        return self.folder.part_path(self.shard)
+
+    def keeps(self, path: Path) -> bool:
+        """Whether a discovered file belongs to this shard."""
+        return shard_of(file_id(path, self.roots), self.shard.count) == self.shard.index
+
+    def finish(self, *, files: int, failed_in_part: int, complete: bool) -> None:
+        """Mark the shard complete when every one of its files has a record (errors count as records)."""
+        if complete:
+            self.folder.mark_complete(self.shard, {"files": files, "failed_in_part": failed_in_part})
+
+
+def _shard_from_slurm(array: SlurmArray, folder: ShardFolder) -> tuple[Shard, int]:
+    """(shard, the array's first index), the folder's recorded layout winning over a resubmission's
+    own COUNT and MIN."""
+    layout = folder.layout()
+    count, array_min = (layout["shards"], layout["array_min"]) if layout else (array.task_count, array.task_min)
+    if layout and (array.task_count, array.task_min) != (count, array_min):
+        log.info("Slurm array task %d: %s records %d shards from array index %d; the shard is %d/%d",
+                 array.task_id, folder.layout_path, count, array_min, array.task_id - array_min, count)
+    index = array.task_id - array_min
+    if not 0 <= index < count:
+        raise ShardError(f"{SLURM_TASK_ID}={array.task_id} gives no shard of {count} counted from array index "
+                         f"{array_min}; the array must be contiguous (e.g. --array=0-{count - 1}), or give the shard as K/N")
+    return Shard(index, count), array_min
+
+
+def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[str | Path],
+                        env: Mapping[str, str] | None = None) -> ShardedOutput | None:
+    """The shard this run is, or None for an ordinary run.
+
+    `shard_setting` ("K/N") wins; without it a Slurm array task shards itself when `out` is a folder
+    (an array whose tasks each write their own file is left alone). `out` ending in "/" without
+    either is shard 0/1 (an existing folder named without the slash stays an error, as before). The shard's marker is cleared: it is rewritten when this run ends complete.
+    """
+    env = os.environ if env is None else env
+    slash = _names_a_folder(out)
+    folder_out = slash or (out != STDOUT_NAME and Path(out).is_dir())
+    array = SlurmArray.from_env(env) if shard_setting is None and folder_out else None
+    if shard_setting is None and array is None and not slash:
+        if env.get(SLURM_TASK_ID):
+            log.info("%s is set but the output is not a folder: this task is not sharded (give out/ to shard)",
+                     SLURM_TASK_ID)
+        return None
+    if not folder_out:
+        raise ShardError(f"shard {shard_setting}: a sharded run writes one part file per shard into a folder; "
+                         f"give the output as a folder (e.g. out/), not {out!r}")
+    folder = ShardFolder(out)
+    if shard_setting is not None:
+        shard, array_min = Shard.parse(shard_setting), 0
+        layout = folder.layout()
+        array_min = layout["array_min"] if layout else array_min
+    elif array is not None:
+        shard, array_min = _shard_from_slurm(array, folder)
+    else:
+        shard, array_min = Shard(0, 1), 0
+    folder.claim(shard.count, array_min)
+    folder.clear_marker(shard)
+    return ShardedOutput(folder, shard, input_roots(inputs))
+
+
+def report_lines(folder: ShardFolder) -> tuple[list[str], list[int], int]:
+    """(one line per shard + a summary, the shard indices left to run, the array's first index)."""
+    layout, states = folder.states()
+    left = [state.shard.index for state in states if state.state != "complete"]
+    lines = [state.line() for state in states]
+    done = len(states) - len(left)
+    lines.append(f"{done} of {len(states)} shards complete" + (f"; {len(left)} to run again" if left else ""))
+    return lines, left, layout["array_min"]
