@@ -9,7 +9,7 @@ install: $(BIN)/vl2
 $(BIN)/vl2: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $(BIN)/vl2
 
 test:

@@ -15,7 +15,7 @@ from .record import ResumeKey, key_of_record
 from .writer import read_records
 
 #: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
-TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error"})
+TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
 #: Runs that may try a transiently failing file before its error is taken as final.
 MAX_ATTEMPTS = 3
 
