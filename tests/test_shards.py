@@ -248,3 +248,31 @@ def test_killed_shard_is_reported_resubmitted_by_its_array_index_and_the_merge_e
     whole = api.caption(model, folder, max_new_tokens=3, batch_size=1, workers=1)
     assert [r["path"] for r in records] == [r["path"] for r in whole]  # one record per file, in walk order
     assert _essence(records) == _essence(whole)
+
+
+def test_shards_and_merge_commands_and_the_shard_flag(tmp_path: Path) -> None:
+    """The typer wiring, on a folder written by hand (no model): states, the --array line, exit codes."""
+    from typer.testing import CliRunner
+
+    from vl2cli.cli import app
+    from vl2cli.tasks.exit_codes import EXIT_FATAL
+
+    parts = tmp_path / "parts"
+    folder = ShardFolder(parts)
+    folder.claim(4, 1)
+    (parts / "part-0-of-4.jsonl").write_text(json.dumps(_record("/r/a.png", "a")) + "\n")
+    folder.mark_complete(Shard(0, 4), {"files": 1, "failed_in_part": 0})
+    (parts / "part-2-of-4.jsonl").write_text(json.dumps(_record("/r/b.png", "b")) + "\n")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["shards", str(parts)])
+    assert shown.exit_code == EXIT_SOME_FAILED
+    assert shown.output.splitlines() == [
+        "shard 0/4: complete (1 files; part-0-of-4.jsonl)", "shard 1/4: missing (no part-1-of-4.jsonl)",
+        "shard 2/4: incomplete (1 records, no completion marker; part-2-of-4.jsonl)",
+        "shard 3/4: missing (no part-3-of-4.jsonl)", "1 of 4 shards complete; 3 to run again", "--array=2-4"]
+    merged = runner.invoke(app, ["merge", str(parts), "--out", str(tmp_path / "all.jsonl")])
+    assert merged.exit_code == EXIT_SOME_FAILED and "merged 2 records from 2 part file(s)" in merged.output
+    assert [json.loads(line)["path"] for line in (tmp_path / "all.jsonl").read_text().splitlines()] == ["/r/a.png", "/r/b.png"]
+    assert runner.invoke(app, ["shards", str(tmp_path)]).exit_code == EXIT_FATAL  # not a shard folder
+    bad = runner.invoke(app, ["caption", str(tmp_path), "--shard", "4/4", "--out", f"{parts}/"])
+    assert bad.exit_code == EXIT_FATAL and "not a shard" in bad.output and "Traceback" not in bad.output
