@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vl2cli.constants import AUDIO_WINDOW_SAMPLES
+from vl2cli.errors import CorruptMediaError, EmptyFileError
 from vl2cli.media.audio import (
     INT16_SCALE,
     audio_file_waveform,
@@ -78,6 +79,20 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * _MS_PER_S
 
 
+def check_audio_samples(path: str, samples: np.ndarray) -> None:
+    """Refuse sound the model would only turn into noise.
+
+    A stream with no samples would be padded into 30 s of silence and captioned as if heard; NaN or
+    infinite samples (float PCM can hold them) make every fbank value NaN and the answer garbage.
+    """
+    if samples.shape[0] == 0:
+        raise EmptyFileError(f"{path}: the audio stream holds no samples", path=path)
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.shape[0] - finite.sum())
+        raise CorruptMediaError(f"{path}: {bad} of {samples.shape[0]} audio samples are NaN or infinite", path=path)
+
+
 def _video_fbank(path: str, has_audio: bool, container: av.container.InputContainer,
                  timings: dict[str, float]) -> tuple[torch.Tensor, bool, int]:
     """Upstream's audio-of-a-video fbank; silence (reported) when there is no audio track."""
@@ -95,6 +110,7 @@ def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputC
                       timings: dict[str, float]) -> tuple[torch.Tensor, int]:
     with _timed(timings, "decode_audio"):
         samples, rate = read_audio_channel0(path, container)
+    check_audio_samples(path, samples)
     with _timed(timings, "fbank"):
         fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
     return fbank, int(samples.shape[0])
