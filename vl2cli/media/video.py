@@ -50,10 +50,15 @@ def decode_with_decord(path: str, plan: IndexPlanner, threads: int = DECORD_THRE
 
 
 def _decord_compatible_frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """decord's `len(vr)`: the stream's frame count, else the number of video packets (demux only)."""
-    if stream.frames:
-        return int(stream.frames)
-    count = sum(1 for packet in container.demux(stream) if packet.size)
+    """decord's `len(vr)`: the number of packets the stream demuxes into (decord indexes every packet
+    when it opens a file and counts those, never the header's claim).
+
+    Why not `stream.frames`: a header can promise frames that are not there (an MPEG-4 Part 2 AVI
+    claiming 257 of its 255 frames); the sampled indices would then differ from decord's. PyAV ends a
+    demux with an empty flush packet (no data, no timestamps), which is not counted.
+    """
+    count = sum(1 for packet in container.demux(stream)
+                if packet.size or packet.pts is not None or packet.dts is not None)
     container.seek(0)
     return count
 
