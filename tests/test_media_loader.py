@@ -124,3 +124,26 @@ def test_finite_float_audio_loads(tmp_path: Path) -> None:
     path = synth.write_float_wav(tmp_path / "tone.wav", 0.5 * np.sin(np.arange(32000) / 10))
     loaded = load_media(path, MediaSpec(num_frames=4, image=None, want_audio=True))
     assert loaded.fbank.shape == (2998, 128) and torch.isfinite(loaded.fbank).all()
+
+
+def test_a_truncated_file_that_still_decodes_says_so(tmp_path: Path) -> None:
+    """A cut-off copy (Matroska decodes up to the cut) is used, with a note per stream; the whole file is not."""
+    whole = synth.write_video(tmp_path / "whole.mkv", frames=150, with_audio=True, container_format="matroska")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    spec = MediaSpec(num_frames=8, image=SIGLIP, want_audio=True)
+    assert load_media(whole, spec).notes == []
+    loaded = load_media(cut, spec)
+    assert [note.stream for note in loaded.notes] == ["video", "audio"]
+    assert all("looks truncated" in note.text and "of the 6.0 s" in note.text for note in loaded.notes)
+    assert max(loaded.frame_indices) < 100  # sampled from what is there
+
+
+def test_truncation_note_thresholds() -> None:
+    from vl2cli.media.loader import truncation_note
+
+    assert truncation_note("video", 9.95, 10.0) is None  # a frame or two short: well-formed
+    assert truncation_note("audio", 99.0, 100.0) is None  # 1 s of 100 s: under 5 %
+    assert truncation_note("audio", 8.5, 10.0).stream == "audio"
+    assert truncation_note("video", 5.0, None) is None  # nothing declared

@@ -290,3 +290,16 @@ def test_rerun_with_nothing_new_never_loads_the_weights(tmp_path: Path, monkeypa
     with pytest.raises(CheckpointError):
         execute("caption", [folder], settings, stderr=io.StringIO())
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_stream_notes_reach_the_record_only_for_streams_the_model_sees() -> None:
+    from vl2cli.media.loader import LoadedMedia, MediaNote
+    from vl2cli.media.probe import MediaInfo
+    from vl2cli.tasks.modality import to_model_input
+
+    info = MediaInfo("x.mkv", "video", 1, "matroska", 6.0, True, True, 96, 64, 25.0, None, "h264", "aac", 48000, 1)
+    loaded = LoadedMedia(info, torch.zeros(1, 3, 4, 4), torch.zeros(2998, 128), False, [0],
+                         notes=[MediaNote("video", "video cut"), MediaNote("audio", "audio cut")])
+    assert to_model_input(loaded, "av").notes == ["video cut", "audio cut"]
+    assert to_model_input(loaded, "video").notes == ["video cut"]
+    assert to_model_input(loaded, "audio").notes == ["audio cut"]
