@@ -147,3 +147,18 @@ def test_truncation_note_thresholds() -> None:
     assert truncation_note("audio", 99.0, 100.0) is None  # 1 s of 100 s: under 5 %
     assert truncation_note("audio", 8.5, 10.0).stream == "audio"
     assert truncation_note("video", 5.0, None) is None  # nothing declared
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_damaged_packet_mid_file_costs_frames_not_the_file(tmp_path: Path, backend: str) -> None:
+    good = synth.write_video(tmp_path / "good.mp4", frames=100, width=160, height=120, with_audio=True)
+    damaged = synth.damage_video_packet(good, tmp_path / "damaged.mp4", packet=50)
+    spec = MediaSpec(num_frames=16, image=SIGLIP, want_audio=True, video_backend=backend)
+    reference = load_media(good, spec)
+    loaded = load_media(damaged, spec)
+    assert loaded.frame_indices == reference.frame_indices
+    before = [k for k, index in enumerate(loaded.frame_indices) if index < 48]
+    assert torch.equal(loaded.pixel_values[before], reference.pixel_values[before])
+    assert [note.stream for note in loaded.notes] == ["video"]
+    assert "1 damaged video packet(s) could not be decoded" in loaded.notes[0].text
+    assert torch.equal(loaded.fbank, reference.fbank)

@@ -105,3 +105,15 @@ def write_avi_claiming_more_frames(path: Path, *, frames: int = 60, claimed: int
         data[offset:offset + 4] = struct.pack("<I", claimed)
     path.write_bytes(bytes(data))
     return path
+
+
+def damage_video_packet(source: Path, target: Path, packet: int) -> Path:
+    """Copy with one video packet's payload (after its first NAL length field) overwritten by 0xFF bytes:
+    a damaged frame in the middle of an otherwise good file, which the decoder rejects outright."""
+    with av.open(str(source)) as container:
+        located = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    position, size = located[packet]
+    data = bytearray(source.read_bytes())
+    data[position + 4:position + size] = b"\xff" * (size - 4)
+    target.write_bytes(bytes(data))
+    return target

@@ -172,6 +172,7 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
                 result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads,
                                                         normalize=spec.normalize_pixels)
             result.frame_indices, result.video_backend = decoded.indices, decoded.backend
+            result.notes += [MediaNote("video", text) for text in decoded.notes]
             if decoded.avg_fps > 0:
                 note = truncation_note("video", decoded.total_frames / decoded.avg_fps, info.duration_s)
                 result.notes += [note] if note else []
