@@ -37,10 +37,21 @@ class DecodedVideo:
     notes: list[str] = field(default_factory=list)
 
 
+def _quiet_decord():
+    """decord, imported lazily (loading its native library is slow), with its bundled FFmpeg's log off.
+
+    Why: decord's FFmpeg prints every decoder complaint ("[h264 @ 0x…] Invalid NAL unit", hundreds per
+    damaged file) straight to stderr, even under --quiet; what went wrong reaches the file's record instead.
+    """
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
+
+
 def decode_with_decord(path: str, plan: IndexPlanner, threads: int = DECORD_THREADS) -> DecodedVideo:
     """Upstream's reader: `len(vr)` frames, `get_avg_fps()`, random access with `get_batch`."""
-    import decord  # imported lazily: loading its native library is slow and it is optional at runtime
-
+    decord = _quiet_decord()
     reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
     try:
         total, fps = len(reader), float(reader.get_avg_fps())
