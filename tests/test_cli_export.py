@@ -17,7 +17,6 @@ pytestmark = [
 ]
 
 
-@pytest.mark.slow
 def test_export_then_caption_with_onnxruntime_equals_torch(tmp_path):
     checkpoint = str(reference_root() / AV_FIXTURE / "checkpoint")
     export_dir = tmp_path / "export"
