@@ -35,8 +35,9 @@ IMAGE, SPEECH, BROKEN = "img_smptehdbars_500x300.png", "speech_espeak_16k_mono_5
 MEDIA = (BROKEN, IMAGE, SPEECH)
 #: a second, good image: in walk order broken, image, this one, speech
 GOOD_COPY = "img_z_copy.png"
+# marked `ray` (deselect with -m "not ray"); only the CLI test, a subprocess end-to-end run, is also `slow`
 pytestmark = [
-    pytest.mark.ray, pytest.mark.slow,
+    pytest.mark.ray,
     pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not all((MEDIA_FIXTURES / m).is_file() for m in MEDIA),
                        reason="reference or media fixtures not found"),
 ]
@@ -135,6 +136,7 @@ def _vl2_processes_under(folder: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_cli_engine_ray_reports_start_once_and_leaves_nothing_behind(hub_env: Any, archive: Path, tmp_path: Path,
                                                                       local_records: list[dict[str, Any]],
                                                                       request: pytest.FixtureRequest) -> None:

@@ -177,7 +177,6 @@ def _essence(records: list[dict[str, Any]]) -> list[tuple]:
     return sorted((r["path"], r["output"], (r["error"] or {}).get("code"), r["modality"]) for r in records)
 
 
-@pytest.mark.slow
 @needs_model
 def test_three_shards_together_are_the_unsharded_run(tmp_path: Path, hub_env: Any) -> None:
     folder = _archive(tmp_path / "archive", _names_filling_every_shard(3, at_least=2, busiest=2, busy=0))
