@@ -236,3 +236,66 @@ def load_audio_clips(path: str) -> torch.Tensor:
     """A file's audio (standalone or a video's track) as the (8, 1, 128, 204) ImageBind input."""
     waveform, rate = read_audio_all_channels(path)
     return audio_clips(waveform, rate)
+
+
+# ------------------------------------------------------------------ one file, for the pipeline
+
+def load_v1_media(path: str, spec, info, result, threads: int = 1) -> None:
+    """Fill `result` (a `LoadedMedia`) for a Video-LLaMA (v1) model, as its upstream demo would.
+
+    Videos: decord's S×S frames at upstream's indices and the frame-times sentence; with `want_audio`,
+    the 8 ImageBind clips of the file's audio track — a video without one is marked `audio_missing`
+    (upstream silently falls back to vision only; vl2 does the same and says so in the record).
+    Images: the BLIP-2 squash. Audio files: refused, upstream has no audio-only input.
+    `spec.normalize_pixels=False` hands over uint8 levels (normalised on the model's device with the
+    same mean/std, `image.value_lookup_table`).
+    """
+    from vl2cli.errors import ModalityError
+
+    size = spec.image.size if spec.image is not None else V1_IMAGE_SIZE
+    timings = result.timings_ms
+    if info.kind == "video":
+        start = _now()
+        frames, indices, fps = decode_video_square(path, size, spec.num_frames, threads=threads)
+        timings["decode_video"] = _ms_since(start)
+        result.pixel_values = _pixels(frames, spec.normalize_pixels)
+        result.frame_indices = indices
+        result.frame_times_message = video_message(indices, fps)
+        result.video_backend = "decord"
+        if spec.want_audio:
+            start = _now()
+            if not info.has_audio:
+                result.audio_missing = True
+            else:
+                waveform, rate = read_audio_all_channels(path)
+                result.audio_samples_decoded = int(waveform.shape[1])
+                result.fbank = audio_clips(waveform, rate)
+            timings["fbank"] = _ms_since(start)
+    elif info.kind == "image":
+        start = _now()
+        from vl2cli.media.image import load_image_rgb
+
+        rgb = load_image_rgb(path)[0]
+        squashed = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+        result.pixel_values = _pixels(squashed[None], spec.normalize_pixels)
+        timings["preprocess_frames"] = _ms_since(start)
+    else:
+        raise ModalityError(f"{path}: Video-LLaMA (v1) hears sound only together with a video's frames; "
+                            "an audio file cannot be used with it", path=path)
+
+
+def _pixels(frames: np.ndarray, normalize: bool) -> torch.Tensor:
+    """(T, S, S, 3) uint8 → (T, 3, S, S): normalised float32, or the uint8 levels."""
+    if normalize:
+        return normalize_frames(frames)[0].permute(1, 0, 2, 3).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _ms_since(start: float) -> float:
+    return (_now() - start) * 1000.0

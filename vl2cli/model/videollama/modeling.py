@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,12 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, Vl2Error
+from ...media.videollama_v1 import V1_MEAN, V1_STD
 from ..family import SplicedFamilyModel, resolve_device, resolve_dtype
 from ..inputs import MultimodalInput
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
-from .files import V1Paths, resolve_v1_paths
+from .files import V1_NUM_FRAMES, V1Paths, resolve_v1_paths
 from .imagebind_audio import ImageBindAudioEncoder, build_imagebind_audio
 from .language_model import load_llama
 from .prompt import TEMPLATES, SegmentTokenizer, conversation, render
@@ -35,6 +37,9 @@ FAMILY = "videollama"
 #: Image Q-Former cross-attention frequency (BLIP-2), image size upstream's demo uses.
 IMAGE_QFORMER_CROSS_ATTENTION_FREQ = 2
 LN_VISION_EPS = 1e-5
+#: Head counts for encoder widths other than the released ones (they are not stored in the files).
+EVA_HEADS_ENV = "VL2_V1_EVA_HEADS"
+IMAGEBIND_HEADS_ENV = "VL2_V1_IMAGEBIND_HEADS"
 
 
 @dataclass
@@ -117,10 +122,16 @@ class VideoLlamaV1(SplicedFamilyModel):
         self.paths, self.tokenizer, self.visual, self.audio = paths, tokenizer, visual, audio
         self.template = TEMPLATES[paths.template]
         self.image_size = image_size
-        self.num_frames = 8
+        self.num_frames = V1_NUM_FRAMES
         self.folder = paths.vision_checkpoint.parent
         self.config = V1Config(has_vision=True, has_audio=audio is not None, template=paths.template,
-                               image_size=image_size, num_frames=8)
+                               image_size=image_size, num_frames=V1_NUM_FRAMES)
+        #: The image processor as a SigLIP-style config: BLIP-2's eval processor is the same squash
+        #: (bicubic to S×S, no crop) and CLIP normalisation; the media layer reads the size from it.
+        self.image_processor_config = {
+            "image_processor_type": "SiglipImageProcessor", "size": {"height": image_size, "width": image_size},
+            "resample": 3, "image_mean": list(V1_MEAN), "image_std": list(V1_STD),
+        }
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -130,6 +141,8 @@ class VideoLlamaV1(SplicedFamilyModel):
                         decode_loop: str = "auto", **_: object) -> "VideoLlamaV1":
         """Load from a released folder / hub id / upstream eval YAML (see `files.py` for where files are found)."""
         paths, resolved_revision = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
+        eva_heads = eva_heads or _env_int(EVA_HEADS_ENV)
+        imagebind_heads = imagebind_heads or _env_int(IMAGEBIND_HEADS_ENV)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         log.info("loading Video-LLaMA (v1) %s on %s in %s", model, torch_device, str(torch_dtype).removeprefix("torch."))
@@ -258,6 +271,11 @@ class VideoLlamaV1(SplicedFamilyModel):
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
 
+    def media_tokens(self) -> int:
+        """Feature tokens of the largest input (audio + video): sizes the GPU batch."""
+        tokens = self.visual.video_query_tokens.shape[1]
+        return tokens + (self.audio.query_tokens.shape[1] if self.audio is not None else 0)
+
 
 @dataclass
 class V1Config:
@@ -278,6 +296,16 @@ def _rows(stage: dict[str, torch.Tensor], row: int, *, frames: int) -> dict[str,
         per_frame = name in ("eva_out", "image_embeds", "qformer_out")
         out[name] = tensor[row * frames : (row + 1) * frames] if per_frame else tensor[row : row + 1]
     return out
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Vl2Error(f"{name}={value!r}: expected a whole number of attention heads.") from None
 
 
 def _read_json(path: Path, what: str) -> dict:
