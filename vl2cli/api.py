@@ -66,6 +66,17 @@ def load_model(
     return loaded
 
 
+def convert_model(model: str, out: str | Path, *, revision: str | None = None) -> list[Path]:
+    """Write a safetensors copy of a Video-LLaMA (v1) model (folder, hub id or eval YAML) into the new
+    folder `out`, which then loads with `load_model(out)` without unpickling anything."""
+    from .model.families import family_of
+    from .model.videollama.convert import convert_v1
+
+    if family_of(model) != "videollama":
+        raise Vl2Error(f"{model}: not a Video-LLaMA (v1) model; VideoLLaMA 2 checkpoints are safetensors already.")
+    return convert_v1(model, Path(out), revision=revision)
+
+
 def _as_list(paths: PathsArg) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 

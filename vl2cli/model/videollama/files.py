@@ -75,15 +75,36 @@ def looks_like_v1(model: str) -> bool:
     return path.is_dir() and _vision_checkpoint_in(path) is not None
 
 
+#: Suffixes of a checkpoint file: upstream's pickle, or vl2 convert's safetensors copy (preferred).
+SUFFIXES = (".safetensors", ".pth")
+
+
+def _weights(folder: Path, pattern: str) -> list[Path]:
+    """Files matching `pattern` (without suffix) as .pth or .safetensors, one per stem, safetensors first."""
+    by_stem: dict[str, Path] = {}
+    for suffix in reversed(SUFFIXES):
+        for path in folder.glob(pattern + suffix):
+            by_stem[path.stem] = path
+    return [by_stem[stem] for stem in sorted(by_stem)]
+
+
 def _vision_checkpoint_in(folder: Path) -> Path | None:
-    found = sorted(folder.glob("VL_*.pth")) + sorted(folder.glob("finetune-vicuna*.pth")) + sorted(folder.glob("finetune_vicuna*.pth"))
+    found = _weights(folder, "VL_*") + _weights(folder, "finetune-vicuna*") + _weights(folder, "finetune_vicuna*")
     found = [p for p in found if "audio" not in p.name.lower()]
     return found[0] if found else None
 
 
 def _audio_checkpoint_in(folder: Path) -> Path | None:
-    found = sorted(folder.glob("AL_*.pth")) + sorted(p for p in folder.glob("*.pth") if "audiobranch" in p.name.lower())
+    found = _weights(folder, "AL_*") + [p for p in _weights(folder, "*") if "audiobranch" in p.name.lower()]
     return found[0] if found else None
+
+
+def _named(folder: Path, name: str) -> Path | None:
+    """`name` (a .pth file name) or its safetensors copy in `folder`, safetensors first."""
+    for candidate in (folder / Path(name).with_suffix(".safetensors").name, folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _llm_folder_in(folder: Path) -> Path | None:
@@ -111,8 +132,9 @@ def _lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
     if os.environ.get("VL2_HOME"):
         places.append(Path(os.environ["VL2_HOME"]) / "lavis")
     for place in places:
-        if (place / name).is_file():
-            return (place / name).resolve()
+        found = _named(place, name)
+        if found is not None:
+            return found.resolve()
     looked = ", ".join(dict.fromkeys(str(p) for p in places))
     raise CheckpointError(
         f"{name} not found (looked in: {looked}). Video-LLaMA downloads it from LAVIS: get it from "
@@ -120,8 +142,11 @@ def _lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
     )
 
 
-def bert_config_path() -> Path:
-    """`bert-base-uncased`'s config.json through the Hugging Face cache (sizes of every Q-Former)."""
+def bert_config_path(near: Path | None = None) -> Path:
+    """`bert-base-uncased`'s config.json: a copy `vl2 convert` left beside the checkpoints, else through
+    the Hugging Face cache (it holds the sizes of every Q-Former)."""
+    if near is not None and (near / BERT_REPO / "config.json").is_file():
+        return near / BERT_REPO / "config.json"
     repo = resolve_repo(BERT_REPO, allow_patterns=["config.json"])
     path = repo.folder / "config.json"
     if not path.is_file():
@@ -151,14 +176,14 @@ def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str 
             f"{folder}: no LLaMA folder found inside it (e.g. llama-2-7b-chat-hf/); for the Video-LLaMA-Series "
             f"files point {LLM_ENV} at the Vicuna/LLaMA folder they were trained with."
         )
-    imagebind = folder / IMAGEBIND_FILE if audio is not None else None
+    imagebind = (_named(folder, IMAGEBIND_FILE) or folder / IMAGEBIND_FILE) if audio is not None else None
     if imagebind is not None and not imagebind.is_file():
         raise CheckpointError(f"{folder}: {audio.name} needs {IMAGEBIND_FILE} beside it (upstream's imagebind_ckpt_path); it is missing.")
     near = [folder, vision.parent]
     paths = V1Paths(
         vision_checkpoint=vision, audio_checkpoint=audio, imagebind=imagebind, llm_folder=llm_folder.resolve(),
         eva=_lavis_file(EVA_FILE, near, lavis_dir), blip2=_lavis_file(BLIP2_FILE, near, lavis_dir),
-        bert_config=bert_config_path(), template=template_for(llm_folder, vision),
+        bert_config=bert_config_path(folder), template=template_for(llm_folder, vision),
     )
     return paths, repo.revision
 
@@ -193,7 +218,7 @@ def _from_eval_yaml(path: Path, *, lavis_dir: str | None, llm: str | None) -> V1
     imagebind = None
     if audio is not None:
         imagebind_dir = find("imagebind_ckpt_path")
-        imagebind = imagebind_dir / IMAGEBIND_FILE if imagebind_dir.is_dir() else imagebind_dir
+        imagebind = (_named(imagebind_dir, IMAGEBIND_FILE) or imagebind_dir / IMAGEBIND_FILE) if imagebind_dir.is_dir() else imagebind_dir
         if not imagebind.is_file():
             raise CheckpointError(f"{path}: {imagebind} (ImageBind weights) is missing.")
     blip2 = find("q_former_model", required=False)
