@@ -123,7 +123,10 @@ def read_audio_all_channels(path: str) -> tuple[torch.Tensor, int]:
         raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
     if not chunks:
         raise CorruptMediaError(f"{path}: the audio stream holds no samples", path=path)
-    return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
+    if not bool(torch.isfinite(waveform).all()):
+        raise CorruptMediaError(f"{path}: the audio holds NaN or infinite samples", path=path)
+    return waveform, rate
 
 
 def _frame_channels(frame: av.AudioFrame) -> np.ndarray:
