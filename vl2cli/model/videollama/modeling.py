@@ -113,6 +113,7 @@ class VideoLlamaV1(SplicedFamilyModel):
     """A loaded Video-LLaMA (v1) model. Build with `VideoLlamaV1.from_pretrained`."""
 
     family = FAMILY
+    sampling_defaults = (1.0, 0.9)  # upstream Chat.answer: temperature 1.0, top_p 0.9 (it always samples)
 
     def __init__(self, *, paths: V1Paths, llm, tokenizer: SegmentTokenizer, visual: VisualBranch,
                  audio: AudioBranch | None, model_id: str, revision: str | None, device: torch.device,
