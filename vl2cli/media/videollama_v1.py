@@ -28,13 +28,11 @@ import torch
 from PIL import Image
 from transformers.audio_utils import mel_filter_bank
 
+from vl2cli.constants import V1_IMAGE_SIZE, V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
 from vl2cli.errors import CorruptMediaError, NoAudioStreamError
 
 #: Upstream's frame count, frame side and image normalisation (BLIP-2 / CLIP mean and std).
-V1_NUM_FRAMES = 8
-V1_IMAGE_SIZE = 224
-V1_MEAN = (0.48145466, 0.4578275, 0.40821073)
-V1_STD = (0.26862954, 0.26130258, 0.27577711)
+V1_MEAN, V1_STD = V1_PIXEL_MEAN, V1_PIXEL_STD
 #: `load_and_transform_audio_data` defaults.
 V1_SAMPLE_RATE = 16000
 V1_CLIPS = 8

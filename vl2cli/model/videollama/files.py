@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...constants import V1_NUM_FRAMES  # noqa: F401 - re-exported for identity.py
 from ...errors import CheckpointError
 from ..hub import resolve_repo
 
@@ -41,8 +42,6 @@ V1_HUB_PATTERNS = ["*.pth", "*/*.json", "*/*.bin", "*/*.safetensors", "*/tokeniz
 #: Hub ids of the v1 family (vl2 also recognises a folder by its files).
 V1_HUB_PREFIXES = ("DAMO-NLP-SG/Video-LLaMA",)
 LAVIS_ENV = "VL2_V1_LAVIS_DIR"
-#: Frames upstream's demo samples per video (`load_video(n_frms=8)`).
-V1_NUM_FRAMES = 8
 LLM_ENV = "VL2_V1_LLM"
 
 

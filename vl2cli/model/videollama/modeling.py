@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, Vl2Error
-from ...media.videollama_v1 import V1_MEAN, V1_STD
-from ..family import SplicedFamilyModel, resolve_device, resolve_dtype
+from ...constants import V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
+from ..family import SplicedFamilyModel, check_decode_loop, resolve_device, resolve_dtype
 from ..inputs import MultimodalInput
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
-from .files import V1_NUM_FRAMES, V1Paths, resolve_v1_paths
+from .files import V1Paths, resolve_v1_paths
 from .imagebind_audio import ImageBindAudioEncoder, build_imagebind_audio
 from .language_model import load_llama
 from .prompt import TEMPLATES, SegmentTokenizer, conversation, render
@@ -131,7 +131,7 @@ class VideoLlamaV1(SplicedFamilyModel):
         #: (bicubic to S×S, no crop) and CLIP normalisation; the media layer reads the size from it.
         self.image_processor_config = {
             "image_processor_type": "SiglipImageProcessor", "size": {"height": image_size, "width": image_size},
-            "resample": 3, "image_mean": list(V1_MEAN), "image_std": list(V1_STD),
+            "resample": 3, "image_mean": list(V1_PIXEL_MEAN), "image_std": list(V1_PIXEL_STD),
         }
 
     # ------------------------------------------------------------------ loading
@@ -185,7 +185,11 @@ class VideoLlamaV1(SplicedFamilyModel):
                        model_id=model if resolved_revision is not None else str(Path(model).expanduser().resolve()),
                        revision=resolved_revision, device=torch_device, dtype=torch_dtype, image_size=image_size)
         if num_frames is not None:
+            limit = visual.frame_positions.num_embeddings
+            if not 1 <= int(num_frames) <= limit:
+                raise Vl2Error(f"frames={num_frames}: Video-LLaMA's video Q-Former has frame positions for 1 to {limit} frames.")
             instance.num_frames = instance.config.num_frames = int(num_frames)
+        check_decode_loop(decode_loop)
         instance.decode_loop = decode_loop
         return instance
 
