@@ -143,3 +143,27 @@ def test_library_generate_is_upstream_greedy_and_batched_equals_alone(monkeypatc
     for generation, case_name in zip(batched, singles):
         assert generation.token_ids[: len(fixture.cases()[case_name]["generated_ids"])] == fixture.cases()[case_name]["generated_ids"]
     assert {case_kind(fixture.cases()[c]) for c in singles} >= {"video", "image", "text"}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_label_scoring_is_the_shared_one_batched_equals_alone(monkeypatch, name):
+    """Label scoring is the shared core's: each label's log-likelihood equals a plain forward over the
+    spliced prompt followed by the label's tokens and EOS, and a batch scores as files alone do."""
+    fixture = load_v1_fixture(name)
+    model = load_v1_model(monkeypatch, name)
+    singles = [c for c, g in fixture.cases().items() if case_question(g) is not None][:3]
+    items = [case_input(fixture, c) for c in singles]
+    questions = [case_question(fixture.cases()[c]) for c in singles]
+    labels = ["a dog", "music", fixture.cases()[singles[0]]["answer_text"] or "x"]
+    batched = model.score_labels_batch(items, questions, labels)
+    for item, question, scores in zip(items, questions, batched):
+        alone = model.score_labels(item, question, labels)
+        torch.testing.assert_close(torch.tensor(scores.log_likelihoods), torch.tensor(alone.log_likelihoods), atol=1e-4, rtol=1e-5)
+        with torch.inference_mode():
+            embeds, _ = model.prepare_inputs([item], [question])
+            ids = model.label_token_ids(labels[1]) + [model.eos_token_ids[0]]
+            full = torch.cat([embeds[0], model.llm.get_input_embeddings()(torch.tensor(ids))])[None]
+            logprobs = torch.log_softmax(model.llm(inputs_embeds=full).logits[0].double(), dim=-1)
+        start = embeds.shape[1] - 1
+        expected = sum(logprobs[start + k, t].item() for k, t in enumerate(ids))
+        assert alone.log_likelihoods[1] == pytest.approx(expected, abs=1e-4)
