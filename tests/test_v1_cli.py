@@ -121,3 +121,35 @@ def test_cli_caption_a_folder_with_a_v1_model(tmp_path):
         assert any("no audio track" in note for note in records["silent.mp4"]["notes"])
     if fixture.has_audio:
         assert records["with_sound.mov"]["modality"] == "av" and records["with_sound.mov"]["audio_missing"] is False
+
+
+def test_hub_id_resolves_through_the_cache_offline(monkeypatch, tmp_path):
+    """`--model DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned` from a filled HF cache, offline: the identity
+    (torch-free, for resume) and the loaded model name the hub id, its revision and the family."""
+    import shutil
+
+    from vl2cli.model.identity import CheckpointIdentity
+
+    name = next((n for n in FIXTURES if load_v1_fixture(n).has_audio), FIXTURES[0])
+    fixture = load_v1_fixture(name)
+    _use_fixture(monkeypatch, name)
+    hub = tmp_path / "hub"
+    shutil.copytree(fixture.root / "hub", hub)
+    repo_id = "DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(fixture.checkpoint_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("VL2_V1_LAVIS_DIR", str(fixture.lavis_folder))
+
+    identity = CheckpointIdentity.resolve(repo_id)
+    assert (identity.model_id, identity.revision, identity.family) == (repo_id, commit, "videollama")
+    assert identity.has_audio == fixture.has_audio and identity.num_frames == 8
+    model = api.load_model(repo_id, device="cpu", dtype="fp32")
+    assert (model.model_id, model.revision, model.family) == (repo_id, commit, "videollama")
+    media = fixture.root / fixture.golden["preprocess"]["video"]["file"]
+    [record] = api.caption(model, str(media), max_new_tokens=2)
+    assert record["error"] is None
+    assert record["model"] == {"id": repo_id, "revision": commit, "family": "videollama"}
