@@ -58,10 +58,11 @@ def build_eva_vit(state_dict: dict[str, torch.Tensor], *, image_size: int, heads
         layer_norm_eps=EVA_LAYER_NORM_EPS, qkv_bias=True, attention_dropout=0.0,
     )
     config._attn_implementation = "sdpa"
-    model = Blip2VisionModel(config)
+    with torch.device("meta"):  # no random init of a billion parameters: every one is loaded next
+        model = Blip2VisionModel(config)
     model.post_layernorm = nn.Identity()  # EVA returns the last block's tokens un-normed
-    renamed = rename_eva_keys(state_dict, depth)
-    _load_exact(model, renamed, "EVA ViT (eva_vit_g.pth)")
+    renamed = {k: v.float() for k, v in rename_eva_keys(state_dict, depth).items()}
+    _load_exact(model, renamed, "EVA ViT (eva_vit_g.pth)", assign=True)
     if image_size != grid * EVA_PATCH:
         raise CheckpointError(
             f"EVA ViT position grid {grid}x{grid} is for {grid * EVA_PATCH} px images, the model uses {image_size}: "
@@ -97,9 +98,10 @@ def rename_eva_keys(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str
     return out
 
 
-def _load_exact(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+def _load_exact(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str, *, assign: bool = False) -> None:
+    """Load every tensor or raise a CheckpointError; `assign` for modules built on the meta device."""
     try:
-        result = module.load_state_dict(state_dict, strict=False)
+        result = module.load_state_dict(state_dict, strict=False, assign=assign)
     except RuntimeError as exc:
         raise CheckpointError(f"{what}: tensors of the wrong shape: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:

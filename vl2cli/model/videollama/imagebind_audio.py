@@ -94,7 +94,8 @@ def build_imagebind_audio(state_dict: dict[str, torch.Tensor], *, heads: int | N
     if not heads:
         raise CheckpointError(f"ImageBind audio width {width}: the head count is not stored in the file; pass it (imagebind_heads).")
     depth = 1 + max(int(k[len(_TRUNK):].split(".")[0]) for k in state_dict if k.startswith(_TRUNK))
-    model = ImageBindAudioEncoder(width, depth, heads, out_dim, positions)
+    with torch.device("meta"):  # every parameter is loaded next
+        model = ImageBindAudioEncoder(width, depth, heads, out_dim, positions)
     renamed = {
         "patch.weight": state_dict[_PRE + "rgbt_stem.proj.weight"],
         "patch_norm.weight": state_dict[_PRE + "rgbt_stem.norm_layer.weight"],
@@ -111,5 +112,6 @@ def build_imagebind_audio(state_dict: dict[str, torch.Tensor], *, heads: int | N
             index, rest = key[len(_TRUNK):].split(".", 1)
             rest = rest.replace("mlp.fc1.", "fc1.").replace("mlp.fc2.", "fc2.")
             renamed[f"blocks.{index}.{rest}"] = tensor
-    _load_exact(model, renamed, "ImageBind audio encoder (imagebind_huge.pth)")
+    _load_exact(model, {k: v.float() for k, v in renamed.items()}, "ImageBind audio encoder (imagebind_huge.pth)",
+                assign=True)
     return model.eval()
