@@ -240,6 +240,22 @@ def export(ctx: typer.Context) -> None:
     typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
 
 
+@app.command("convert", epilog="Example: [cyan]vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b[/cyan]")
+def convert(
+    model: Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="new folder for the safetensors copy", show_default=False)],
+) -> None:
+    """Write a safetensors copy of a Video-LLaMA (v1) model, which then loads without unpickling."""
+    def body() -> int:
+        from .api import convert_model
+
+        written = convert_model(model, out)
+        print(f"wrote {len(written)} files to {out}; use --model {out}")
+        return EXIT_OK
+
+    raise typer.Exit(_guarded(body))
+
+
 def _guarded(body: Any) -> int:
     """User errors become one stderr line and exit 2, without a traceback."""
     try:

@@ -56,6 +56,9 @@ class MediaSpec:
     #: False: pixel_values stay uint8 levels (see `image.normalize_levels`), the light hand-off from
     #: decode workers to the model process.
     normalize_pixels: bool = True
+    #: The model family whose upstream preprocessing to reproduce: "videollama2" or "videollama" (v1,
+    #: `vl2cli.media.videollama_v1`: decord's S×S squash, its own frame indices, 8 ImageBind clips).
+    family: str = "videollama2"
 
 
 @dataclass
@@ -72,6 +75,8 @@ class LoadedMedia:
     audio_samples_decoded: int | None = None
     #: Facts the record should carry (e.g. the file looks truncated); the file was still usable.
     notes: list["MediaNote"] = field(default_factory=list)
+    #: Video-LLaMA (v1) only: upstream's sentence naming the sampled frames' seconds (part of its prompt).
+    frame_times_message: str | None = None
 
 
 #: A stream that ends this much before the duration its container declares is reported as truncated:
@@ -208,7 +213,11 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
     result = LoadedMedia(info=info, pixel_values=None, fbank=None, audio_missing=False, frame_indices=None,
                          timings_ms=timings)
     with container:
-        if info.kind == "video":
+        if spec.family == "videollama":
+            from vl2cli.media.videollama_v1 import load_v1_media
+
+            load_v1_media(path, spec, info, result, budget)
+        elif info.kind == "video":
             _load_video(path, spec, info, container, budget, result)
         elif info.kind == "image":
             if spec.image is not None:

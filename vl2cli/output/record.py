@@ -34,6 +34,9 @@ class Request:
     revision: str | None
     frames: int
     modality: str
+    #: the model family (`videollama2` or `videollama`, Video-LLaMA v1); implied by the model id, so
+    #: not part of the resume key
+    family: str = "videollama2"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def build_record(
         "prompt": request.prompt,
         "instruction": instruction,
         "labels": list(request.labels) if request.labels is not None else None,
-        "model": {"id": request.model_id, "revision": request.revision},
+        "model": {"id": request.model_id, "revision": request.revision, "family": request.family},
         "frames": request.frames,
         "modality_requested": request.modality,
         "modality": modality,

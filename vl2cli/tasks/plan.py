@@ -46,14 +46,21 @@ class PlannedFile:
 
 def towers_of(model: Any) -> ModelTowers:
     """The towers of a loaded model or of a LazyModel's identity (both answer on `.config`)."""
-    return ModelTowers(model.config.has_vision, model.config.has_audio)
+    silent_video = "video" if model_family(model) == "videollama" else "av"
+    return ModelTowers(model.config.has_vision, model.config.has_audio, silent_video)
 
 
 def build_request(model: Any, task: TaskSpec, options: RunOptions) -> Request:
     """What every file of the run is asked; fails the run early for a modality the model cannot give."""
     check_requested_modality(options.modality, towers_of(model), model.model_id)
     return Request(task=task.task, prompt=task.prompt, labels=task.labels, model_id=model.model_id,
-                   revision=model.revision, frames=model.num_frames, modality=options.modality)
+                   revision=model.revision, frames=model.num_frames, modality=options.modality,
+                   family=model_family(model))
+
+
+def model_family(model: Any) -> str:
+    """The family of a loaded model or of a LazyModel's identity, without loading the latter."""
+    return getattr(model.config, "family", None) or getattr(type(model), "family", "videollama2")
 
 
 def plan_files(paths: Iterable[str | Path], request: Request,
