@@ -12,7 +12,7 @@ from reference_fixtures import fixture_names, load_reference, use_fixture_hub
 
 from vl2cli.errors import EngineMismatchError, ExportError, Vl2Error
 from vl2cli.exporting import validate
-from vl2cli.exporting.components import VISION_TOWER, component_specs
+from vl2cli.exporting.components import CONNECTOR, VISION_TOWER, component_specs
 from vl2cli.exporting.discovery import ExportLocator
 from vl2cli.exporting.locations import engine_folder_name, model_slug
 from vl2cli.exporting.manifest import KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, sha256_file, weights_sha256
@@ -110,12 +110,14 @@ def test_engine_folder_for_another_gpu_is_refused_with_its_reason(tmp_path):
 
 def test_component_failing_its_parity_gate_is_not_kept(tmp_path, monkeypatch):
     model = fixture_model(FIXTURES[0])
+    kept = export_model(model, tmp_path, components=[CONNECTOR], build_engines=False)  # an earlier, good export
+    assert kept.ok
     impossible = validate.ParityThreshold(min_cosine=1.5, max_abs_relative=0.0)
     monkeypatch.setitem(validate.THRESHOLDS, "fp32", impossible)
     report = export_model(model, tmp_path, components=[VISION_TOWER], build_engines=False)
     assert not report.ok
     (outcome,) = report.failed
     assert outcome.name == VISION_TOWER and "does not reproduce PyTorch" in outcome.error
-    assert not list(report.export_folder.glob("*.onnx"))
-    assert VISION_TOWER not in Manifest.load(report.export_folder).components
+    assert [p.name for p in report.export_folder.glob("*.onnx")] == ["connector.onnx"]  # no tower graph left
+    assert list(Manifest.load(report.export_folder).components) == [CONNECTOR]  # the earlier export stays
     assert any("NOT EXPORTED" in line for line in report.lines())
