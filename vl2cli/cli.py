@@ -30,6 +30,7 @@ APP_HELP = f"""Captions, answers and labels for folders of videos, images and au
   [cyan]vl2 ask clip.mp4 "what sound is heard?"[/cyan]
   [cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]
   [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]
+  [cyan]vl2 caption long.mp4 --segment 60s[/cyan]   (one caption per minute; --format srt writes subtitles)
   [cyan]vl2 config show[/cyan]
 
 Settings: flags > VL2_* environment variables > --config YAML file > defaults.
@@ -43,6 +44,7 @@ config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help
 app.add_typer(config_app, name="config")
 
 MODEL_PANEL, INPUT_PANEL, RUN_PANEL, OUTPUT_PANEL = "Model", "Inputs", "Run", "Output"
+SEGMENT_PANEL = "Segments"
 
 #: Every setting's flags and help panel: the one place the options are declared. Types, defaults and
 #: help text come from `vl2cli.settings.Settings`; each command takes the settings listed for it below.
@@ -74,16 +76,23 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
     "retry_failed": (("--retry-failed/--no-retry-failed",), OUTPUT_PANEL),
     "json": (("--json/--no-json",), OUTPUT_PANEL),
+    "segment": (("--segment",), SEGMENT_PANEL),
+    "segment_overlap": (("--segment-overlap",), SEGMENT_PANEL),
+    "segment_min": (("--segment-min",), SEGMENT_PANEL),
+    "segment_max": (("--segment-max",), SEGMENT_PANEL),
+    "format": (("--format",), OUTPUT_PANEL),
+    "out_dir": (("--out-dir",), OUTPUT_PANEL),
 }
 #: Extra help after a setting's own description.
 _HELP_EXTRA = {
     "model": f" (default {DEFAULT_MODEL})", "modality": ": auto|video|audio|av",
     "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
-    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)",
+    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)", "format": ": jsonl|srt|vtt",
 }
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", "json", "model", "revision", "device", "dtype", "encoder_backend",
                  "frames", "modality", "device_map", "export_dir", "engine_dir", "include", "exclude", "kinds",
-                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet")
+                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet",
+                 "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
 #: Which settings each command takes as flags (the rest still come from the environment and config file).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "caption": ("prompt", "max_new_tokens", *_RUN_SETTINGS),
