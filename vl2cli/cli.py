@@ -31,6 +31,7 @@ APP_HELP = f"""Captions, answers and labels for folders of videos, images and au
   [cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]
   [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]
   [cyan]vl2 caption long.mp4 --segment 60s[/cyan]   (one caption per minute; --format srt writes subtitles)
+  [cyan]vl2 report captions.jsonl --out report.html[/cyan]
   [cyan]vl2 config show[/cyan]
 
 Settings: flags > VL2_* environment variables > --config YAML file > defaults.
@@ -221,6 +222,20 @@ def export(ctx: typer.Context) -> None:
                       context_settings={"help_option_names": ["-h", "--help"]})
     sub.command()(export_command)
     typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
+
+
+@app.command("report", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             help="One self-contained HTML page of a JSONL output: summary, filters, search, the frames each "
+                  "file or segment was seen by; see [cyan]vl2 report --help[/cyan].")
+def report(ctx: typer.Context) -> None:
+    """Forward to the report command (its own options; imported only now)."""
+    from .report.command import report_command
+
+    sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    sub.command()(report_command)
+    typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 report")
 
 
 def _guarded(body: Any) -> int:
