@@ -294,3 +294,31 @@ def test_a_run_killed_mid_file_resumes_at_the_next_segment(long_video: Path, tmp
     assert f"{10 - len(written)} done, {len(written)} skipped" in rerun.stderr
     cues = [line for line in (subs / "long.srt").read_text().splitlines() if " --> " in line]
     assert len(cues) == 10 and cues[0] == "00:00:00,000 --> 00:00:30,000"  # the earlier run's segments too
+
+
+@pytest.mark.slow
+@needs_av_fixture
+def test_on_a_terminal_a_segmented_caption_reads_like_a_subtitle_list(silent_video: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    run = subprocess.Popen(_vl2("caption", str(silent_video), "--segment", "60s", "--workers", "1", "--quiet"),
+                           env=_env(), stdout=slave, stderr=subprocess.PIPE, text=False)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed: the run is over
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    stderr = run.communicate(timeout=600)[1].decode()
+    assert run.returncode == 0, stderr
+    lines = [line for line in shown.decode("utf-8", "replace").replace("\r", "").splitlines() if line.strip()]
+    assert [line[:29] for line in lines] == ["[00:00:00.000 - 00:01:00.000]", "[00:01:00.000 - 00:02:00.000]",
+                                            "[00:02:00.000 - 00:02:10.000]"]
+    assert not any(line.lstrip().startswith("{") for line in lines)  # no JSON on a terminal
+    assert "3 segments: 3 done" in stderr
