@@ -21,8 +21,12 @@ $(BIN)/vl2: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(BIN)/vl2
 
+# `make test` leaves out the tests marked slow (subprocess end-to-end runs, signals, kill -9, the CLI
+# export, compiled encoders): about half the time. `make test SLOW=1` runs everything; .ci/run does.
+PYTEST_SELECT = $(if $(SLOW),,-m "not slow")
+
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_SELECT)
 
 bench:
 	$(BIN)/python -m benchmarks.run

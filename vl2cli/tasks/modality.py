@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # torch-heavy; only the pipeline, which has them loaded, call
     from ..media.loader import LoadedMedia
     from ..model.inputs import MultimodalInput
 
+#: The streams of a file that each modality puts in front of the model.
+STREAMS_SEEN = {"video": ("video",), "image": ("video",), "audio": ("audio",), "av": ("video", "audio")}
 AUDIO_MISSING_NOTE = "the video has no audio track: 30 s of silence was used for the audio (as upstream does)"
 
 
@@ -82,6 +84,7 @@ def to_model_input(loaded: "LoadedMedia", modality: str, *, pixel_values: "torch
     from ..model.inputs import MultimodalInput
 
     notes = [AUDIO_MISSING_NOTE] if modality == "av" and loaded.audio_missing else []
+    notes += [note.text for note in loaded.notes if note.stream in STREAMS_SEEN[modality]]
     pixels = pixel_values if pixel_values is not None else loaded.pixel_values
     audio = fbank if fbank is not None else loaded.fbank
     return MultimodalInput(
