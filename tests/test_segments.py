@@ -322,3 +322,13 @@ def test_on_a_terminal_a_segmented_caption_reads_like_a_subtitle_list(silent_vid
                                             "[00:02:00.000 - 00:02:10.000]"]
     assert not any(line.lstrip().startswith("{") for line in lines)  # no JSON on a terminal
     assert "3 segments: 3 done" in stderr
+
+
+def test_subtitle_files_go_beside_the_input_by_default(tmp_path: Path) -> None:
+    source = tmp_path / "talk.mp4"
+    record = {"path": str(source), "error": None, "output": "hello",
+              "segment": {"index": 0, "start_s": 0.0, "end_s": 30.0, "count": 1, "by": "30s"}}
+    files = SubtitleFiles("vtt")
+    files.add(source, record)
+    files.close()
+    assert (tmp_path / "talk.vtt").read_text() == "WEBVTT\n\n00:00:00.000 --> 00:00:30.000\nhello\n"
