@@ -24,7 +24,7 @@ from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_
 if TYPE_CHECKING:
     from .model.videollama2 import VideoLlama2
     from .output.record import Request, ResumeKey
-    from .tasks.plan import FileOutcome, PlannedFile
+    from .tasks.plan import FileOutcome, KnownSegments, PlannedFile
     from .tasks.spec import RunOptions, TaskSpec
 
 PathsArg = str | Path | Sequence[str | Path]
@@ -102,6 +102,7 @@ def iter_outcomes(
     options: "RunOptions | None" = None,
     *,
     is_done: "Callable[[ResumeKey], bool] | None" = None,
+    known_segments: "KnownSegments | None" = None,
     on_warning: "Callable[[WalkWarning], None] | None" = None,
     on_walk_end: Callable[[int], None] | None = None,
     recursive: bool = True,
@@ -121,7 +122,9 @@ def iter_outcomes(
     `runner` does the model half for the files that need work (default: this process's pipeline,
     `vl2cli.tasks.pipeline.run_planned`; `vl2cli.runners.ray_engine` spreads it over a Ray cluster). `model` is a loaded VideoLlama2 or a
     `LazyModel`: until a file needs the model, nothing here imports torch, so a rerun where every file
-    is done returns in the time the walk takes.
+    is done returns in the time the walk takes. With `options.segmenting`, each segment of a long file
+    is an outcome of its own; `known_segments(file_key, by)` lists a file's segments from earlier
+    records (`ResumeIndex.known_segments`) so a finished file is not cut again.
     """
     from .tasks.plan import build_request, plan_files
     from .tasks.spec import RunOptions
@@ -134,7 +137,8 @@ def iter_outcomes(
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
     request = build_request(model, task, options)
-    return _outcomes(model, plan_files(files, request, is_done), task, options, request, runner)
+    planned = plan_files(files, request, is_done, segmenting=options.segmenting, known_segments=known_segments)
+    return _outcomes(model, planned, task, options, request, runner)
 
 
 def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",
@@ -163,12 +167,23 @@ def iter_records(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     kinds: Sequence[str] = MEDIA_KINDS,
+    segment: str | None = None,
+    segment_overlap: str | None = None,
+    segment_min: str | None = None,
+    segment_max: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream records as batches finish (files and folders expanded as the CLI does)."""
+    """Stream records as batches finish (files and folders expanded as the CLI does).
+
+    `segment` ("60s", "1m30s", "scenes", ...) cuts long files into segments, one record each, with
+    `segment_overlap` (fixed windows) or `segment_min`/`segment_max` (scenes) as durations.
+    """
+    from .tasks.segmenting import Segmenting
     from .tasks.spec import RunOptions
 
+    segmenting = (Segmenting.parse(segment, overlap=segment_overlap, min_length=segment_min, max_length=segment_max)
+                  if segment else None)
     options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
-                         video_backend=video_backend)
+                         video_backend=video_backend, segmenting=segmenting)
     for outcome in iter_outcomes(model, paths, task, options, recursive=recursive, include=include,
                                  exclude=exclude, kinds=kinds):
         if outcome.record is not None:

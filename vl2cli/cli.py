@@ -31,6 +31,8 @@ APP_HELP = f"""Captions, answers and labels for folders of videos, images and au
   [cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]
   [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]
   [cyan]vl2 caption ./videos --shard 0/4 --out parts/[/cyan]   (then [cyan]vl2 shards parts/[/cyan], [cyan]vl2 merge parts/ --out all.jsonl[/cyan])
+  [cyan]vl2 caption long.mp4 --segment 60s[/cyan]   (one caption per minute; --format srt writes subtitles)
+  [cyan]vl2 report captions.jsonl --out report.html[/cyan]
   [cyan]vl2 config show[/cyan]
 
 Settings: flags > VL2_* environment variables > --config YAML file > defaults.
@@ -44,6 +46,7 @@ config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help
 app.add_typer(config_app, name="config")
 
 MODEL_PANEL, INPUT_PANEL, RUN_PANEL, OUTPUT_PANEL = "Model", "Inputs", "Run", "Output"
+SEGMENT_PANEL = "Segments"
 
 #: Every setting's flags and help panel: the one place the options are declared. Types, defaults and
 #: help text come from `vl2cli.settings.Settings`; each command takes the settings listed for it below.
@@ -78,17 +81,24 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
     "retry_failed": (("--retry-failed/--no-retry-failed",), OUTPUT_PANEL),
     "json": (("--json/--no-json",), OUTPUT_PANEL),
+    "segment": (("--segment",), SEGMENT_PANEL),
+    "segment_overlap": (("--segment-overlap",), SEGMENT_PANEL),
+    "segment_min": (("--segment-min",), SEGMENT_PANEL),
+    "segment_max": (("--segment-max",), SEGMENT_PANEL),
+    "format": (("--format",), OUTPUT_PANEL),
+    "out_dir": (("--out-dir",), OUTPUT_PANEL),
 }
 #: Extra help after a setting's own description.
 _HELP_EXTRA = {
     "model": f" (default {DEFAULT_MODEL})", "modality": ": auto|video|audio|av",
     "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
-    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)",
+    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)", "format": ": jsonl|srt|vtt",
 }
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", "json", "model", "revision", "device", "dtype", "encoder_backend",
                  "frames", "modality", "device_map", "export_dir", "engine_dir", "include", "exclude", "kinds",
                  "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet",
-                 "shard", "engine", "ray_address")
+                 "shard", "engine", "ray_address",
+                 "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
 #: Which settings each command takes as flags (the rest still come from the environment and config file).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "caption": ("prompt", "max_new_tokens", *_RUN_SETTINGS),
@@ -254,6 +264,20 @@ def convert(
         return EXIT_OK
 
     raise typer.Exit(_guarded(body))
+
+
+@app.command("report", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             help="One self-contained HTML page of a JSONL output: summary, filters, search, the frames each "
+                  "file or segment was seen by; see [cyan]vl2 report --help[/cyan].")
+def report(ctx: typer.Context) -> None:
+    """Forward to the report command (its own options; imported only now)."""
+    from .report.command import report_command
+
+    sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    sub.command()(report_command)
+    typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 report")
 
 
 def _guarded(body: Any) -> int:

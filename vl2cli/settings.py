@@ -86,6 +86,14 @@ class Settings:
     prompt: str | None = _setting(None, "caption instruction (default: by modality)")
     labels: list[str] = _setting([], "classify: candidate labels")
     top_k: int = _setting(DEFAULT_TOP_K, "classify: labels kept in `top_k`")
+    segment: str | None = _setting(None, "cut long files into segments, one record each: a length (30s, 2m, 1m30s) "
+                                         "or scenes")
+    segment_overlap: str | None = _setting(None, "fixed segments: time each shares with the next (e.g. 5s)")
+    segment_min: str = _setting("2s", "scene segments: shortest (shorter scenes join a neighbour)")
+    segment_max: str = _setting("60s", "scene segments: longest (longer scenes are split)")
+    format: str = _setting("jsonl", "jsonl: records only; srt, vtt: also a subtitle file per input",
+                           ("jsonl", "srt", "vtt"))
+    out_dir: str | None = _setting(None, "folder for subtitle files (default: beside each input)")
     include: list[str] = _setting([], "globs a file in a folder must match (any)")
     exclude: list[str] = _setting([], "globs that drop a file in a folder")
     kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders")

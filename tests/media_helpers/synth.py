@@ -117,3 +117,56 @@ def damage_video_packet(source: Path, target: Path, packet: int) -> Path:
     data[position + 4:position + size] = b"\xff" * (size - 4)
     target.write_bytes(bytes(data))
     return target
+
+
+#: RGB colours for the scenes of `write_scene_video`: each differs from the next in hue, saturation and
+#: brightness (a cut a content detector must see, as between two camera shots).
+SCENE_COLOURS = ((230, 30, 30), (20, 70, 20), (190, 190, 255), (60, 20, 110), (250, 210, 0), (0, 50, 70),
+                 (255, 140, 200), (10, 10, 10))
+
+
+#: The long videos' sound is made at the model's rate: a third of the encoding time of 48 kHz.
+SCENE_AUDIO_RATE = 16000
+
+
+def scene_of_frame(frame: int, scene_frames: int) -> int:
+    return frame // scene_frames
+
+
+def write_scene_video(path: Path, *, seconds: float = 300.0, fps: int = 4, scene_seconds: float = 40.0,
+                      width: int = 64, height: int = 48, with_audio: bool = False) -> Path:
+    """A long video at tiny size and low frame rate: a new scene every `scene_seconds`.
+
+    Scene k is a flat SCENE_COLOURS[k % 8] field with a small grey square drifting across it (so frames
+    within a scene differ a little); the cut falls exactly at frame k * scene_seconds * fps. With
+    audio, scene k's sound is a tone of 200 + 100·k Hz.
+    """
+    scene_frames = int(round(scene_seconds * fps))
+    total = int(round(seconds * fps))
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"g": str(fps * 10)}  # some GOPs span a cut: the decoder, not the keyframes, finds it
+        audio = out.add_stream("aac", rate=SCENE_AUDIO_RATE, layout="mono") if with_audio else None
+        for i in range(total):
+            colour = SCENE_COLOURS[scene_of_frame(i, scene_frames) % len(SCENE_COLOURS)]
+            rgb = np.empty((height, width, 3), dtype=np.uint8)
+            rgb[:] = colour
+            x = (i * 2) % (width - 8)
+            rgb[height // 2 - 4:height // 2 + 4, x:x + 8] = 128
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if audio is not None:
+            chunk = 1024
+            t = np.arange(int(seconds * SCENE_AUDIO_RATE)) / SCENE_AUDIO_RATE
+            scene = (t // scene_seconds).astype(int)
+            signal = (0.3 * np.sin(2 * np.pi * (200 + 100 * scene) * t)).astype(np.float32)
+            for start in range(0, signal.shape[0], chunk):
+                frame = av.AudioFrame.from_ndarray(signal[None, start:start + chunk], format="fltp", layout="mono")
+                frame.sample_rate = SCENE_AUDIO_RATE
+                frame.pts = start
+                frame.time_base = Fraction(1, SCENE_AUDIO_RATE)
+                out.mux(audio.encode(frame))
+            out.mux(audio.encode(None))
+    return path

@@ -1,10 +1,22 @@
-"""Media ingestion: files to model inputs, as upstream VideoLLaMA 2 preprocesses them (docs/media.md)."""
+"""Media ingestion: files to model inputs, as upstream VideoLLaMA 2 preprocesses them (docs/media.md).
+
+The names below load on first use (PEP 562), so the torch-free parts of the package (`segments`,
+`sampling`) can be imported by the run's planning without pulling in torch.
+"""
 from __future__ import annotations
 
-from vl2cli.media.image import ImageProcessorSpec, normalize_levels, preprocess_frames, value_lookup_table
-from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
-from vl2cli.media.probe import MediaInfo, probe_media
-from vl2cli.media.workers import DecodePool
+import importlib
+from typing import Any
 
-__all__ = ["DecodePool", "ImageProcessorSpec", "LoadedMedia", "MediaInfo", "MediaSpec", "load_media",
-           "normalize_levels", "preprocess_frames", "probe_media", "value_lookup_table"]
+_EXPORTS = {
+    "ImageProcessorSpec": "image", "normalize_levels": "image", "preprocess_frames": "image",
+    "value_lookup_table": "image", "LoadedMedia": "loader", "MediaSpec": "loader", "load_media": "loader",
+    "MediaInfo": "probe", "probe_media": "probe", "DecodePool": "workers",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
+from math import gcd
 
 import av
 import numpy as np
@@ -82,6 +83,107 @@ def _decode_16k_mono(container: av.container.InputContainer, stream: av.audio.st
     for out in resampler.resample(None):
         chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+
+#: Seconds decoded before a window's start after a seek: the codec's first frames after a seek are
+#: primed from nothing (AAC's overlapped transform), so they fall outside the window.
+AUDIO_SEEK_PREROLL_S = 1.0
+#: Seconds decoded past a window's end so the resampler's tail covers it.
+_AUDIO_WINDOW_TAIL_S = 0.1
+
+
+def _stream_start_s(stream: av.audio.stream.AudioStream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def _window_frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                   start_s: float, end_s: float) -> tuple[list[av.AudioFrame], float]:
+    """Decoded frames covering [start_s, end_s) after a seek, and the time (s, from the stream's start)
+    of the first one: the sample at `start_s` is then (start_s - that time) · rate samples in."""
+    origin = _stream_start_s(stream)
+    seek_to = start_s - AUDIO_SEEK_PREROLL_S
+    if seek_to > 0:
+        container.seek(int((origin + seek_to) / stream.time_base), stream=stream, backward=True)
+    frames: list[av.AudioFrame] = []
+    first_time: float | None = None
+    for frame in container.decode(stream):
+        time = float(frame.time) - origin if frame.time is not None else None
+        if first_time is None:
+            first_time = time if time is not None else 0.0
+        frames.append(frame)
+        if time is not None and time > end_s + _AUDIO_WINDOW_TAIL_S:
+            break
+    return frames, (first_time or 0.0)
+
+
+def _on_output_grid(frames: list[av.AudioFrame], first_time_s: float, rate: int) -> tuple[list[av.AudioFrame], float]:
+    """Drop leading input samples so the decode starts on a sample that falls on the 16 kHz grid of the
+    whole track (e.g. a multiple of 3 at 48 kHz, of 441 at 44.1 kHz): the resampler then produces the
+    very samples a whole-track decode does, not ones shifted by a fraction of a sample."""
+    if not frames or rate == AUDIO_SAMPLE_RATE:
+        return frames, first_time_s
+    period = rate // gcd(rate, AUDIO_SAMPLE_RATE)
+    skip = (-int(round(first_time_s * rate))) % period
+    kept: list[av.AudioFrame] = []
+    left = skip
+    for frame in frames:
+        if left >= frame.samples:
+            left -= frame.samples
+            continue
+        if left:
+            frame = _without_leading_samples(frame, left)
+            left = 0
+        kept.append(frame)
+    return kept, first_time_s + skip / rate
+
+
+def _without_leading_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    trimmed = data[:, count:] if frame.format.is_planar else data[:, count * channels:]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(trimmed), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+def _slice_window(samples: np.ndarray, rate: int, first_time_s: float, start_s: float, end_s: float) -> np.ndarray:
+    """Samples [int(start_s·rate), int(end_s·rate)) of the whole track, from a decode that began at `first_time_s`."""
+    offset = int(round(first_time_s * rate))
+    first, last = max(int(start_s * rate) - offset, 0), max(int(end_s * rate) - offset, 0)
+    return samples[first:last]
+
+
+def decode_audio_window_16k_mono(path: str, start_s: float, end_s: float,
+                                 container: av.container.InputContainer | None = None) -> np.ndarray:
+    """`decode_audio_track_16k_mono(path)[int(start_s·16000):int(end_s·16000)]`, without decoding the rest.
+
+    A segment of a long file must not decode its whole track: this seeks to AUDIO_SEEK_PREROLL_S before
+    the window, decodes past its end, and slices by the first decoded frame's time (within a few
+    samples of the whole-track slice; the values agree after the codec's first frame).
+    """
+    def decode(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> np.ndarray:
+        frames, first_time = _window_frames(container, stream, start_s, end_s)
+        frames, first_time = _on_output_grid(frames, first_time, stream.codec_context.sample_rate)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
+        chunks = [out.to_ndarray().reshape(-1) for frame in frames for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+        pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        return _slice_window(pcm, AUDIO_SAMPLE_RATE, first_time, start_s, end_s)
+
+    return _decode_first_audio_stream(path, container, decode)
+
+
+def read_audio_channel0_window(path: str, start_s: float, end_s: float,
+                               container: av.container.InputContainer | None = None) -> tuple[np.ndarray, int]:
+    """`read_audio_channel0` of [start_s, end_s) only (native rate), by seeking as `decode_audio_window_16k_mono`."""
+    def decode(container: av.container.InputContainer,
+               stream: av.audio.stream.AudioStream) -> tuple[np.ndarray, int]:
+        rate = stream.codec_context.sample_rate
+        frames, first_time = _window_frames(container, stream, start_s, end_s)
+        samples = np.concatenate([_channel0_as_float64(f) for f in frames]) if frames else np.zeros(0)
+        return _slice_window(samples, rate, first_time, start_s, end_s), rate
+
+    return _decode_first_audio_stream(path, container, decode)
 
 
 def _channel0_as_float64(frame: av.AudioFrame) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -22,8 +22,10 @@ from vl2cli.media.audio import (
     INT16_SCALE,
     audio_file_waveform,
     decode_audio_track_16k_mono,
+    decode_audio_window_16k_mono,
     kaldi_fbank,
     read_audio_channel0,
+    read_audio_channel0_window,
     round_to_bfloat16,
     video_audio_waveform,
 )
@@ -59,6 +61,33 @@ class MediaSpec:
     #: The model family whose upstream preprocessing to reproduce: "videollama2" or "videollama" (v1,
     #: `vl2cli.media.videollama_v1`: decord's S×S squash, its own frame indices, 8 ImageBind clips).
     family: str = "videollama2"
+
+    @property
+    def audio_window(self) -> tuple[float, float] | None:
+        """The clip bounds as the audio's window: both bounds set (a segment), else None (the whole track).
+
+        Upstream applies `s`/`e` to the frames only; vl2 takes a segment's sound from the same window
+        (upstream's 8 × 2 s clip selection then runs inside it), or a segment would hear the whole file.
+        """
+        if self.start_s is None or self.end_s is None:
+            return None
+        return self.start_s, self.end_s
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A window of a file to decode as upstream's `s`/`e` clip (one segment of a long file)."""
+
+    path: str
+    start_s: float
+    end_s: float
+
+    def __str__(self) -> str:
+        return f"{self.path} [{self.start_s:g}-{self.end_s:g} s]"
+
+    def spec_for(self, spec: MediaSpec) -> MediaSpec:
+        """`spec` with this clip's bounds."""
+        return replace(spec, start_s=self.start_s, end_s=self.end_s)
 
 
 @dataclass
@@ -137,10 +166,16 @@ def check_audio_samples(path: str, samples: np.ndarray) -> None:
 
 
 def _video_fbank(path: str, has_audio: bool, container: av.container.InputContainer,
-                 timings: dict[str, float]) -> tuple[torch.Tensor, bool, int]:
-    """Upstream's audio-of-a-video fbank; silence (reported) when there is no audio track."""
+                 timings: dict[str, float], window: tuple[float, float] | None = None) -> tuple[torch.Tensor, bool, int]:
+    """Upstream's audio-of-a-video fbank (of `window` only, when given); silence (reported) when there
+    is no audio track."""
     with _timed(timings, "decode_audio"):
-        pcm = decode_audio_track_16k_mono(path, container) if has_audio else np.zeros(0, dtype=np.int16)
+        if not has_audio:
+            pcm = np.zeros(0, dtype=np.int16)
+        elif window is not None:
+            pcm = decode_audio_window_16k_mono(path, *window, container=container)
+        else:
+            pcm = decode_audio_track_16k_mono(path, container)
     missing = pcm.shape[0] == 0
     with _timed(timings, "fbank"):
         # upstream's fallback is 30 s of zeros *before* clip selection; selecting from zeros gives zeros
@@ -152,7 +187,11 @@ def _video_fbank(path: str, has_audio: bool, container: av.container.InputContai
 def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputContainer,
                       timings: dict[str, float]) -> tuple[torch.Tensor, int]:
     with _timed(timings, "decode_audio"):
-        samples, rate = read_audio_channel0(path, container)
+        window = spec.audio_window
+        if window is not None:
+            samples, rate = read_audio_channel0_window(path, *window, container=container)
+        else:
+            samples, rate = read_audio_channel0(path, container)
     check_audio_samples(path, samples)
     with _timed(timings, "fbank"):
         fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
@@ -164,7 +203,8 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
     """Frames and audio of a video; with a budget of 2+ threads the audio runs beside the video."""
     timings = result.timings_ms
     audio_timings: dict[str, float] = {}
-    audio_job = (lambda: _video_fbank(path, info.has_audio, container, audio_timings)) if spec.want_audio else None
+    audio_job = ((lambda: _video_fbank(path, info.has_audio, container, audio_timings, spec.audio_window))
+                 if spec.want_audio else None)
     background = start_in_background(audio_job, threads) if audio_job is not None and spec.image is not None else None
     try:
         if spec.image is not None:

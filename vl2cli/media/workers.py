@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from vl2cli.errors import DecodeTimeoutError, DecoderCrashError, MediaError
-from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
+from vl2cli.media.loader import Clip, LoadedMedia, MediaSpec, load_media
 from vl2cli.media.parallel import set_media_threads
 
 LoadFn = Callable[[str, MediaSpec], LoadedMedia]
@@ -127,8 +127,17 @@ def _from_wire(result: LoadedMedia | MediaError) -> LoadedMedia | MediaError:
     return result
 
 
-def decode_one(load_fn: LoadFn, path: str, spec: MediaSpec) -> LoadedMedia | MediaError:
-    """One file's result, its failures included: what a worker sends back for it."""
+def _file_of(target: "str | Clip") -> str:
+    return target.path if isinstance(target, Clip) else target
+
+
+def decode_one(load_fn: LoadFn, path: "str | Clip", spec: MediaSpec) -> LoadedMedia | MediaError:
+    """One file's result, its failures included: what a worker sends back for it.
+
+    `path` may be a `Clip`: that window of the file, decoded with the clip's bounds in the spec.
+    """
+    if isinstance(path, Clip):
+        spec, path = path.spec_for(spec), path.path
     try:
         return load_fn(path, spec)
     except MediaError as exc:
@@ -152,7 +161,7 @@ class InlineDecoder:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], str | None]
+    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], "str | Clip | None"]
                    ) -> Iterator[tuple[T, LoadedMedia | MediaError | None]]:
         for item in items:
             path = path_of(item)
@@ -166,7 +175,7 @@ class InlineDecoder:
 class _Worker:
     process: mp.process.BaseProcess
     conn: Connection
-    task: tuple[int, str] | None = None
+    task: "tuple[int, str | Clip] | None" = None
     deadline: float = 0.0
 
 
@@ -246,10 +255,11 @@ class DecodePool:
         for path, result in self.imap_items((Path(p) for p in paths), path_of=str):
             yield path, result  # type: ignore[misc]
 
-    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], str | None]
+    def imap_items(self, items: Iterable[T], *, path_of: Callable[[T], "str | Clip | None"]
                    ) -> Iterator[tuple[T, LoadedMedia | MediaError | None]]:
-        """`imap` over arbitrary items: `path_of(item)` is the file to decode, or None to pass the
-        item through undecoded (result None) in its place in the order — e.g. a file already done."""
+        """`imap` over arbitrary items: `path_of(item)` is the file (or `Clip` of a file) to decode, or
+        None to pass the item through undecoded (result None) in its place in the order — e.g. a file
+        already done."""
         if not self._workers:
             raise RuntimeError("use DecodePool as a context manager (with DecodePool(...) as pool)")
         feed = _Feed(self, iter(items), path_of)
@@ -294,18 +304,19 @@ class DecodePool:
                     pass  # died while sending: handled as a crash below
                 else:
                     if isinstance(result, MediaError) and result.path is None:
-                        result.path = path
+                        result.path = _file_of(path)
                     done[got_seq] = result
                     worker.task = None
                     continue
             if worker.process.sentinel in ready or not worker.process.is_alive():
                 code = worker.process.exitcode
                 done[seq] = DecoderCrashError(
-                    f"{path}: the decoder process died (exit code {code}); the file was skipped", path=path)
+                    f"{path}: the decoder process died (exit code {code}); the file was skipped", path=_file_of(path))
                 self._replace(worker)
             elif now >= worker.deadline:
                 done[seq] = DecodeTimeoutError(
-                    f"{path}: decoding took longer than {self.timeout_s:g} s; the decoder was stopped", path=path)
+                    f"{path}: decoding took longer than {self.timeout_s:g} s; the decoder was stopped",
+                    path=_file_of(path))
                 self._replace(worker)
 
 
@@ -318,7 +329,7 @@ class _Feed(Generic[T]):
     room or stops.
     """
 
-    def __init__(self, pool: DecodePool, source: Iterator[T], path_of: Callable[[T], str | None]) -> None:
+    def __init__(self, pool: DecodePool, source: Iterator[T], path_of: Callable[[T], "str | Clip | None"]) -> None:
         self.pool, self.source, self.decode_path = pool, source, path_of
         self.cond = threading.Condition()
         self.item_of: dict[int, T] = {}  # in flight or finished, not yet taken: bounded by max_pending

@@ -3,7 +3,8 @@
 A record carries everything needed to tell later whether the same work would be repeated: the file's
 identity (path, size, mtime) and the request (task, prompt/labels, model, frames, modality). The resume
 key is computed from exactly those fields, both for a file about to be processed and for a record read
-back from an earlier run, so the two always agree.
+back from an earlier run, so the two always agree. A segment of a long file (`--segment`) is its own
+unit of work: its key adds how the file was cut and which window it is.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TaskName = Literal["caption", "ask", "classify"]
 TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
 #: Media facts copied from the probe into the record (the rest of MediaInfo is internal detail).
@@ -21,6 +22,11 @@ MEDIA_FIELDS = ("kind", "container", "duration_s", "has_video", "has_audio", "wi
                 "num_frames", "video_codec", "audio_codec", "audio_sample_rate", "audio_channels")
 
 ResumeKey = tuple
+#: Fields of a whole file's resume key (a segment's key adds its own after them).
+FILE_KEY_LENGTH = 10
+#: The record's `segment` object: `by` (how the file was cut, e.g. "60s" or "scenes 2s-60s"), `index`
+#: of `count`, and the window [start_s, end_s) in seconds.
+SEGMENT_FIELDS = ("index", "start_s", "end_s", "count", "by")
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,21 @@ class FileStamp:
         return cls(absolute, stat.st_size, stat.st_mtime_ns)
 
 
-def resume_key(stamp: FileStamp, request: Request) -> ResumeKey:
-    """The identity of one unit of work."""
+def _segment_part(segment: dict[str, Any] | None) -> tuple:
+    if segment is None:
+        return ()
+    return ("segment", segment["by"], segment["index"], float(segment["start_s"]), float(segment["end_s"]))
+
+
+def resume_key(stamp: FileStamp, request: Request, segment: dict[str, Any] | None = None) -> ResumeKey:
+    """The identity of one unit of work: a whole file, or one `segment` (the record's object) of it."""
     return (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt, request.labels,
-            request.model_id, request.revision, request.frames, request.modality)
+            request.model_id, request.revision, request.frames, request.modality) + _segment_part(segment)
+
+
+def file_key(key: ResumeKey) -> ResumeKey:
+    """The whole file's key of a segment's key (a whole file's key is its own)."""
+    return key[:FILE_KEY_LENGTH]
 
 
 def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
@@ -68,7 +85,7 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
         labels = record["labels"]
         return (record["path"], file["size_bytes"], file["mtime_ns"], record["task"], record["prompt"],
                 tuple(labels) if labels is not None else None, model["id"], model["revision"],
-                record["frames"], record["modality_requested"])
+                record["frames"], record["modality_requested"]) + _segment_part(record.get("segment"))
     except (KeyError, TypeError):
         return None
 
@@ -97,13 +114,16 @@ def build_record(
     top_k: list[str] | None = None,
     timings_ms: dict[str, Any] | None = None,
     error: dict[str, str] | None = None,
+    segment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A complete record in schema field order; anything not known is null."""
+    """A complete record in schema field order; anything not known is null. `segment`: the window of
+    the file this record is about (SEGMENT_FIELDS), None for a whole file."""
     timings = {"decode": None, "model": None, "total": None}
     timings.update(timings_ms or {})
     return {
         "schema_version": SCHEMA_VERSION,
         "path": path,
+        "segment": {name: segment[name] for name in SEGMENT_FIELDS} if segment is not None else None,
         "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
         "media": media,
         "task": request.task,

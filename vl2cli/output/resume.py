@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .record import ResumeKey, key_of_record
+from .record import ResumeKey, file_key, key_of_record
 from .writer import read_records
 
 #: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
@@ -32,6 +32,8 @@ class ResumeIndex:
     """For each resume key, the state of its latest record (later records win)."""
 
     latest: dict[ResumeKey, _Latest] = field(default_factory=dict)
+    #: segmented files: (file key, by) -> segment index -> the record's `segment` object
+    segments: dict[tuple, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def from_output(cls, path: str | Path) -> "ResumeIndex":
@@ -48,6 +50,9 @@ class ResumeIndex:
         key = key_of_record(record)
         if key is None:
             return
+        segment = record.get("segment")
+        if segment is not None:
+            self.segments.setdefault((file_key(key), segment["by"]), {})[segment["index"]] = segment
         error = record.get("error")
         if error is None:
             self.latest[key] = _Latest(False, False, 0)
@@ -63,6 +68,18 @@ class ResumeIndex:
         if latest.failed and (retry_failed or (latest.transient and latest.attempts < MAX_ATTEMPTS)):
             return False
         return True
+
+    def known_segments(self, key: ResumeKey, by: str) -> list[dict[str, Any]] | None:
+        """Every segment of the file (`key`: its whole-file key) cut `by` this rule, from earlier records —
+        or None unless all `count` of them have a record (then the file need not be cut again to know
+        what is left to do)."""
+        seen = self.segments.get((file_key(key), by))
+        if not seen:
+            return None
+        count = next(iter(seen.values()))["count"]
+        if sorted(seen) != list(range(count)) or any(s["count"] != count for s in seen.values()):
+            return None
+        return [seen[i] for i in range(count)]
 
     def next_attempt(self, key: ResumeKey) -> int:
         """The attempt number of a new error record for this key."""

@@ -31,6 +31,9 @@ def engine_runner(settings: Settings) -> Iterator["Runner | None"]:
     if settings.engine == "local":
         yield None
         return
+    if settings.segment:
+        # Ray's actors are handed whole files (keyed by path); segments of one file would collide there.
+        raise Vl2Error("segmenting long files (segment) runs on the local engine only, not on Ray yet")
     if importlib.util.find_spec("ray") is None:
         raise EngineUnavailableError("engine ray needs Ray Data, which is not installed: pip install 'vl2[ray]'")
     from .ray_engine import RayRunner

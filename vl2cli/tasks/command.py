@@ -16,11 +16,13 @@ from ..discover import WalkWarning
 from ..output.lock import OutputLock
 from ..output.record import key_of_record
 from ..output.resume import ResumeIndex
+from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .lazy_model import LazyModel
 from .prompts import parse_labels
+from .segmenting import Segmenting
 from .spec import RunOptions, TaskSpec
 from .summary import RunSummary
 
@@ -111,9 +113,23 @@ def task_spec(task: str, settings: Settings, *, prompt: str | None = None) -> Ta
                     labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
 
 
+def segmenting_of(settings: Settings) -> Segmenting | None:
+    """The run's `--segment` rule, checked now (a bad length is fatal before any file is read)."""
+    if not settings.segment:
+        return None
+    return Segmenting.parse(settings.segment, overlap=settings.segment_overlap, min_length=settings.segment_min,
+                            max_length=settings.segment_max)
+
+
 def run_options(settings: Settings) -> RunOptions:
     return RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
-                      decode_timeout=settings.decode_timeout, video_backend=settings.video_backend)
+                      decode_timeout=settings.decode_timeout, video_backend=settings.video_backend,
+                      segmenting=segmenting_of(settings))
+
+
+def _subtitle_list_mode(settings: Settings, stdout: TextIO, single: bool) -> bool:
+    """`vl2 caption long.mp4 --segment 60s` on a terminal: a subtitle-like list instead of JSON lines."""
+    return bool(settings.segment) and settings.out == STDOUT_NAME and not settings.json and (single or stdout.isatty())
 
 
 def lazy_model(settings: Settings) -> LazyModel:
@@ -150,7 +166,13 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         settings = dataclasses.replace(settings, out=str(sharded.part))
     summary = RunSummary()
     spec = task_spec(task, settings, prompt=prompt)
+    options = run_options(settings)
     single = _single_answer_mode(task, inputs, settings)
+    as_list = _subtitle_list_mode(settings, stdout, single)
+    single = single and not as_list
+    several_inputs, listed = len(inputs) > 1 or not inputs[0].is_file(), None
+    if options.segmenting is not None:
+        summary.unit = "segments"
 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
@@ -165,13 +187,19 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
             index = ResumeIndex.from_output(settings.out)
-        writer = None if single else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
+        writer = None if single or as_list else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
+        subtitles = None
+        if settings.format != "jsonl":
+            subtitles = SubtitleFiles(settings.format, out_dir=settings.out_dir,  # type: ignore[arg-type]
+                                      earlier=settings.out if index is not None else None)
+            stack.callback(subtitles.close)
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
         is_done = None
         if index is not None and not settings.overwrite:
             is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
-        outcomes = iter_outcomes(lazy_model(settings), inputs, spec, run_options(settings), is_done=is_done,
+        known = index.known_segments if index is not None and not settings.overwrite else None
+        outcomes = iter_outcomes(lazy_model(settings), inputs, spec, options, is_done=is_done, known_segments=known,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
                                  exclude=settings.exclude, kinds=settings.kinds,
                                  keep=sharded.keeps if sharded is not None else None, runner=runner)
@@ -181,7 +209,15 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 summary.count(record)
                 if record is not None and record["error"] is not None:
                     console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
-                if single:
+                if subtitles is not None:
+                    subtitles.add(outcome.path, record)
+                if as_list:
+                    if record is not None:
+                        if several_inputs and record["path"] != listed:  # a heading per file
+                            listed = record["path"]
+                            print(f"== {listed}", file=stdout)
+                        print(subtitle_line(record), file=stdout, flush=True)
+                elif single:
                     if record is not None and record["error"] is None:
                         print(record["output"], file=stdout, flush=True)
                 elif record is not None:

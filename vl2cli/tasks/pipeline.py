@@ -26,7 +26,7 @@ from .. import __version__
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
 from ..errors import MediaError
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
-from ..media.loader import LoadedMedia, MediaSpec
+from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.inputs import LabelScores, MultimodalInput
 from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts
@@ -65,6 +65,7 @@ class _Item:
 
     path: Path
     stamp: FileStamp | None
+    segment: dict[str, Any] | None = None
     loaded: LoadedMedia | None = None
     modality: str | None = None
     instruction: str | None = None
@@ -278,6 +279,7 @@ class _Runner:
             timings_ms={"decode": _round_ms(decode_ms), "model": _round_ms(item.model_ms), "total": _round_ms(total),
                         "batch_size": item.batch_size},
             error=item.error,
+            segment=item.segment,
         )
 
 
@@ -297,7 +299,8 @@ def run_task(
     file's record.
     """
     request = build_request(model, task, options)
-    yield from run_planned(model, plan_files(paths, request, is_done), task, options, request)
+    yield from run_planned(model, plan_files(paths, request, is_done, segmenting=options.segmenting),
+                           task, options, request)
 
 
 def _look_ahead(planned: Iterator[PlannedFile]) -> tuple[list[PlannedFile], bool]:
@@ -337,13 +340,12 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
     with decoder:
         batch: list[_Item] = []
         ready = 0
-        stream = decoder.imap_items(itertools.chain(head, planned),
-                                    path_of=lambda item: str(item.path) if item.pending else None)
+        stream = decoder.imap_items(itertools.chain(head, planned), path_of=_decode_target)
         for plan, result in stream:
             if not plan.pending:
                 yield plan.outcome  # settled (skipped, unreadable): no record to keep in order with the batch
                 continue
-            item = _Item(plan.path, plan.stamp)
+            item = _Item(plan.path, plan.stamp, plan.segment)
             runner.prepare(item, result)
             batch.append(item)
             ready += item.ready
@@ -352,6 +354,15 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
                 yield from _flush(runner, batch)
                 batch, ready = [], 0
         yield from _flush(runner, batch)
+
+
+def _decode_target(item: PlannedFile) -> str | Clip | None:
+    """What the decoders read for a planned item: the file, a segment's window of it, or nothing (settled)."""
+    if not item.pending:
+        return None
+    if item.segment is not None:
+        return Clip(str(item.path), float(item.segment["start_s"]), float(item.segment["end_s"]))
+    return str(item.path)
 
 
 def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:

@@ -13,7 +13,9 @@ from typing import Any
 
 from .. import __version__
 from ..output.record import FileStamp, Request, ResumeKey, build_record, resume_key
+from ..errors import MediaError
 from .modality import ModelTowers, check_requested_modality
+from .segmenting import Segmenting
 from .spec import RunOptions, TaskSpec
 
 UNREADABLE_FILE_CODE = "unreadable_file"
@@ -33,11 +35,13 @@ class FileOutcome:
 
 @dataclass(frozen=True)
 class PlannedFile:
-    """A discovered file: either settled already (`outcome`: skipped, or unreadable) or work to do."""
+    """A discovered file (or one `segment` of it, the record's object): either settled already
+    (`outcome`: skipped, or unreadable) or work to do."""
 
     path: Path
     stamp: FileStamp | None
     outcome: FileOutcome | None = None
+    segment: dict[str, Any] | None = None
 
     @property
     def pending(self) -> bool:
@@ -63,9 +67,18 @@ def model_family(model: Any) -> str:
     return getattr(model.config, "family", None) or getattr(type(model), "family", "videollama2")
 
 
+#: `known_segments(file_key, by)`: every segment of a file from earlier records, or None (see ResumeIndex).
+KnownSegments = Callable[[ResumeKey, str], "list[dict[str, Any]] | None"]
+
+
 def plan_files(paths: Iterable[str | Path], request: Request,
-               is_done: Callable[[ResumeKey], bool] | None = None) -> Iterator[PlannedFile]:
-    """Stat each path as it comes (streaming: the walk is never collected) and settle what needs no model."""
+               is_done: Callable[[ResumeKey], bool] | None = None, *,
+               segmenting: Segmenting | None = None,
+               known_segments: KnownSegments | None = None) -> Iterator[PlannedFile]:
+    """Stat each path as it comes (streaming: the walk is never collected) and settle what needs no model.
+
+    With `segmenting`, each video or audio file becomes one planned item per segment (see `plan_segments`).
+    """
     for path in paths:
         try:
             stamp = FileStamp.of(path)
@@ -78,4 +91,37 @@ def plan_files(paths: Iterable[str | Path], request: Request,
         if is_done is not None and is_done(resume_key(stamp, request)):
             yield PlannedFile(Path(stamp.path), stamp, FileOutcome(Path(stamp.path), None))
             continue
+        if segmenting is not None:
+            yield from plan_segments(stamp, request, segmenting, is_done, known_segments)
+            continue
         yield PlannedFile(Path(stamp.path), stamp)
+
+
+def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,
+                  is_done: Callable[[ResumeKey], bool] | None,
+                  known_segments: KnownSegments | None) -> Iterator[PlannedFile]:
+    """A file's segments, each skipped when an earlier run finished it.
+
+    When earlier records name every segment of the file, they are taken from there (a rerun of a
+    finished archive neither probes nor re-detects scenes); otherwise the file is cut now. A file that
+    cannot be cut (unreadable, no duration) is one error record; an image is one whole-file item.
+    """
+    path = Path(stamp.path)
+    segments = known_segments(resume_key(stamp, request), segmenting.by) if known_segments is not None else None
+    if segments is None:
+        try:
+            cut = segmenting.cut(stamp.path)
+        except MediaError as exc:
+            record = build_record(request, path=stamp.path, stamp=stamp, vl2_version=__version__,
+                                  error={"code": exc.code, "message": str(exc)})
+            yield PlannedFile(path, stamp, FileOutcome(path, record))
+            return
+        if cut is None:
+            yield PlannedFile(path, stamp)
+            return
+        segments = [segmenting.record_form(segment) for segment in cut]
+    for segment in segments:
+        if is_done is not None and is_done(resume_key(stamp, request, segment)):
+            yield PlannedFile(path, stamp, FileOutcome(path, None), segment=segment)
+        else:
+            yield PlannedFile(path, stamp, segment=segment)

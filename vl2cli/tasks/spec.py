@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ..errors import Vl2Error
 from ..output.record import TaskName
 from ..settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K
+from .segmenting import Segmenting
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,5 @@ class RunOptions:
     workers: int | None = None
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT_S
     video_backend: str = "decord"
+    #: cut long files into segments, one record each (None: one record per file)
+    segmenting: Segmenting | None = None

@@ -18,6 +18,8 @@ class RunSummary:
     #: files of the whole output file whose latest record is an error (None: no output file)
     failed_in_output: int | None = None
     started: float = field(default_factory=perf_counter)
+    #: what one outcome is: "files", or "segments" in a run that cuts files (--segment)
+    unit: str = "files"
 
     def count(self, record: dict | None) -> None:
         """Count one outcome: None means skipped."""
@@ -43,8 +45,8 @@ class RunSummary:
     def line(self) -> str:
         """e.g. `vl2: 12 files: 9 done, 2 skipped, 1 failed in 4.2 s (2.5 files/s)`."""
         total = self.total
-        rate = f" ({self.done / self.seconds:.2f} files/s)" if self.done and self.seconds > 0 else ""
+        rate = f" ({self.done / self.seconds:.2f} {self.unit}/s)" if self.done and self.seconds > 0 else ""
         folders = f"; {self.unreadable_folders} folder(s) unreadable" if self.unreadable_folders else ""
         output = f"; {self.failed_in_output} file(s) of the output end in an error" if self.failed_in_output else ""
-        return (f"vl2: {total} files: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+        return (f"vl2: {total} {self.unit}: {self.done} done, {self.skipped} skipped, {self.failed} failed "
                 f"in {self.seconds:.1f} s{rate}{folders}{output}")
