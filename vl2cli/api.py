@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,15 @@ def _counted(files: Iterator[Path], on_end: Callable[[int], None]) -> Iterator[P
     on_end(count)
 
 
+def _once(files: Iterator[Path]) -> Iterator[Path]:
+    """Each path once, when inputs and a list may name the same file."""
+    seen: set[Path] = set()
+    for file in files:
+        if file not in seen:
+            seen.add(file)
+            yield file
+
+
 def iter_outcomes(
     model: Any,
     paths: PathsArg,
@@ -85,8 +94,9 @@ def iter_outcomes(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     kinds: Sequence[str] = MEDIA_KINDS,
+    listed: Iterable[str | Path] | None = None,
 ) -> Iterator["FileOutcome"]:
-    """The one run path (the CLI wraps it): one outcome per file, streamed as batches finish.
+    """The one run path (the CLI wraps it): one outcome per file (and question), streamed as batches finish.
 
     Folders are walked lazily (the first file is decoded before the walk of a large archive ends);
     `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
@@ -95,16 +105,46 @@ def iter_outcomes(
     `LazyModel`: until a file needs the model, nothing here imports torch, so a rerun where every file
     is done returns in the time the walk takes.
     """
-    from .tasks.plan import build_request, plan_files
     from .tasks.spec import RunOptions
 
     options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
+    planned, requests = plan_run(model, paths, task, options, is_done=is_done, on_warning=on_warning,
+                                 on_walk_end=on_walk_end, recursive=recursive, include=include, exclude=exclude,
+                                 kinds=kinds, listed=listed)
+    return _outcomes(model, planned, task, options, requests[0])
+
+
+def plan_run(
+    model: Any,
+    paths: PathsArg,
+    task: "TaskSpec",
+    options: "RunOptions",
+    *,
+    is_done: "Callable[[ResumeKey], bool] | None" = None,
+    on_warning: "Callable[[WalkWarning], None] | None" = None,
+    on_walk_end: Callable[[int], None] | None = None,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    kinds: Sequence[str] = MEDIA_KINDS,
+    listed: Iterable[str | Path] | None = None,
+) -> tuple[Iterator["PlannedFile"], tuple["Request", ...]]:
+    """The front of `iter_outcomes` (walk, stat, resume check; torch-free): the planned files and the
+    run's requests (one per question). `--dry-run` prints this without running it."""
+    from .tasks.plan import build_requests, plan_files
+
+    warn = on_warning or _log_walk_warning
     files = iter_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
-                       on_warning=on_warning or _log_walk_warning)
+                       on_warning=warn)
+    if listed is not None:
+        from .input_lists import iter_listed
+
+        files = _once(itertools.chain(files, iter_listed(listed, recursive=recursive, kinds=kinds, include=include,
+                                                         exclude=exclude, on_warning=warn)))
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
-    request = build_request(model, task, options)
-    return _outcomes(model, plan_files(files, request, is_done), task, options, request)
+    requests = build_requests(model, task, options)
+    return plan_files(files, requests, is_done), requests
 
 
 def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",

@@ -5,6 +5,7 @@ small module lets the two sides evolve separately.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,12 +27,15 @@ class MultimodalInput:
     fbank: (2998, 128) float32 kaldi log-mel fbank of 30 s of 16 kHz audio, rounded to bfloat16 values
         as upstream preprocessing does (not yet BEATs-normalised: BEATs normalises inside).
     notes: facts the result should report (e.g. "audio track missing: 30 s of silence used").
+    feature_key: names this input's encoded features in a `FeatureCache` (None: never cached); two
+        inputs with the same key must encode to the same features.
     """
 
     modality: Modality
     pixel_values: torch.Tensor | None = None
     fbank: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    feature_key: Hashable | None = None
 
     def __post_init__(self) -> None:
         needs_pixels = self.modality in ("video", "image", "av")

@@ -27,6 +27,7 @@ from .config import Vl2Config
 from .connector import build_projector, build_video_connector, takes_frames
 from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
 from .encoders import EncoderBackend, TorchEncoders
+from .feature_cache import FeatureCache
 from .inputs import Generation, LabelScores, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
@@ -210,8 +211,39 @@ class VideoLlama2:
         return pixels
 
     @torch.inference_mode()
-    def encode(self, items: Sequence[MultimodalInput]) -> list[torch.Tensor | None]:
-        """Feature blocks (M_i, C) to splice for each item, all encoders run batched across items."""
+    def encode(self, items: Sequence[MultimodalInput], feature_cache: FeatureCache | None = None) -> list[torch.Tensor | None]:
+        """Feature blocks (M_i, C) to splice for each item, all encoders run batched across items.
+
+        With a `feature_cache`, items whose `feature_key` it holds are not encoded again, and items of
+        one call that share a key are encoded once.
+        """
+        if feature_cache is None:
+            return self._encode(items)
+        blocks: list[torch.Tensor | None] = [None] * len(items)
+        first_with_key: dict = {}
+        to_encode: list[int] = []
+        copies: list[tuple[int, int]] = []
+        for i, item in enumerate(items):
+            key = item.feature_key
+            if key is not None and key in first_with_key:
+                copies.append((i, first_with_key[key]))
+                continue
+            if key is not None and key in feature_cache:
+                self._check_supported(item)
+                blocks[i] = feature_cache.get(key)
+                continue
+            if key is not None:
+                first_with_key[key] = i
+            to_encode.append(i)
+        for i, block in zip(to_encode, self._encode([items[i] for i in to_encode]) if to_encode else []):
+            blocks[i] = block
+            if items[i].feature_key is not None:
+                feature_cache.put(items[i].feature_key, block)
+        for i, source in copies:
+            blocks[i] = blocks[source]
+        return blocks
+
+    def _encode(self, items: Sequence[MultimodalInput]) -> list[torch.Tensor | None]:
         for item in items:
             self._check_supported(item)
         blocks: list[torch.Tensor | None] = [None] * len(items)
@@ -250,12 +282,12 @@ class VideoLlama2:
         return torch.cat([before, block.to(before.dtype), after])
 
     def prepare_inputs(
-        self, items: Sequence[MultimodalInput], instructions: Sequence[str]
+        self, items: Sequence[MultimodalInput], instructions: Sequence[str], feature_cache: FeatureCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded `inputs_embeds` (B, L, C) and `attention_mask` (B, L) for a batch."""
         if len(items) != len(instructions):
             raise ValueError("one instruction per input")
-        blocks = self.encode(items)
+        blocks = self.encode(items, feature_cache)
         sequences = [self._splice(self.input_ids(item, text), block) for item, text, block in zip(items, instructions, blocks)]
         longest = max(s.shape[0] for s in sequences)
         width = sequences[0].shape[1]
@@ -293,6 +325,8 @@ class VideoLlama2:
         temperature: float | None = None,
         top_p: float | None = None,
         decode_loop: str | None = None,
+        seed: int | None = None,
+        feature_cache: FeatureCache | None = None,
     ) -> list[Generation]:
         """Answers for a batch; greedy results equal one-at-a-time results.
 
@@ -300,9 +334,13 @@ class VideoLlama2:
         loop over a static cache, each step a CUDA-graph replay on CUDA (`decode_loop.py`); "dynamic" =
         transformers' `generate`; "auto" = static on CUDA, dynamic on CPU. Settings the static loop
         cannot reproduce (sampling, beams, other logits processors) use `generate`, said once in the log.
+        `seed` reseeds torch's random generators before sampling, so the same seed, inputs and batch
+        give the same answers. `feature_cache`: see `encode`.
         """
-        embeds, mask = self.prepare_inputs(inputs, instructions)
+        embeds, mask = self.prepare_inputs(inputs, instructions, feature_cache)
         config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        if do_sample and seed is not None:
+            torch.manual_seed(seed)  # CPU and every CUDA device
         decoder = self._static_decoder_for(decode_loop or self.decode_loop)
         reason = decoder.unsupported_reason(config) if decoder is not None else None
         if decoder is not None and reason is None:

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+#: 2 added the optional `sampling` object (v1 records read back as greedy ones).
+SCHEMA_VERSION = 2
 TaskName = Literal["caption", "ask", "classify"]
 TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
 #: Media facts copied from the probe into the record (the rest of MediaInfo is internal detail).
@@ -21,6 +22,21 @@ MEDIA_FIELDS = ("kind", "container", "duration_s", "has_video", "has_audio", "wi
                 "num_frames", "video_codec", "audio_codec", "audio_sample_rate", "audio_channels")
 
 ResumeKey = tuple
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled (not greedy) generation: temperature > 0, nucleus mass, and the seed (None: unseeded)."""
+
+    temperature: float
+    top_p: float
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+
+    def key(self) -> tuple:
+        return (self.temperature, self.top_p, self.seed)
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,7 @@ class Request:
     revision: str | None
     frames: int
     modality: str
+    sampling: Sampling | None = None
 
 
 @dataclass(frozen=True)
@@ -53,9 +70,10 @@ class FileStamp:
 
 
 def resume_key(stamp: FileStamp, request: Request) -> ResumeKey:
-    """The identity of one unit of work."""
+    """The identity of one unit of work (greedy: the sampling part is None, as in v1 records)."""
     return (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt, request.labels,
-            request.model_id, request.revision, request.frames, request.modality)
+            request.model_id, request.revision, request.frames, request.modality,
+            request.sampling.key() if request.sampling is not None else None)
 
 
 def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
@@ -63,10 +81,12 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
     try:
         file, model = record["file"], record["model"]
         labels = record["labels"]
+        sampling = record.get("sampling")  # absent in v1 records: greedy
+        sampling_key = (sampling["temperature"], sampling["top_p"], sampling["seed"]) if sampling is not None else None
         return (record["path"], file["size_bytes"], file["mtime_ns"], record["task"], record["prompt"],
                 tuple(labels) if labels is not None else None, model["id"], model["revision"],
-                record["frames"], record["modality_requested"])
-    except (KeyError, TypeError):
+                record["frames"], record["modality_requested"], sampling_key)
+    except (KeyError, TypeError, AttributeError):
         return None
 
 
@@ -110,6 +130,7 @@ def build_record(
         "model": {"id": request.model_id, "revision": request.revision},
         "frames": request.frames,
         "modality_requested": request.modality,
+        "sampling": request.sampling.as_dict() if request.sampling is not None else None,
         "modality": modality,
         "audio_missing": audio_missing,
         "notes": list(notes or []),

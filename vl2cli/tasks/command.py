@@ -5,23 +5,32 @@ lazily at run time without slowing `vl2 --help`.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..discover import WalkWarning
+from ..errors import InputError
+from ..input_lists import STDIN_NAME, read_path_list, split_stdin_marker
 from ..output.lock import OutputLock
-from ..output.record import key_of_record
+from ..output.record import Sampling, key_of_record
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME, JsonlWriter
-from ..settings import Settings
+from ..settings import DEFAULT_TOP_P, Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .file_log import FileLog
 from .lazy_model import LazyModel
 from .prompts import parse_labels
 from .spec import RunOptions, TaskSpec
 from .summary import RunSummary
+
+
+#: The end of the current file's name the progress bar shows.
+PROGRESS_NAME_CHARS = 40
 
 
 def _one_line(message: str) -> str:
@@ -63,10 +72,12 @@ class _Console:
         """Called (from the decode feeder thread) when the walk has found every file."""
         self.total = total
 
-    def advance(self, summary: RunSummary) -> None:
+    def advance(self, summary: RunSummary, path: Path | None = None) -> None:
+        """One more file finished; the bar names it (the file the run has reached)."""
         if self.progress is not None:
             rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
-            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total)
+            description = _one_line(path.name)[-PROGRESS_NAME_CHARS:] if path is not None else "files"
+            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total, description=description)
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -98,16 +109,42 @@ def _library_logs_to(console: _Console):
         logger.propagate = previous_propagate
 
 
-def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bool:
-    """`vl2 ask clip.mp4 "q"`: one file, stdout, no --json -> print just the answer."""
-    return task == "ask" and settings.out == STDOUT_NAME and not settings.json and len(inputs) == 1 and inputs[0].is_file()
+def _single_answer_mode(task: str, inputs: list[Path], settings: Settings, spec: TaskSpec, listed: bool) -> bool:
+    """`vl2 ask clip.mp4 "q"`: one file, one question, stdout, no --json -> print just the answer."""
+    return (task == "ask" and settings.out == STDOUT_NAME and not settings.json and not listed
+            and len(spec.prompts) == 1 and len(inputs) == 1 and inputs[0].is_file())
 
 
-def task_spec(task: str, settings: Settings, *, prompt: str | None = None) -> TaskSpec:
-    """The TaskSpec a command's settings ask for."""
+def sampling_of(settings: Settings) -> Sampling | None:
+    """Sampling when --temperature is above 0; None (greedy, upstream's default) otherwise."""
+    if not settings.temperature:
+        return None
+    top_p = settings.top_p if settings.top_p is not None else DEFAULT_TOP_P
+    return Sampling(temperature=settings.temperature, top_p=top_p, seed=settings.seed)
+
+
+def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:
+    """The TaskSpec a command's settings ask for (ask: `prompt`, or several `questions`)."""
     labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    if task == "ask" and len(questions) == 1:
+        prompt, questions = questions[0], ()
+    sampling = sampling_of(settings) if task != "classify" else None
     return TaskSpec(task, prompt=prompt if task == "ask" else settings.prompt if task == "caption" else None,  # type: ignore[arg-type]
-                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
+                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens,
+                    questions=tuple(questions), sampling=sampling)
+
+
+def listed_inputs(inputs: list[Path], settings: Settings, stdin: TextIO) -> tuple[list[Path], Iterator[str] | None]:
+    """The inputs without `-`, and the listed paths (`--files-from`, then `-`: stdin), read lazily."""
+    named, from_stdin = split_stdin_marker(inputs)
+    lists = []
+    if settings.files_from is not None:
+        lists.append(read_path_list(settings.files_from, stdin=stdin))
+    if from_stdin and settings.files_from != STDIN_NAME:
+        lists.append(read_path_list(STDIN_NAME, stdin=stdin))
+    if not named and not lists:
+        raise InputError("no inputs: name files or folders, - to read paths from stdin, or --files-from LIST")
+    return [Path(p) for p in named], itertools.chain.from_iterable(lists) if lists else None
 
 
 def run_options(settings: Settings) -> RunOptions:
@@ -136,15 +173,22 @@ def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
 
 
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
+            questions: Sequence[str] = (), dry_run: bool = False, stdin: TextIO | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
     from ..api import iter_outcomes
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    spec = task_spec(task, settings, prompt=prompt, questions=questions)
+    inputs, listed = listed_inputs(inputs, settings, stdin or sys.stdin)
+    if dry_run:
+        from .dry_run import dry_run as plan_only
+
+        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr)
     console = _Console(quiet=settings.quiet, stderr=stderr)
     summary = RunSummary()
-    spec = task_spec(task, settings, prompt=prompt)
-    single = _single_answer_mode(task, inputs, settings)
+    single = _single_answer_mode(task, inputs, settings, spec, listed is not None)
+    file_log = FileLog(console.log) if settings.log_files else None
 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
@@ -164,13 +208,15 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
             is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
         outcomes = iter_outcomes(lazy_model(settings), inputs, spec, run_options(settings), is_done=is_done,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
-                                 exclude=settings.exclude, kinds=settings.kinds)
+                                 exclude=settings.exclude, kinds=settings.kinds, listed=listed)
         with console.start():
             for outcome in outcomes:
                 record = outcome.record
                 summary.count(record)
                 if record is not None and record["error"] is not None:
                     console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
+                if file_log is not None and record is not None:
+                    file_log.finished(record)
                 if single:
                     if record is not None and record["error"] is None:
                         print(record["output"], file=stdout, flush=True)
@@ -179,7 +225,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                         _count_attempt(record, index)
                         index.add(record)
                     writer.write(record)
-                console.advance(summary)
+                console.advance(summary, outcome.path)
     if index is not None:
         summary.failed_in_output = index.still_failed()
     if summary.total == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import Vl2Error
-from ..output.record import TaskName
+from ..output.record import Sampling, TaskName
 from ..settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K
 
 
@@ -17,12 +17,26 @@ class TaskSpec:
     labels: tuple[str, ...] | None = None
     top_k: int = DEFAULT_TOP_K
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    #: ask: several questions, each file decoded and encoded once for all of them (one record each)
+    questions: tuple[str, ...] = ()
+    #: caption/ask: sample instead of greedy decoding (None: greedy, upstream's default)
+    sampling: Sampling | None = None
 
     def __post_init__(self) -> None:
-        if self.task == "ask" and not (self.prompt or "").strip():
+        if self.task == "ask" and not all((q or "").strip() for q in self.prompts):
             raise Vl2Error("ask needs a question")
+        if self.questions and self.task != "ask":
+            raise Vl2Error(f"{self.task} takes no questions")
+        if self.sampling is not None and self.task == "classify":
+            raise Vl2Error("classify scores labels; sampling does not apply")
         if self.task == "classify" and not self.labels:
             raise Vl2Error("classify needs at least one label (--labels \"a,b,c\" or --labels @labels.txt)")
+
+
+    @property
+    def prompts(self) -> tuple[str | None, ...]:
+        """The prompt of each request the task makes: its questions, else its one prompt."""
+        return self.questions if self.questions else (self.prompt,)
 
 
 @dataclass(frozen=True)
