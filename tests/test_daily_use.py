@@ -96,13 +96,17 @@ def test_several_questions_equal_separate_runs_and_encode_each_file_once(model: 
 def test_a_rerun_with_one_more_question_does_only_the_new_one(hub_env: Any, files: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "qa.jsonl"
     settings = resolve_settings({"model": str(hub_env.checkpoint), "max_new_tokens": TOKENS, "out": str(out),
-                                 "quiet": True, "workers": 1}, env={}).settings
+                                 "quiet": True, "workers": 1, "log_files": True}, env={}).settings
     first_err, second_err = io.StringIO(), io.StringIO()
     assert execute("ask", [files[0]], settings, questions=QUESTIONS[:1], stderr=first_err) == 0
     assert execute("ask", [files[0]], settings, questions=QUESTIONS, stderr=second_err) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in records] == [QUESTIONS[0], QUESTIONS[1]]
     assert "2 files: 1 done, 1 skipped, 0 failed" in second_err.getvalue()
+    from test_file_log import LINE  # --log-files: one line per finished record, none for the skipped one
+    logged = [LINE.match(line) for line in second_err.getvalue().splitlines() if LINE.match(line)]
+    assert [(m.group(1), m.group(3)) for m in logged] == [("done", str(files[0]))]
+    assert float(logged[0].group(2)) * 1000 == pytest.approx(records[1]["timings_ms"]["total"], abs=5)
 
 
 def test_chat_answers_each_question_and_encodes_a_file_once(model: Any, files: list[Path],
