@@ -80,8 +80,7 @@ QUESTIONS = ("what is shown?", "what sound is heard?")
 
 def test_several_questions_equal_separate_runs_and_encode_each_file_once(model: Any, files: list[Path],
                                                                          encoder_calls: dict[str, int]) -> None:
-    task = TaskSpec("ask", questions=QUESTIONS, max_new_tokens=TOKENS)
-    together = list(api.iter_records(model, files, task, workers=1))
+    together = api.ask(model, files, list(QUESTIONS), max_new_tokens=TOKENS, workers=1)
     assert encoder_calls == {"frames": 2, "audio": 1}  # the video (frames + sound) and the image, once each
     separate = [r for q in QUESTIONS for r in api.ask(model, files, q, max_new_tokens=TOKENS, workers=1)]
     assert encoder_calls == {"frames": 6, "audio": 3}
@@ -111,7 +110,8 @@ def test_a_rerun_with_one_more_question_does_only_the_new_one(hub_env: Any, file
 
 def test_chat_answers_each_question_and_encodes_a_file_once(model: Any, files: list[Path],
                                                              encoder_calls: dict[str, int]) -> None:
-    session = ChatSession(model, files[:1], options=RunOptions(), max_new_tokens=TOKENS)
+    session = api.chat(model, files[:1], max_new_tokens=TOKENS)
+    assert isinstance(session, ChatSession)
     first, second = session.ask(QUESTIONS[0]), session.ask(QUESTIONS[1])
     assert encoder_calls == {"frames": 1, "audio": 1}
     assert session.feature_cache.stored == 1 and session.feature_cache.hits == 1
@@ -150,6 +150,8 @@ def test_sampling_is_reproducible_with_a_seed_and_recorded(model: Any, files: li
     assert [r["output"] for r in first] == [r["output"] for r in again]
     assert [r["output"] for r in first] != [r["output"] for r in other]
     greedy = api.ask(model, files, QUESTIONS[0], max_new_tokens=8, workers=1)
+    assert [r["output"] for r in api.ask(model, files, QUESTIONS[0], max_new_tokens=8, workers=1, temperature=1.0,
+                                         top_p=1.0, seed=7)] == [r["output"] for r in first]
     assert [r["output"] for r in first] != [r["output"] for r in greedy]
     assert first[0]["sampling"] == {"temperature": 1.0, "top_p": 1.0, "seed": 7} and greedy[0]["sampling"] is None
     from vl2cli.output.record import key_of_record

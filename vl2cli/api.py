@@ -23,6 +23,7 @@ from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_
 if TYPE_CHECKING:
     from .model.videollama2 import VideoLlama2
     from .output.record import Request, ResumeKey
+    from .tasks.chat import ChatSession
     from .tasks.plan import FileOutcome, PlannedFile
     from .tasks.spec import RunOptions, TaskSpec
 
@@ -185,19 +186,39 @@ def iter_records(
 
 
 def caption(model: "VideoLlama2", paths: PathsArg, *, prompt: str | None = None,
-            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **run: Any) -> list[dict[str, Any]]:
-    """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given)."""
-    from .tasks.spec import TaskSpec
+            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None, top_p: float | None = None,
+            seed: int | None = None, **run: Any) -> list[dict[str, Any]]:
+    """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given).
+    Greedy unless `temperature` > 0 (then `top_p`, default 0.9, and `seed` for reproducible samples)."""
+    from .tasks.spec import TaskSpec, sampling_from
 
-    return list(iter_records(model, paths, TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens), **run))
+    task = TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
+    return list(iter_records(model, paths, task, **run))
 
 
-def ask(model: "VideoLlama2", paths: PathsArg, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        **run: Any) -> list[dict[str, Any]]:
-    """Answer the same question about each file."""
-    from .tasks.spec import TaskSpec
+def ask(model: "VideoLlama2", paths: PathsArg, question: str | Sequence[str], *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None, top_p: float | None = None,
+        seed: int | None = None, **run: Any) -> list[dict[str, Any]]:
+    """Answer the same question about each file; a list of questions gives one record per file and
+    question, each file decoded and encoded once. Sampling as in `caption`."""
+    from .tasks.spec import TaskSpec, sampling_from
 
-    return list(iter_records(model, paths, TaskSpec("ask", prompt=question, max_new_tokens=max_new_tokens), **run))
+    several = not isinstance(question, str)
+    task = TaskSpec("ask", prompt=None if several else question, questions=tuple(question) if several else (),
+                    max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
+    return list(iter_records(model, paths, task, **run))
+
+
+def chat(model: "VideoLlama2", paths: Sequence[str | Path], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+         modality: str = "auto", video_backend: str = "decord", temperature: float | None = None,
+         top_p: float | None = None, seed: int | None = None) -> "ChatSession":
+    """A session over a few files: `session.ask(question)` returns one record per file; each file is
+    decoded and encoded once for the whole session (kept in memory, never on disk)."""
+    from .tasks.chat import ChatSession
+    from .tasks.spec import RunOptions, sampling_from
+
+    return ChatSession(model, list(paths), options=RunOptions(modality=modality, video_backend=video_backend),
+                       max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
 
 
 def classify(model: "VideoLlama2", paths: PathsArg, labels: str | Sequence[str], *, top_k: int = DEFAULT_TOP_K,

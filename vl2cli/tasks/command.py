@@ -20,12 +20,12 @@ from ..output.lock import OutputLock
 from ..output.record import Sampling, key_of_record
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME, JsonlWriter
-from ..settings import DEFAULT_TOP_P, Settings
+from ..settings import Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
 from .lazy_model import LazyModel
 from .prompts import parse_labels
-from .spec import RunOptions, TaskSpec
+from .spec import RunOptions, TaskSpec, sampling_from
 from .summary import RunSummary
 
 
@@ -116,11 +116,8 @@ def _single_answer_mode(task: str, inputs: list[Path], settings: Settings, spec:
 
 
 def sampling_of(settings: Settings) -> Sampling | None:
-    """Sampling when --temperature is above 0; None (greedy, upstream's default) otherwise."""
-    if not settings.temperature:
-        return None
-    top_p = settings.top_p if settings.top_p is not None else DEFAULT_TOP_P
-    return Sampling(temperature=settings.temperature, top_p=top_p, seed=settings.seed)
+    """The run's sampling (None: greedy), from --temperature, --top-p and --seed."""
+    return sampling_from(settings.temperature, settings.top_p, settings.seed)
 
 
 def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:

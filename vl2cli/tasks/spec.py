@@ -5,7 +5,18 @@ from dataclasses import dataclass
 
 from ..errors import Vl2Error
 from ..output.record import Sampling, TaskName
-from ..settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K
+from ..settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K, DEFAULT_TOP_P
+
+
+def sampling_from(temperature: float | None = None, top_p: float | None = None,
+                  seed: int | None = None) -> Sampling | None:
+    """Sampling from the user's knobs: None (greedy, upstream's default) unless `temperature` > 0;
+    `top_p` defaults to upstream's 0.9. Knobs given without a temperature would do nothing: an error."""
+    if not temperature:
+        if top_p is not None or seed is not None:
+            raise Vl2Error("top_p and seed apply only when sampling: give a temperature above 0 too")
+        return None
+    return Sampling(temperature=float(temperature), top_p=DEFAULT_TOP_P if top_p is None else float(top_p), seed=seed)
 
 
 @dataclass(frozen=True)
