@@ -51,6 +51,25 @@ def vl2(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Completed
                           timeout=RUN_TIMEOUT_S)
 
 
+def vl2_in_process(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`vl2 ARGS` run in this process (typer's test runner), for tests where a subprocess is not the point:
+    the same app, settings and error handling, without paying an interpreter and torch import per call."""
+    from typer.testing import CliRunner
+
+    from vl2cli.cli import app
+
+    environment = {k: None for k in os.environ if k.startswith("VL2_") and k not in _ISOLATED}
+    environment.update(_env(**env))
+    result = CliRunner().invoke(app, list(args), env=environment, prog_name="vl2")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["vl2", *args], result.exit_code, result.stdout, result.stderr)
+
+
+#: Set by tests/conftest.py for the whole session; the in-process runner keeps them.
+_ISOLATED = ("VL2_HOME", "VL2_EXPORT_DIR", "VL2_ENGINE_DIR")
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -70,14 +89,14 @@ def _copy(folder: Path, *names: str) -> Path:
 
 # ------------------------------------------------------------------ no model needed
 def test_help_version_and_fatal_errors(tmp_path: Path) -> None:
-    help_run = vl2("--help")
+    help_run = vl2_in_process("--help")
     assert help_run.returncode == 0 and 'vl2 ask clip.mp4 "what sound is heard?"' in help_run.stdout
-    assert "--batch-size" in vl2("caption", "--help").stdout
+    assert "--batch-size" in vl2_in_process("caption", "--help").stdout
     assert "export" in help_run.stdout
-    export_help = vl2("export", "--help")  # forwarded to the export command, imported only then
+    export_help = vl2_in_process("export", "--help")  # forwarded to the export command, imported only then
     assert export_help.returncode == 0 and "--model" in export_help.stdout and "Usage: vl2 export" in export_help.stdout
-    assert vl2("--version").stdout.strip() == f"vl2 {__version__}"
-    missing = vl2("caption", str(tmp_path / "nope"))
+    assert vl2("--version").stdout.strip() == f"vl2 {__version__}"  # the installed entry point itself
+    missing = vl2_in_process("caption", str(tmp_path / "nope"))
     assert missing.returncode == EXIT_FATAL and "no such file or folder" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -85,7 +104,7 @@ def test_help_version_and_fatal_errors(tmp_path: Path) -> None:
 def test_config_show_reports_precedence(tmp_path: Path) -> None:
     config = tmp_path / "vl2.yaml"
     config.write_text("batch_size: 2\nworkers: 7\nframes: 6\nlabels: [a, b]\n")
-    shown = vl2("config", "show", "--config", str(config), "--workers", "3", VL2_FRAMES="8")
+    shown = vl2_in_process("config", "show", "--config", str(config), "--workers", "3", VL2_FRAMES="8")
     assert shown.returncode == 0, shown.stderr
     lines = {line.split(":", 1)[0]: line for line in shown.stdout.splitlines() if not line.startswith("#")}
     assert lines["batch_size"].startswith("batch_size: 2  # config")
@@ -94,7 +113,7 @@ def test_config_show_reports_precedence(tmp_path: Path) -> None:
     assert lines["labels"].startswith("labels: [a, b]  # config")
     assert lines["modality"].startswith("modality: auto  # default")
     config.write_text("batch_sise: 2\n")
-    bad = vl2("config", "show", "--config", str(config))
+    bad = vl2_in_process("config", "show", "--config", str(config))
     assert bad.returncode == EXIT_FATAL and "unknown setting(s) batch_sise" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -145,7 +164,10 @@ def test_classify_folder_to_stdout(tmp_path: Path) -> None:
     assert [Path(r["path"]).name for r in records] == sorted([TINY_VIDEO, IMAGE])
     for record in records:
         assert record["labels"] == ["cooking", "sports", "music"] and len(record["top_k"]) == 2
-        assert sum(s["probability"] for s in record["label_scores"]) == pytest.approx(1.0)
+        scores = record["label_scores"]
+        best = max(scores, key=lambda s: s["log_likelihood"])
+        assert record["output"] == best["label"] == scores[0]["label"]
+        assert sum(s["probability"] for s in scores) == pytest.approx(1.0)
 
 
 def _wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout_s: float) -> None:

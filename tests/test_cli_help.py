@@ -21,7 +21,7 @@ def _help(*command: str) -> str:
     return result.output
 
 
-@pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "vl2")
+@pytest.mark.parametrize("command", [[], *COMMANDS, ["convert"], ["export"]], ids=lambda c: " ".join(c) or "vl2")
 def test_switches_have_no_value_placeholder(command: list[str]) -> None:
     assert "<bool>" not in _help(*command)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reference_fixtures import load_reference, reference_root
-from test_cli import vl2
+from test_cli import vl2_in_process as vl2
 from vl2cli.tasks.exit_codes import EXIT_FATAL
 
 FIXTURE = "siglip-qwen2-av"

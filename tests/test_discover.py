@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from media_helpers.unprivileged import CAN_DROP_PRIVILEGES, run_unprivileged
 from vl2cli.discover import discover_media, kind_from_extension
 from vl2cli.errors import Vl2Error
 
@@ -57,6 +58,19 @@ def test_explicit_files_skip_the_extension_filter_and_duplicates_collapse(tree: 
 def test_missing_input_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(Vl2Error, match="no such file"):
         discover_media([tmp_path / "nope"])
+
+
+@pytest.mark.skipif(not CAN_DROP_PRIVILEGES, reason="needs fork to drop privileges")
+def test_an_unreadable_file_named_on_the_command_line_is_listed_not_refused(tmp_path: Path) -> None:
+    """It gets its `unreadable_file` record like a file met in a walk; only a missing path is refused."""
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    (folder / "clip.mp4").write_bytes(b"x")
+
+    def listed() -> str:
+        return ",".join(p.name for p in discover_media([folder / "clip.mp4"]).files)
+
+    assert run_unprivileged(listed) == "clip.mp4"
 
 
 def test_unknown_kind_is_a_user_error(tmp_path: Path) -> None:

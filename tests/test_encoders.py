@@ -209,6 +209,7 @@ def test_small_tower_calls_give_the_same_features(monkeypatch, name):
     assert (chunked - whole).abs().max().item() <= SAME_MATHS_ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
 @pytest.mark.parametrize("name", FIXTURES)
 def test_dynamo_traced_encoders_match_eager_at_two_batch_sizes(monkeypatch, name):

@@ -40,8 +40,14 @@ def test_cuda_bf16_default_generates(monkeypatch, name):
     model = VideoLlama2.from_pretrained(str(fixture.checkpoint), device="cuda")
     assert model.dtype == torch.bfloat16
     case = next(iter(fixture.cases().values()))
-    generations = model.generate([case_input(fixture, case)], [case["instruction"] if isinstance(case["instruction"], str) else case["instruction"][0]], max_new_tokens=4)
-    assert len(generations[0].token_ids) >= 1
+    item = case_input(fixture, case)
+    instruction = case["instruction"] if isinstance(case["instruction"], str) else case["instruction"][0]
+    generation = model.generate([item], [instruction], max_new_tokens=4)[0]
+    assert len(generation.token_ids) == 4 or generation.stopped_on_eos
+    # Greedy: the first token is the argmax of the bf16 prefill's last logits, and the text is those tokens.
+    logits, _ = model.forward_logits([item], [instruction])
+    assert generation.token_ids[0] == int(logits[0, -1].float().argmax())
+    assert generation.text == model.tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip()
 
 
 # --------------------------------------------------------------- decode loop with CUDA graphs

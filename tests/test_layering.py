@@ -54,7 +54,8 @@ def is_forbidden(name: str) -> bool:
 
 
 def model_sources() -> list[Path]:
-    return sorted(MODEL_DIR.glob("*.py"))
+    """Every module of the model package, the family folders (e.g. `model/videollama/`) included."""
+    return sorted(MODEL_DIR.rglob("*.py"))
 
 
 def test_the_import_scanner_sees_relative_absolute_and_lazy_imports() -> None:

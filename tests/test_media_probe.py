@@ -1,14 +1,16 @@
 """Kind detection by probing the container, and typed errors for files that are not usable media."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from media_helpers import synth
+from media_helpers.unprivileged import CAN_DROP_PRIVILEGES, run_unprivileged
 from media_helpers.fixtures import MEDIA_FIXTURES, golden_json, goldens_of_kind, media_path
-from vl2cli.errors import CorruptMediaError, EmptyFileError, MediaError, UnsupportedMediaError
+from vl2cli.errors import CorruptMediaError, EmptyFileError, MediaError, UnreadableFileError, UnsupportedMediaError
 from vl2cli.media.probe import probe_media
 
 HAVE_FIXTURES = bool(goldens_of_kind("video"))
@@ -61,6 +63,42 @@ def test_synthesised_kinds(tmp_path: Path) -> None:
     assert (audio.kind, audio.has_video, audio.audio_sample_rate) == ("audio", False, synth.AUDIO_RATE)
 
 
-def test_missing_file_is_a_media_error(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedMediaError, match="no such file"):
+def test_a_file_removed_after_listing_is_unreadable_not_unsupported(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableFileError, match="no longer exists") as caught:
         probe_media(tmp_path / "nope.mp4")
+    assert caught.value.code == "unreadable_file"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO with no writer would block the decoder forever."""
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsupportedMediaError, match="not a regular file"):
+        probe_media(fifo)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_a_device_is_refused_not_called_missing() -> None:
+    with pytest.raises(UnsupportedMediaError, match="not a regular file"):
+        probe_media("/dev/zero")
+
+
+def test_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedMediaError, match="a folder"):
+        probe_media(tmp_path)
+
+
+
+@pytest.mark.skipif(not CAN_DROP_PRIVILEGES, reason="needs fork to drop privileges")
+def test_a_file_without_read_permission_is_unreadable(tmp_path: Path) -> None:
+    locked = synth.write_video(tmp_path / "locked.mp4")
+    locked.chmod(0o000)
+
+    def probe_code() -> str:
+        try:
+            probe_media(locked)
+        except MediaError as exc:
+            return exc.code
+        return "read"
+
+    assert run_unprivileged(probe_code) == "unreadable_file"

@@ -186,6 +186,7 @@ def test_single_file_is_decoded_in_process(av_model, videos: list[Path], monkeyp
     assert len(records) == 1 and records[0]["error"] is None and records[0]["output"] is not None
 
 
+@pytest.mark.slow
 @needs_av_fixture
 def test_a_rerun_with_everything_done_imports_no_torch(av_model, videos: list[Path], tmp_path: Path) -> None:
     fixture = load_reference(AV_FIXTURE)

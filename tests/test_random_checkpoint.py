@@ -143,6 +143,7 @@ def test_full_size_layout_counts():
         assert sum(torch.Size(shapes[k]).numel() * 2 for k in shard) <= rc.MAX_SHARD_BYTES
 
 
+@pytest.mark.slow
 @needs_template
 def test_released_beats_config_path_loads(tmp_path, monkeypatch):
     """The full-size run writes no audio_tower_config (BEATs defaults, as released): that path must load."""

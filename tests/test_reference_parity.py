@@ -40,7 +40,22 @@ def test_prompt_and_input_ids(monkeypatch, name, case_name):
         assert model.input_ids(item, instruction) == case["input_ids"][row]
 
 
-@pytest.mark.parametrize("name,case_name", CASES)
+def _audio_golden_key(fixture, case_name: str) -> str | None:
+    """An audio case stores no features of its own: upstream encodes the same fbank as the `av` case."""
+    t = fixture.tensors
+    if f"{case_name}.audio_features" in t:
+        return f"{case_name}.audio_features"
+    if fixture.cases()[case_name]["modal"] == "audio" and "av.audio_features" in t:
+        return "av.audio_features"
+    return None
+
+
+#: Cases with encoder goldens; text-only cases have none and are covered by the prompt and logits tests.
+ENCODER_CASES = [(name, case) for name, case in CASES
+                 if f"{case}.vision_features" in load_reference(name).tensors or _audio_golden_key(load_reference(name), case)]
+
+
+@pytest.mark.parametrize("name,case_name", ENCODER_CASES)
 def test_encoders_match_upstream(monkeypatch, name, case_name):
     fixture = load_reference(name)
     model = load_fixture_model(monkeypatch, name)
@@ -49,17 +64,21 @@ def test_encoders_match_upstream(monkeypatch, name, case_name):
     items, _ = _inputs(fixture, case)
     prefix = f"{case_name}."
     visual = [x for x in items if x.modality in ("video", "image", "av")]
+    compared = 0
     if prefix + "vision_features" in t:
         pixels = torch.cat([model.frames_of(x) for x in visual])
         features = model.encoders.encode_frames(pixels)
         _close(features, t[prefix + "vision_features"], "vision_features")
         tokens = model.encoders.connect(features.reshape(len(visual), -1, *features.shape[1:]))
         _close(tokens, t[prefix + "video_tokens"], "video_tokens")
-    audio_key = prefix + "audio_features" if prefix + "audio_features" in t else ("av.audio_features" if case["modal"] == "audio" else None)
+        compared += 2
+    audio_key = _audio_golden_key(fixture, case_name)
     if audio_key:
         fbank = t["inputs.fbank"].float().reshape(1, 2998, 128)
         _close(model.torch_encoders.audio_tower(fbank), t[audio_key], "audio_features")
         _close(model.encoders.encode_audio(fbank), t[audio_key.replace("features", "tokens")], "audio_tokens")
+        compared += 2
+    assert compared, f"{case_name}: no encoder golden was compared"
 
 
 VISION_CASES = [(name, case) for name, case in CASES if f"{case}.vision_features" in load_reference(name).tensors]
@@ -120,11 +139,22 @@ def test_greedy_generation_matches_upstream(monkeypatch, name, case_name):
     golden_steps = fixture.tensors[f"{case_name}.gen_step_logits"]
     _close(step_logits[:, : golden_steps.shape[1]], golden_steps, "gen_step_logits")
     generations = model.generate(items, instructions, max_new_tokens=max_new)
+    assert len(generations) == len(expected_ids)
     for row, generation in enumerate(generations):
-        assert generation.token_ids == expected_ids[row][: len(generation.token_ids)]
-        assert len(generation.token_ids) == len(expected_ids[row]) or generation.stopped_on_eos
+        expected, stopped = _until_eos(expected_ids[row], model.eos_token_ids)
+        assert generation.token_ids == expected, f"row {row}"
+        assert generation.stopped_on_eos == stopped, f"row {row}"
     if "generated_text" in case and len(generations) == 1:
         assert generations[0].text == case["generated_text"]
+
+
+def _until_eos(ids: list[int], eos_ids) -> tuple[list[int], bool]:
+    """Upstream's ids up to and including the first eos (later ones are the batch's padding), and
+    whether there was one: what vl2's `Generation.token_ids` and `stopped_on_eos` hold."""
+    for k, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: k + 1], True
+    return ids, False
 
 
 def _unequal_pair(fixture):
@@ -149,9 +179,12 @@ def test_batch_of_unequal_prompts_equals_one_at_a_time(monkeypatch, name):
         expected += case["generated_ids"]
     lengths = {len(model.input_ids(i, s)) for i, s in zip(items, instructions)}
     assert len(lengths) > 1, "the batch must mix prompt lengths"
-    generations = model.generate(items, instructions, max_new_tokens=8)
-    for generation, ids in zip(generations, expected):
-        assert generation.token_ids == ids[: len(generation.token_ids)]
+    new_tokens = min(len(ids) for ids in expected)
+    generations = model.generate(items, instructions, max_new_tokens=new_tokens)
+    assert len(generations) == len(items)
+    for item, instruction, generation, ids in zip(items, instructions, generations, expected):
+        assert generation.token_ids == _until_eos(ids[:new_tokens], model.eos_token_ids)[0]
+        assert generation.token_ids == model.generate([item], [instruction], max_new_tokens=new_tokens)[0].token_ids
 
 
 #: A repetition penalty strong enough to change the random fixtures' tokens within 12 steps.
@@ -191,6 +224,8 @@ def test_label_scores_share_one_prefill_and_match_full_forward(monkeypatch, name
     labels = ["cooking", "sports", "music videos", "a"]
     scores = model.score_labels(item, instruction, labels)
     embeds, mask = model.prepare_inputs([item], [instruction])
+    assert len(scores.log_likelihoods) == len(labels)
+    full_forward = []
     for label, score in zip(labels, scores.log_likelihoods):
         ids = model.tokenizer(label, add_special_tokens=False).input_ids + [model.eos_token_ids[0]]
         label_embeds = model.llm.get_input_embeddings()(torch.tensor([ids]))
@@ -199,5 +234,7 @@ def test_label_scores_share_one_prefill_and_match_full_forward(monkeypatch, name
         start = embeds.shape[1] - 1
         expected = sum(logprobs[start + k, token].item() for k, token in enumerate(ids))
         assert score == pytest.approx(expected, abs=1e-3)
-    probabilities = scores.probabilities()
-    assert sum(probabilities) == pytest.approx(1.0)
+        full_forward.append(expected)
+    # The reported probabilities are the softmax of the full-forward likelihoods, label for label.
+    expected_probabilities = torch.softmax(torch.tensor(full_forward, dtype=torch.float64), dim=0).tolist()
+    assert scores.probabilities() == pytest.approx(expected_probabilities, abs=1e-3)

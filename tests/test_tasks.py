@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import load_reference, reference_root
@@ -152,7 +153,8 @@ def test_classify_scores_every_label(av_model, media_dir: Path) -> None:
     for record in records:
         scores = record["label_scores"]
         assert sorted(s["label"] for s in scores) == ["cooking", "music", "sports"]
-        assert sum(s["probability"] for s in scores) == pytest.approx(1.0)
+        softmax = torch.softmax(torch.tensor([s["log_likelihood"] for s in scores], dtype=torch.float64), dim=0)
+        assert [s["probability"] for s in scores] == pytest.approx(softmax.tolist(), abs=1e-6)
         assert [s["probability"] for s in scores] == sorted((s["probability"] for s in scores), reverse=True)
         assert record["top_k"] == [s["label"] for s in scores[:2]]
         assert record["output"] == scores[0]["label"]
@@ -210,14 +212,26 @@ def test_vision_only_model_routes_and_refuses_audio(vision_model, media_dir: Pat
 
 
 @needs_fixtures
-def test_done_files_are_skipped_without_decoding(av_model, media_dir: Path) -> None:
+def test_done_files_are_skipped_without_decoding(av_model, media_dir: Path, monkeypatch) -> None:
+    from vl2cli.media import workers
+
     target = media_dir / IMAGE
     task = TaskSpec("ask", prompt="what colour?", max_new_tokens=2)
     first = [o.record for o in run_task(av_model, [target], task, RunOptions(workers=1))]
     done = {key_of_record(first[0])}
     assert key_of_record(first[0]) == resume_key(FileStamp.of(target), _request(av_model, task))
+    decoded: list[str] = []
+    real_decode_one = workers.decode_one
+
+    def recording_decode_one(load_fn, path, spec):
+        decoded.append(Path(path).name)
+        return real_decode_one(load_fn, path, spec)
+
+    # One file left to do is decoded in this process (InlineDecoder), so every decode passes here.
+    monkeypatch.setattr(workers, "decode_one", recording_decode_one)
     outcomes = list(run_task(av_model, [target, media_dir / EMPTY], task, RunOptions(workers=1), is_done=done.__contains__))
     assert [o.skipped for o in outcomes] == [True, False]
+    assert decoded == [EMPTY], "the done file must not be decoded; the other one must"
 
 
 def _request(model, task: TaskSpec) -> Request:
@@ -276,3 +290,16 @@ def test_rerun_with_nothing_new_never_loads_the_weights(tmp_path: Path, monkeypa
     with pytest.raises(CheckpointError):
         execute("caption", [folder], settings, stderr=io.StringIO())
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_stream_notes_reach_the_record_only_for_streams_the_model_sees() -> None:
+    from vl2cli.media.loader import LoadedMedia, MediaNote
+    from vl2cli.media.probe import MediaInfo
+    from vl2cli.tasks.modality import to_model_input
+
+    info = MediaInfo("x.mkv", "video", 1, "matroska", 6.0, True, True, 96, 64, 25.0, None, "h264", "aac", 48000, 1)
+    loaded = LoadedMedia(info, torch.zeros(1, 3, 4, 4), torch.zeros(2998, 128), False, [0],
+                         notes=[MediaNote("video", "video cut"), MediaNote("audio", "audio cut")])
+    assert to_model_input(loaded, "av").notes == ["video cut", "audio cut"]
+    assert to_model_input(loaded, "video").notes == ["video cut"]
+    assert to_model_input(loaded, "audio").notes == ["audio cut"]

@@ -328,8 +328,24 @@ def export(ctx: typer.Context) -> None:
 
     sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
-    sub.command()(export_command)
+    sub.command(cls=_Command)(export_command)
     typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
+
+
+@app.command("convert", cls=_Command, epilog="Example: [cyan]vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b[/cyan]")
+def convert(
+    model: Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="new folder for the safetensors copy", show_default=False)],
+) -> None:
+    """Write a safetensors copy of a Video-LLaMA (v1) model, which then loads without unpickling."""
+    def body() -> int:
+        from .api import convert_model
+
+        written = convert_model(model, out)
+        print(f"wrote {len(written)} files to {out}; use --model {out}")
+        return EXIT_OK
+
+    raise typer.Exit(_guarded(body))
 
 
 def _guarded(body: Any) -> int:

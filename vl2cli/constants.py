@@ -52,3 +52,9 @@ LLAMA2_DEFAULT_SYSTEM_PROMPT = (
 )
 #: model_types for which upstream prepends the Llama-2 system message.
 SYSTEM_MESSAGE_MODEL_TYPES = ("videollama2", "videollama2_mistral", "videollama2_mixtral")
+
+#: Video-LLaMA (v1): BLIP-2 / CLIP pixel normalisation, frames per video and frame side of its demo.
+V1_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+V1_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+V1_NUM_FRAMES = 8
+V1_IMAGE_SIZE = 224

@@ -142,10 +142,31 @@ def iter_media(
         raise Vl2Error(f"unknown media kind(s) {sorted(unknown)}; choose from {', '.join(MEDIA_KINDS)}")
     absolute = [Path(os.path.abspath(raw)) for raw in inputs]
     for raw, path in zip(inputs, absolute):
-        if not path.is_dir() and not path.exists():
+        if not _named_input_exists(path):
             raise InputError(f"{raw}: no such file or folder")
     return _expand(absolute, recursive=recursive, kinds=kinds, include=include, exclude=exclude,
                    warn=on_warning or (lambda warning: None))
+
+
+def _named_input_exists(path: Path) -> bool:
+    """False only for a path that is really not there. One that exists but cannot be read (no permission
+    on it or a parent folder) counts as there: its file gets an `unreadable_file` record, as in a walk,
+    instead of refusing the whole run."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _is_readable_dir(path: Path) -> bool:
+    """`Path.is_dir`, but False (not PermissionError) for a path this user may not look at."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _expand(paths: list[Path], *, recursive: bool, kinds: frozenset[str], include: Sequence[str],
@@ -153,7 +174,7 @@ def _expand(paths: list[Path], *, recursive: bool, kinds: frozenset[str], includ
     # Duplicates can only come from overlapping inputs, so a lone input needs no memory of what it saw.
     seen: set[Path] | None = set() if len(paths) > 1 else None
     for path in paths:
-        if path.is_dir():
+        if _is_readable_dir(path):
             found: Iterable[Path] = _walk_folder(path, recursive=recursive, kinds=kinds, include=include,
                                                  exclude=exclude, warn=warn)
         else:

@@ -61,6 +61,12 @@ class NoAudioStreamError(MediaError):
     code = "no_audio_stream"
 
 
+class UnreadableFileError(MediaError):
+    """The file vanished after it was listed, or this user may not read it."""
+
+    code = "unreadable_file"
+
+
 class DecodeTimeoutError(MediaError):
     """The decoder worker did not finish in time and was killed."""
 

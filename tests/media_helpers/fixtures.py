@@ -43,3 +43,23 @@ def media_path(stem: str) -> Path:
 def have_media(*names: str) -> bool:
     """Whether every named file is in the media fixture folder (a test guards on exactly what it uses)."""
     return all((MEDIA_FIXTURES / name).is_file() for name in names)
+
+
+def have_goldens(*stems: str) -> bool:
+    """Whether every named golden (and the media file it describes) is in the fixture folder."""
+    return all((GOLDEN / f"{stem}.json").is_file() and (MEDIA_FIXTURES / golden_json(stem)["media"]).is_file()
+               for stem in stems)
+
+
+def needs_goldens(*stems: str):
+    """A skip marker for a test that uses exactly these media goldens."""
+    import pytest
+
+    return pytest.mark.skipif(not have_goldens(*stems), reason=f"media fixtures not found: {', '.join(stems)}")
+
+
+def needs_media(*names: str):
+    """A skip marker for a test that uses exactly these media files."""
+    import pytest
+
+    return pytest.mark.skipif(not have_media(*names), reason=f"media fixtures not found: {', '.join(names)}")

@@ -64,3 +64,56 @@ def corrupt_middle(source: Path, target: Path, fraction: float = 0.5, length: in
     data[start:start + length] = noise[: len(data) - start]
     target.write_bytes(bytes(data))
     return target
+
+
+#: WAVE_FORMAT_IEEE_FLOAT: the format tag of a float32 WAV.
+_WAV_FLOAT_FORMAT = 3
+
+
+def write_float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """A mono 32-bit float WAV holding exactly `samples` (NaN and infinities included, which encoders refuse)."""
+    import struct
+
+    data = np.asarray(samples, dtype="<f4").tobytes()
+    block_align, bits = 4, 32
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, _WAV_FLOAT_FORMAT, 1, rate, rate * block_align, block_align, bits)
+    path.write_bytes(header + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def write_avi_claiming_more_frames(path: Path, *, frames: int = 60, claimed: int = 62) -> Path:
+    """An MPEG-4 Part 2 AVI whose headers (avih total frames, strh length) promise `claimed` frames
+    while `frames` are stored: what some capture tools write when they drop frames."""
+    import struct
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mpeg4", rate=FRAME_RATE)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for index in range(frames):
+        frame = av.VideoFrame.from_ndarray(_moving_gradient(index, 64, 48), format="rgb24")
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    data = bytearray(path.read_bytes())
+    total_frames_at = data.find(b"avih") + 8 + 16  # MainAVIHeader.dwTotalFrames
+    length_at = data.find(b"strh") + 8 + 32  # AVIStreamHeader.dwLength
+    for offset in (total_frames_at, length_at):
+        assert struct.unpack("<I", data[offset:offset + 4]) == (frames,), "unexpected AVI header layout"
+        data[offset:offset + 4] = struct.pack("<I", claimed)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def damage_video_packet(source: Path, target: Path, packet: int) -> Path:
+    """Copy with one video packet's payload (after its first NAL length field) overwritten by 0xFF bytes:
+    a damaged frame in the middle of an otherwise good file, which the decoder rejects outright."""
+    with av.open(str(source)) as container:
+        located = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    position, size = located[packet]
+    data = bytearray(source.read_bytes())
+    data[position + 4:position + size] = b"\xff" * (size - 4)
+    target.write_bytes(bytes(data))
+    return target

@@ -32,8 +32,13 @@ it is kept (see docs/export.md); run commands then pick it up with --encoder-bac
 
 
 def export_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="hub id or local checkpoint folder", show_default=False)],
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="hub id or local checkpoint folder [dim]\\[env VL2_MODEL, config `model`; default the run commands' model][/dim]",
+        show_default=False)] = None,
     revision: Annotated[Optional[str], typer.Option("--revision", help="hub revision (branch, tag or commit)")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML settings file (as for the run commands; env VL2_CONFIG): model, revision, device, export_dir, engine_dir",
+        show_default=False)] = None,
     export_dir: Annotated[Optional[Path], typer.Option(
         "--export-dir", help="root for ONNX graphs [dim]\\[env VL2_EXPORT_DIR; default $VL2_HOME/export, the checkout's export/ or ~/.cache/vl2/export][/dim]",
         show_default=False)] = None,
@@ -51,16 +56,22 @@ def export_command(
     """Export the encoders to ONNX (and TensorRT), validated against PyTorch."""
     raise typer.Exit(run_export(
         model=model, revision=revision, export_dir=export_dir, engine_dir=engine_dir, precision=precision,
-        components=component, max_batch=max_batch, engines=engines, device=device,
+        components=component, max_batch=max_batch, engines=engines, device=device, config=config,
     ))
 
 
 export_command.__doc__ = EXPORT_HELP
 
 
-def run_export(*, model: str, revision: str | None, export_dir: Path | None, engine_dir: Path | None, precision: str,
-               components: list[str] | None, max_batch: int, engines: str, device: str | None) -> int:
-    """The command body; returns the exit code (0 all kept, 1 some component failed, 2 nothing done)."""
+def run_export(*, model: str | None, revision: str | None, export_dir: Path | None, engine_dir: Path | None,
+               precision: str, components: list[str] | None, max_batch: int, engines: str, device: str | None,
+               config: Path | None = None) -> int:
+    """The command body; returns the exit code (0 all kept, 1 some component failed, 2 nothing done).
+
+    The model, revision, device and folders resolve as for the run commands (flag > VL2_* > config file
+    > default), so `vl2 export` exports the model that `vl2 caption` would load.
+    """
+    from ..settings import resolve_settings
     from .pipeline import export_model
 
     if not logging.getLogger().handlers:
@@ -68,9 +79,13 @@ def run_export(*, model: str, revision: str | None, export_dir: Path | None, eng
     try:
         if engines not in ENGINE_CHOICES:
             raise Vl2Error(f"--engines {engines!r}: choose one of {', '.join(ENGINE_CHOICES)}.")
+        flags = {"model": model, "revision": revision, "device": device,
+                 "export_dir": str(export_dir) if export_dir else None, "engine_dir": str(engine_dir) if engine_dir else None}
+        settings = resolve_settings(flags, config_path=config).settings
         report = export_model(
-            model, export_dir, engine_dir=engine_dir, precision=precision, components=components,
-            max_batch=max_batch, build_engines=ENGINE_CHOICES[engines], revision=revision, device=device,
+            settings.model, settings.export_dir, engine_dir=settings.engine_dir, precision=precision,
+            components=components, max_batch=max_batch, build_engines=ENGINE_CHOICES[engines],
+            revision=settings.revision, device=None if settings.device == "auto" else settings.device,
         )
     except Vl2Error as exc:
         typer.echo(f"vl2: error: {exc}", err=True)

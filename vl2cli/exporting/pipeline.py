@@ -109,6 +109,9 @@ def export_model(
     model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
         model_or_id, revision=revision, device=device
     )
+    engine_reason = _engines_unavailable(model)
+    if build_engines and engine_reason is not None:  # before any file is (re)written
+        raise ExportError(f"cannot build TensorRT engines: {engine_reason}; nothing was exported.")
     specs = component_specs(model)
     selected = _select_components(specs, components)
     export_root = Path(out_dir) if out_dir else default_export_dir()
@@ -126,13 +129,13 @@ def export_model(
             outcome.error = str(exc)
             log.error("%s", exc)
         gc.collect()
+    if not any(outcome.ok for outcome in report.components):
+        failures = "; ".join(f"{o.name}: {o.error}" for o in report.components)
+        raise ExportError(f"no component could be exported, so no manifest was written ({failures}).")
     manifest.save(folder)
-    engine_reason = _engines_unavailable(model)
     if build_engines is False:
         report.engine_note = "not requested"
     elif engine_reason is not None:
-        if build_engines:
-            raise ExportError(f"cannot build TensorRT engines: {engine_reason}.")
         report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with --encoder-backend onnxruntime"
     else:
         good = [o for o in report.components if o.ok]

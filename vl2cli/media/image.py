@@ -14,6 +14,8 @@ resize the two axes in two explicit calls, horizontal first.
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -221,10 +223,15 @@ def load_image_rgb(path: str) -> np.ndarray:
     image whose data ends early or is damaged -> corrupt_media.
     """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))[None]
+        with warnings.catch_warnings():
+            # Large but under PIL's hard limit: decoded like any image (stderr stays clean under --quiet).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))[None]
     except UnidentifiedImageError as exc:
         raise UnsupportedMediaError(f"{path}: not an image format vl2 can read", path=path) from exc
+    except Image.DecompressionBombError as exc:  # more pixels than PIL agrees to decode: a decompression bomb
+        raise UnsupportedMediaError(f"{path}: the image is too large to decode safely ({exc})", path=path) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL: "image file is truncated", broken chunks
         if isinstance(exc, FileNotFoundError):
             raise

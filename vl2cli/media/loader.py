@@ -16,7 +16,8 @@ import av
 import numpy as np
 import torch
 
-from vl2cli.constants import AUDIO_WINDOW_SAMPLES
+from vl2cli.constants import AUDIO_SAMPLE_RATE, AUDIO_WINDOW_SAMPLES
+from vl2cli.errors import CorruptMediaError, EmptyFileError
 from vl2cli.media.audio import (
     INT16_SCALE,
     audio_file_waveform,
@@ -55,6 +56,9 @@ class MediaSpec:
     #: False: pixel_values stay uint8 levels (see `image.normalize_levels`), the light hand-off from
     #: decode workers to the model process.
     normalize_pixels: bool = True
+    #: The model family whose upstream preprocessing to reproduce: "videollama2" or "videollama" (v1,
+    #: `vl2cli.media.videollama_v1`: decord's S×S squash, its own frame indices, 8 ImageBind clips).
+    family: str = "videollama2"
 
 
 @dataclass
@@ -69,6 +73,46 @@ class LoadedMedia:
     timings_ms: dict[str, float] = field(default_factory=dict)
     video_backend: VideoBackend | None = None
     audio_samples_decoded: int | None = None
+    #: Facts the record should carry (e.g. the file looks truncated); the file was still usable.
+    notes: list["MediaNote"] = field(default_factory=list)
+    #: Video-LLaMA (v1) only: upstream's sentence naming the sampled frames' seconds (part of its prompt).
+    frame_times_message: str | None = None
+
+
+#: A stream that ends this much before the duration its container declares is reported as truncated:
+#: at least TRUNCATION_MIN_GAP_S and TRUNCATION_MIN_GAP_FRACTION of the declared length (frame counts,
+#: codec priming and rounding make well-formed files differ by a frame or two, never by this much).
+TRUNCATION_MIN_GAP_S = 1.0
+TRUNCATION_MIN_GAP_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class MediaNote:
+    """Something about one stream of a file that its record should say; `stream` is "video" or "audio"."""
+
+    stream: str
+    text: str
+
+
+def truncation_note(stream: str, decoded_s: float, declared_s: float | None) -> MediaNote | None:
+    """A note when `stream` ends well before the length the container declares (a cut-off download or
+    copy: the file decodes, but its end is missing and the model sees only what is there)."""
+    if not declared_s or decoded_s <= 0:
+        return None
+    gap = declared_s - decoded_s
+    if gap < max(TRUNCATION_MIN_GAP_S, TRUNCATION_MIN_GAP_FRACTION * declared_s):
+        return None
+    return MediaNote(stream, f"the {stream} ends at {decoded_s:.1f} s of the {declared_s:.1f} s the container "
+                             "declares: the file looks truncated; only what is there was used")
+
+
+def _declared_audio_seconds(container: av.container.InputContainer, info: MediaInfo) -> float | None:
+    """The audio stream's own declared duration when the container gives one, else the file's."""
+    if container.streams.audio:
+        stream = container.streams.audio[0]
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+    return info.duration_s
 
 
 @contextmanager
@@ -76,6 +120,20 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * _MS_PER_S
+
+
+def check_audio_samples(path: str, samples: np.ndarray) -> None:
+    """Refuse sound the model would only turn into noise.
+
+    A stream with no samples would be padded into 30 s of silence and captioned as if heard; NaN or
+    infinite samples (float PCM can hold them) make every fbank value NaN and the answer garbage.
+    """
+    if samples.shape[0] == 0:
+        raise EmptyFileError(f"{path}: the audio stream holds no samples", path=path)
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.shape[0] - finite.sum())
+        raise CorruptMediaError(f"{path}: {bad} of {samples.shape[0]} audio samples are NaN or infinite", path=path)
 
 
 def _video_fbank(path: str, has_audio: bool, container: av.container.InputContainer,
@@ -95,6 +153,7 @@ def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputC
                       timings: dict[str, float]) -> tuple[torch.Tensor, int]:
     with _timed(timings, "decode_audio"):
         samples, rate = read_audio_channel0(path, container)
+    check_audio_samples(path, samples)
     with _timed(timings, "fbank"):
         fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
     return fbank, int(samples.shape[0])
@@ -118,10 +177,18 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
                 result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads,
                                                         normalize=spec.normalize_pixels)
             result.frame_indices, result.video_backend = decoded.indices, decoded.backend
+            result.notes += [MediaNote("video", text) for text in decoded.notes]
+            if decoded.avg_fps > 0:
+                note = truncation_note("video", decoded.total_frames / decoded.avg_fps, info.duration_s)
+                result.notes += [note] if note else []
         if audio_job is not None:
             with _timed(timings, "wait_audio"):
                 audio = background.result() if background is not None else audio_job()
             result.fbank, result.audio_missing, result.audio_samples_decoded = audio
+            if not result.audio_missing:
+                note = truncation_note("audio", result.audio_samples_decoded / AUDIO_SAMPLE_RATE,
+                                       _declared_audio_seconds(container, info))
+                result.notes += [note] if note else []
     finally:
         if background is not None and not background.done():
             wait([background])  # the audio thread still reads the container that the caller is about to close
@@ -146,7 +213,11 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
     result = LoadedMedia(info=info, pixel_values=None, fbank=None, audio_missing=False, frame_indices=None,
                          timings_ms=timings)
     with container:
-        if info.kind == "video":
+        if spec.family == "videollama":
+            from vl2cli.media.videollama_v1 import load_v1_media
+
+            load_v1_media(path, spec, info, result, budget)
+        elif info.kind == "video":
             _load_video(path, spec, info, container, budget, result)
         elif info.kind == "image":
             if spec.image is not None:
@@ -157,4 +228,7 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
                                                             normalize=spec.normalize_pixels)
         elif spec.want_audio:
             result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, container, timings)
+            rate = info.audio_sample_rate or AUDIO_SAMPLE_RATE
+            note = truncation_note("audio", result.audio_samples_decoded / rate, _declared_audio_seconds(container, info))
+            result.notes += [note] if note else []
     return result

@@ -5,14 +5,16 @@ fail early with a typed error that says what is wrong.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import av
 
-from vl2cli.errors import CorruptMediaError, EmptyFileError, UnsupportedMediaError
+from vl2cli.errors import CorruptMediaError, EmptyFileError, UnreadableFileError, UnsupportedMediaError
 
 MediaKind = Literal["video", "image", "audio"]
 
@@ -66,10 +68,35 @@ def _is_cover_art(stream: av.stream.Stream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
+def _regular_file_size(path: str) -> int:
+    """The size of `path`, which must be a regular file that this user can read.
+
+    Why not `os.path.isfile`: it says "no" for a FIFO, a device (/dev/zero) and a file that vanished
+    alike, and opening a FIFO would block the decoder forever. Each case gets its own answer here.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise UnreadableFileError(f"{path}: the file no longer exists (it was removed after it was listed)",
+                                  path=path) from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})", path=path) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise UnsupportedMediaError(f"{path}: a folder, not a media file", path=path)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsupportedMediaError(f"{path}: not a regular file (a pipe, device or socket); vl2 reads media files",
+                                    path=path)
+    if not os.access(path, os.R_OK):
+        raise UnreadableFileError(f"{path}: cannot read (permission denied)", path=path)
+    return info.st_size
+
+
 def _open_container(path: str) -> av.container.InputContainer:
     try:
         return av.open(path)
     except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+            raise UnreadableFileError(f"{path}: cannot read ({os.strerror(exc.errno)})", path=path) from exc
         if _looks_like_known_container(path):
             raise CorruptMediaError(f"{path}: the container is damaged or truncated and cannot be read ({exc})",
                                     path=path) from exc
@@ -84,9 +111,7 @@ def open_and_probe(path: str | Path) -> tuple[MediaInfo, av.container.InputConta
     Raises as `probe_media`.
     """
     path = str(path)
-    if not os.path.isfile(path):
-        raise UnsupportedMediaError(f"{path}: no such file", path=path)
-    size = os.path.getsize(path)
+    size = _regular_file_size(path)
     if size == 0:
         raise EmptyFileError(f"{path}: the file is empty (0 bytes)", path=path)
     container = _open_container(path)

@@ -1,4 +1,10 @@
-"""VideoLLaMA 2 model core: one file per component, in the spirit of transformers' modeling files.
+"""The model core: two families (VideoLLaMA 2, Video-LLaMA v1) over one shared inference core.
+
+- `family.py`          SplicedFamilyModel: batching, splicing, generation, label scoring (shared)
+- `families.py`        which family a --model names, and its class (no torch)
+- `videollama/`        Video-LLaMA (v1): its components, one file each (see its __init__)
+
+VideoLLaMA 2, one file per component, in the spirit of transformers' modeling files:
 
 - `config.py`          config.json -> Vl2Config (LLM config object + mm_* keys)
 - `hub.py`             hub id / folder resolution (no torch: identity checks stay fast)
@@ -25,6 +31,7 @@ _LAZY = {
     "Vl2Config": "vl2cli.model.config", "Generation": "vl2cli.model.inputs", "LabelScores": "vl2cli.model.inputs",
     "Modality": "vl2cli.model.inputs", "MultimodalInput": "vl2cli.model.inputs",
     "VideoLlama2": "vl2cli.model.videollama2",
+    "VideoLlamaV1": "vl2cli.model.videollama.modeling", "SplicedFamilyModel": "vl2cli.model.family",
 }
 __all__ = sorted(_LAZY)
 

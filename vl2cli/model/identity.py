@@ -32,10 +32,15 @@ class CheckpointIdentity:
     num_frames: int
     has_vision: bool
     has_audio: bool
+    family: str = "videollama2"
 
     @classmethod
     def resolve(cls, model: str, *, revision: str | None = None) -> "CheckpointIdentity":
         """Resolve a hub id (through the HF cache) or a local folder and read its config.json."""
+        from .families import family_of
+
+        if family_of(model) == "videollama":
+            return cls._resolve_v1(model, revision=revision)
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         raw = read_config_json(repo.folder / CONFIG_FILE)
         return cls(
@@ -45,6 +50,18 @@ class CheckpointIdentity:
             num_frames=int(raw.get("num_frames") or DEFAULT_NUM_FRAMES),
             has_vision=raw.get("mm_vision_tower") is not None,
             has_audio=raw.get("mm_audio_tower") is not None,
+        )
+
+    @classmethod
+    def _resolve_v1(cls, model: str, *, revision: str | None) -> "CheckpointIdentity":
+        """A Video-LLaMA (v1) model: every file located (a missing one is named now), 8 frames."""
+        from .videollama.files import V1_NUM_FRAMES, resolve_v1_paths
+
+        paths, resolved = resolve_v1_paths(model, revision=revision)
+        return cls(
+            model_id=model if resolved is not None else str(Path(model).expanduser().resolve()),
+            revision=resolved, folder=paths.vision_checkpoint.parent, num_frames=V1_NUM_FRAMES,
+            has_vision=True, has_audio=paths.has_audio, family="videollama",
         )
 
 

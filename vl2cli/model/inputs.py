@@ -25,7 +25,8 @@ class MultimodalInput:
     pixel_values: (T, 3, S, S) float32 for videos, (1, 3, S, S) for images, already normalised by the
         tower's image processor.
     fbank: (2998, 128) float32 kaldi log-mel fbank of 30 s of 16 kHz audio, rounded to bfloat16 values
-        as upstream preprocessing does (not yet BEATs-normalised: BEATs normalises inside).
+        as upstream preprocessing does (not yet BEATs-normalised: BEATs normalises inside); for
+        Video-LLaMA (v1), its (8, 1, 128, 204) normalised ImageBind clips.
     notes: facts the result should report (e.g. "audio track missing: 30 s of silence used").
     feature_key: names this input's encoded features in a `FeatureCache` (None: never cached); two
         inputs with the same key must encode to the same features.
@@ -35,6 +36,9 @@ class MultimodalInput:
     pixel_values: torch.Tensor | None = None
     fbank: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    #: Video-LLaMA (v1) prompts name the sampled frames' times ("The video contains 8 frames sampled at
+    #: 0.0, 0.3, ... seconds. "); the media layer fills it for v1 videos, other families ignore it.
+    frame_times_message: str | None = None
     feature_key: Hashable | None = None
 
     def __post_init__(self) -> None:

@@ -50,6 +50,9 @@ class Request:
     revision: str | None
     frames: int
     modality: str
+    #: the model family (`videollama2` or `videollama`, Video-LLaMA v1); implied by the model id, so
+    #: not part of the resume key
+    family: str = "videollama2"
     sampling: Sampling | None = None
 
 
@@ -127,7 +130,7 @@ def build_record(
         "prompt": request.prompt,
         "instruction": instruction,
         "labels": list(request.labels) if request.labels is not None else None,
-        "model": {"id": request.model_id, "revision": request.revision},
+        "model": {"id": request.model_id, "revision": request.revision, "family": request.family},
         "frames": request.frames,
         "modality_requested": request.modality,
         "sampling": request.sampling.as_dict() if request.sampling is not None else None,

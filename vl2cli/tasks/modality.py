@@ -18,7 +18,10 @@ if TYPE_CHECKING:  # torch-heavy; only the pipeline, which has them loaded, call
     from ..media.loader import LoadedMedia
     from ..model.inputs import MultimodalInput
 
+#: The streams of a file that each modality puts in front of the model.
+STREAMS_SEEN = {"video": ("video",), "image": ("video",), "audio": ("audio",), "av": ("video", "audio")}
 AUDIO_MISSING_NOTE = "the video has no audio track: 30 s of silence was used for the audio (as upstream does)"
+VISION_ONLY_NOTE = "the video has no audio track: its frames alone were used (as Video-LLaMA's upstream demo does)"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class ModelTowers:
 
     has_vision: bool
     has_audio: bool
+    #: What `auto` makes of a video without sound on an audio-visual model: "av" (VideoLLaMA 2: silence
+    #: stands in) or "video" (Video-LLaMA v1: upstream falls back to the frames alone).
+    silent_video: str = "av"
 
 
 def check_requested_modality(requested: str, towers: ModelTowers, model_id: str) -> None:
@@ -65,10 +71,14 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
             raise NoAudioStreamError(f"{path}: the video has no audio track; --modality {requested} cannot use it",
                                      path=path)
         return "audio"
-    if requested == "video" or not towers.has_audio:
+    if requested == "video" or not towers.has_audio or (
+            requested == "auto" and not has_audio_stream and towers.silent_video == "video"):
         if not towers.has_vision:
             raise ModalityError(f"{path}: this model has no vision tower; it cannot look at videos", path=path)
         return "video"
+    if not has_audio_stream and towers.silent_video == "video":
+        raise NoAudioStreamError(f"{path}: the video has no audio track; --modality {requested} cannot use it",
+                                 path=path)
     return "av"
 
 
@@ -82,6 +92,9 @@ def to_model_input(loaded: "LoadedMedia", modality: str, *, pixel_values: "torch
     from ..model.inputs import MultimodalInput
 
     notes = [AUDIO_MISSING_NOTE] if modality == "av" and loaded.audio_missing else []
+    if modality == "video" and loaded.audio_missing:  # only a family whose silent videos fall back to frames
+        notes = [VISION_ONLY_NOTE]
+    notes += [note.text for note in loaded.notes if note.stream in STREAMS_SEEN[modality]]
     pixels = pixel_values if pixel_values is not None else loaded.pixel_values
     audio = fbank if fbank is not None else loaded.fbank
     return MultimodalInput(
@@ -89,4 +102,5 @@ def to_model_input(loaded: "LoadedMedia", modality: str, *, pixel_values: "torch
         pixel_values=pixels if modality != "audio" else None,
         fbank=audio if modality in ("audio", "av") else None,
         notes=notes,
+        frame_times_message=getattr(loaded, "frame_times_message", None),
     )

@@ -127,6 +127,7 @@ class _Runner:
             want_audio=decode_wants_audio(self.options.modality, self.towers),
             video_backend=self.options.video_backend,  # type: ignore[arg-type]
             normalize_pixels=False,  # uint8 crosses to this process; normalised on the model's device
+            family=getattr(self.model, "family", "videollama2"),
         )
 
     def instruction_for(self, modality: str, request: Request | None = None) -> str:
@@ -216,6 +217,8 @@ class _Runner:
         """Feature tokens of the largest input this run can see: blank features through the eager
         connector and a blank fbank through BEATs (never the compiled encoders, whose first call would
         then fix their shapes to a batch of one)."""
+        if hasattr(self.model, "media_tokens"):  # a family that knows its own (Video-LLaMA v1)
+            return int(self.model.media_tokens())
         spec = self.media_spec()
         encoders = self.model.torch_encoders
         device, dtype = self.device, self.model.dtype

@@ -49,7 +49,8 @@ class PlannedFile:
 
 def towers_of(model: Any) -> ModelTowers:
     """The towers of a loaded model or of a LazyModel's identity (both answer on `.config`)."""
-    return ModelTowers(model.config.has_vision, model.config.has_audio)
+    silent_video = "video" if model_family(model) == "videollama" else "av"
+    return ModelTowers(model.config.has_vision, model.config.has_audio, silent_video)
 
 
 def build_request(model: Any, task: TaskSpec, options: RunOptions) -> Request:
@@ -60,10 +61,16 @@ def build_request(model: Any, task: TaskSpec, options: RunOptions) -> Request:
 def build_requests(model: Any, task: TaskSpec, options: RunOptions) -> tuple[Request, ...]:
     """One request per question (ask with several questions), else the run's one request."""
     check_requested_modality(options.modality, towers_of(model), model.model_id)
+    family = model_family(model)
     return tuple(Request(task=task.task, prompt=prompt, labels=task.labels, model_id=model.model_id,
                          revision=model.revision, frames=model.num_frames, modality=options.modality,
-                         sampling=task.sampling)
+                         family=family, sampling=task.sampling)
                  for prompt in task.prompts)
+
+
+def model_family(model: Any) -> str:
+    """The family of a loaded model or of a LazyModel's identity, without loading the latter."""
+    return getattr(model.config, "family", None) or getattr(type(model), "family", "videollama2")
 
 
 def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request],
