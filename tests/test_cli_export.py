@@ -24,7 +24,7 @@ def test_export_then_caption_with_onnxruntime_equals_torch(tmp_path):
     assert exported.returncode == EXIT_OK, exported.stderr
     assert list(export_dir.rglob("manifest.json")), "export wrote no manifest"
     media = str(MEDIA_FIXTURES / TINY_VIDEO)
-    common = ["caption", media, "--model", checkpoint, "--max-new-tokens", "6", "--quiet", "--json"]
+    common = ["caption", media, "--model", checkpoint, "--max-new-tokens", "6", "--quiet"]
     with_torch = vl2(*common, "--encoder-backend", "torch")
     with_ort = vl2(*common, "--encoder-backend", "onnxruntime", "--export-dir", str(export_dir))
     assert with_torch.returncode == EXIT_OK, with_torch.stderr

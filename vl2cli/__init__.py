@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "vl2cli.api", "caption": "vl2cli.api", "ask": "vl2cli.api", "classify": "vl2cli.api",
-    "iter_records": "vl2cli.api", "discover_media": "vl2cli.discover", "VideoLlama2": "vl2cli.model.videollama2",
-    "load_schema": "vl2cli.output.schema", "Vl2Error": "vl2cli.errors", "convert_model": "vl2cli.api",
+    "iter_records": "vl2cli.api", "chat": "vl2cli.api", "discover_media": "vl2cli.discover",
+    "VideoLlama2": "vl2cli.model.videollama2", "load_schema": "vl2cli.output.schema", "Vl2Error": "vl2cli.errors",
+    "convert_model": "vl2cli.api",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_
 if TYPE_CHECKING:
     from .model.videollama2 import VideoLlama2
     from .output.record import Request, ResumeKey
+    from .tasks.chat import ChatSession
     from .tasks.plan import FileOutcome, KnownSegments, PlannedFile
     from .tasks.spec import RunOptions, TaskSpec
 
@@ -95,6 +96,15 @@ def _counted(files: Iterator[Path], on_end: Callable[[int], None]) -> Iterator[P
     on_end(count)
 
 
+def _once(files: Iterator[Path]) -> Iterator[Path]:
+    """Each path once, when inputs and a list may name the same file."""
+    seen: set[Path] = set()
+    for file in files:
+        if file not in seen:
+            seen.add(file)
+            yield file
+
+
 def iter_outcomes(
     model: Any,
     paths: PathsArg,
@@ -111,8 +121,9 @@ def iter_outcomes(
     kinds: Sequence[str] = MEDIA_KINDS,
     keep: Callable[[Path], bool] | None = None,
     runner: "Runner | None" = None,
+    listed: Iterable[str | Path] | None = None,
 ) -> Iterator["FileOutcome"]:
-    """The one run path (the CLI wraps it): one outcome per file, streamed as batches finish.
+    """The one run path (the CLI wraps it): one outcome per file (and question), streamed as batches finish.
 
     Folders are walked lazily (the first file is decoded before the walk of a large archive ends);
     `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
@@ -126,19 +137,53 @@ def iter_outcomes(
     is an outcome of its own; `known_segments(file_key, by)` lists a file's segments from earlier
     records (`ResumeIndex.known_segments`) so a finished file is not cut again.
     """
-    from .tasks.plan import build_request, plan_files
     from .tasks.spec import RunOptions
 
     options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
+    planned, requests = plan_run(model, paths, task, options, is_done=is_done, known_segments=known_segments,
+                                 on_warning=on_warning, on_walk_end=on_walk_end, recursive=recursive,
+                                 include=include, exclude=exclude, kinds=kinds, listed=listed, keep=keep)
+    if runner is not None and len(requests) > 1:
+        raise Vl2Error("several questions per file run on the local engine only, not on Ray yet")
+    return _outcomes(model, planned, task, options, requests[0], runner)
+
+
+def plan_run(
+    model: Any,
+    paths: PathsArg,
+    task: "TaskSpec",
+    options: "RunOptions",
+    *,
+    is_done: "Callable[[ResumeKey], bool] | None" = None,
+    known_segments: "KnownSegments | None" = None,
+    on_warning: "Callable[[WalkWarning], None] | None" = None,
+    on_walk_end: Callable[[int], None] | None = None,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    kinds: Sequence[str] = MEDIA_KINDS,
+    listed: Iterable[str | Path] | None = None,
+    keep: Callable[[Path], bool] | None = None,
+) -> tuple[Iterator["PlannedFile"], tuple["Request", ...]]:
+    """The front of `iter_outcomes` (walk, stat, resume check; torch-free): the planned files and the
+    run's requests (one per question). `--dry-run` prints this without running it."""
+    from .tasks.plan import build_requests, plan_files
+
+    warn = on_warning or _log_walk_warning
     files = iter_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
-                       on_warning=on_warning or _log_walk_warning)
+                       on_warning=warn)
+    if listed is not None:
+        from .input_lists import iter_listed
+
+        files = _once(itertools.chain(files, iter_listed(listed, recursive=recursive, kinds=kinds, include=include,
+                                                         exclude=exclude, on_warning=warn)))
     if keep is not None:
         files = (file for file in files if keep(file))
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
-    request = build_request(model, task, options)
-    planned = plan_files(files, request, is_done, segmenting=options.segmenting, known_segments=known_segments)
-    return _outcomes(model, planned, task, options, request, runner)
+    requests = build_requests(model, task, options)
+    planned = plan_files(files, requests, is_done, segmenting=options.segmenting, known_segments=known_segments)
+    return planned, requests
 
 
 def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",
@@ -191,19 +236,39 @@ def iter_records(
 
 
 def caption(model: "VideoLlama2", paths: PathsArg, *, prompt: str | None = None,
-            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **run: Any) -> list[dict[str, Any]]:
-    """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given)."""
-    from .tasks.spec import TaskSpec
+            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None, top_p: float | None = None,
+            seed: int | None = None, **run: Any) -> list[dict[str, Any]]:
+    """Describe each file ("Describe the video/image/audio in detail." unless `prompt` is given).
+    Greedy unless `temperature` > 0 (then `top_p`, default 0.9, and `seed` for reproducible samples)."""
+    from .tasks.spec import TaskSpec, sampling_from
 
-    return list(iter_records(model, paths, TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens), **run))
+    task = TaskSpec("caption", prompt=prompt, max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
+    return list(iter_records(model, paths, task, **run))
 
 
-def ask(model: "VideoLlama2", paths: PathsArg, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        **run: Any) -> list[dict[str, Any]]:
-    """Answer the same question about each file."""
-    from .tasks.spec import TaskSpec
+def ask(model: "VideoLlama2", paths: PathsArg, question: str | Sequence[str], *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None, top_p: float | None = None,
+        seed: int | None = None, **run: Any) -> list[dict[str, Any]]:
+    """Answer the same question about each file; a list of questions gives one record per file and
+    question, each file decoded and encoded once. Sampling as in `caption`."""
+    from .tasks.spec import TaskSpec, sampling_from
 
-    return list(iter_records(model, paths, TaskSpec("ask", prompt=question, max_new_tokens=max_new_tokens), **run))
+    several = not isinstance(question, str)
+    task = TaskSpec("ask", prompt=None if several else question, questions=tuple(question) if several else (),
+                    max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
+    return list(iter_records(model, paths, task, **run))
+
+
+def chat(model: "VideoLlama2", paths: Sequence[str | Path], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+         modality: str = "auto", video_backend: str = "decord", temperature: float | None = None,
+         top_p: float | None = None, seed: int | None = None) -> "ChatSession":
+    """A session over a few files: `session.ask(question)` returns one record per file; each file is
+    decoded and encoded once for the whole session (kept in memory, never on disk)."""
+    from .tasks.chat import ChatSession
+    from .tasks.spec import RunOptions, sampling_from
+
+    return ChatSession(model, list(paths), options=RunOptions(modality=modality, video_backend=video_backend),
+                       max_new_tokens=max_new_tokens, sampling=sampling_from(temperature, top_p, seed))
 
 
 def classify(model: "VideoLlama2", paths: PathsArg, labels: str | Sequence[str], *, top_k: int = DEFAULT_TOP_K,

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .errors import Vl2Error
-from .settings import (DEFAULT_MODEL, SETTING_NAMES, ResolvedSettings, env_var_name, resolve_settings, setting_help,
+from .settings import (CPU_BATCH_SIZE, CPU_WORKERS, DEFAULT_TOP_P, GPU_MAX_BATCH_SIZE, GPU_WORKERS,
+                       MODEL_PROCESS_CORES, SETTING_NAMES, ResolvedSettings, Settings, env_var_name, resolve_settings, setting_help,
                        setting_type)
 from .tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
 
@@ -33,6 +35,9 @@ APP_HELP = f"""Captions, answers and labels for folders of videos, images and au
   [cyan]vl2 caption ./videos --shard 0/4 --out parts/[/cyan]   (then [cyan]vl2 shards parts/[/cyan], [cyan]vl2 merge parts/ --out all.jsonl[/cyan])
   [cyan]vl2 caption long.mp4 --segment 60s[/cyan]   (one caption per minute; --format srt writes subtitles)
   [cyan]vl2 report captions.jsonl --out report.html[/cyan]
+  [cyan]vl2 ask a.mp4 b.mp4 -q "who speaks?" -q "where is it?" --out qa.jsonl[/cyan]
+  [cyan]vl2 chat clip.mp4[/cyan]   (the model loads once; type questions, Ctrl-D ends)
+  [cyan]find /archive -name '*.mp4' | vl2 caption - --out captions.jsonl --dry-run[/cyan]
   [cyan]vl2 config show[/cyan]
 
 Settings: flags > VL2_* environment variables > --config YAML file > defaults.
@@ -40,9 +45,29 @@ Exit codes: {EXIT_OK} all files good, {EXIT_SOME_FAILED} some files failed, {EXI
 Docs: docs/cli.md, docs/output-schema.md.
 """
 
-app = typer.Typer(name="vl2", help=APP_HELP, rich_markup_mode="rich", no_args_is_help=True,
+class _FlagHelpOption:
+    """Switches (--help, --install-completion...) are shown without a value placeholder: typer would
+    print `<bool>` for them, as if they took a value."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagHelpOption, TyperCommand):
+    pass
+
+
+class _Group(_FlagHelpOption, TyperGroup):
+    pass
+
+
+app = typer.Typer(name="vl2", help=APP_HELP, rich_markup_mode="rich", no_args_is_help=True, cls=_Group,
                   context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
-config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True, cls=_Group)
 app.add_typer(config_app, name="config")
 
 MODEL_PANEL, INPUT_PANEL, RUN_PANEL, OUTPUT_PANEL = "Model", "Inputs", "Run", "Output"
@@ -65,10 +90,14 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "prompt": (("--prompt", "-p"), MODEL_PANEL),
     "labels": (("--labels", "-l"), MODEL_PANEL),
     "top_k": (("--top-k", "-k"), MODEL_PANEL),
+    "temperature": (("--temperature",), MODEL_PANEL),
+    "top_p": (("--top-p",), MODEL_PANEL),
+    "seed": (("--seed",), MODEL_PANEL),
     "include": (("--include",), INPUT_PANEL),
     "exclude": (("--exclude",), INPUT_PANEL),
     "kinds": (("--kind",), INPUT_PANEL),
     "recursive": (("--recursive/--no-recursive",), INPUT_PANEL),
+    "files_from": (("--files-from",), INPUT_PANEL),
     "batch_size": (("--batch-size", "-b"), RUN_PANEL),
     "workers": (("--workers", "-j"), RUN_PANEL),
     "decode_timeout": (("--decode-timeout",), RUN_PANEL),
@@ -76,7 +105,8 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "shard": (("--shard",), RUN_PANEL),
     "engine": (("--engine",), RUN_PANEL),
     "ray_address": (("--ray-address",), RUN_PANEL),
-    "quiet": (("--quiet/--no-quiet", "-q"), RUN_PANEL),
+    "quiet": (("--quiet/--no-quiet",), RUN_PANEL),
+    "log_files": (("--log-files/--no-log-files", "-v"), RUN_PANEL),
     "out": (("--out", "-o"), OUTPUT_PANEL),
     "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
     "retry_failed": (("--retry-failed/--no-retry-failed",), OUTPUT_PANEL),
@@ -90,52 +120,95 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 #: Extra help after a setting's own description.
 _HELP_EXTRA = {
-    "model": f" (default {DEFAULT_MODEL})", "modality": ": auto|video|audio|av",
+    "modality": ": auto|video|audio|av",
     "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
     "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)", "format": ": jsonl|srt|vtt",
 }
-_RUN_SETTINGS = ("out", "overwrite", "retry_failed", "json", "model", "revision", "device", "dtype", "encoder_backend",
-                 "frames", "modality", "device_map", "export_dir", "engine_dir", "include", "exclude", "kinds",
-                 "recursive", "batch_size", "workers", "decode_timeout", "video_backend", "quiet",
+_MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
+                   "export_dir", "engine_dir")
+_GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
+_RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, "include", "exclude", "kinds", "recursive",
+                 "files_from", "batch_size", "workers", "decode_timeout", "video_backend", "quiet", "log_files",
                  "shard", "engine", "ray_address",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
-#: Which settings each command takes as flags (the rest still come from the environment and config file).
+#: Which settings each command takes as flags (the rest still come from the environment and config file);
+#: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "caption": ("prompt", "max_new_tokens", *_RUN_SETTINGS),
-    "ask": ("max_new_tokens", *_RUN_SETTINGS),
+    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS),
+    "ask": (*_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
     "classify": ("labels", "top_k", *_RUN_SETTINGS),
+    "chat": (*_GENERATE_SETTINGS, *_MODEL_SETTINGS, "include", "exclude", "kinds", "recursive", "files_from",
+             "video_backend", "json"),
     "config show": SETTING_NAMES,
 }
 assert set(SETTING_FLAGS) == set(SETTING_NAMES), "every setting needs its flags declared"
 
 
+#: Value placeholders by setting type (typer's own would print `<bool>` for switches).
+_METAVARS = {bool: "", int: "INTEGER", float: "NUMBER", str: "TEXT"}
+#: How a default of None reads in --help, where "none" would not say what happens.
+_UNSET_DEFAULTS = {
+    "revision": "the default branch", "device_map": "one device",
+    "export_dir": "export/ under $VL2_HOME, the checkout or ~/.cache/vl2",
+    "engine_dir": "engines/ under $VL2_HOME, the checkout or ~/.cache/vl2", "frames": "the model's num_frames",
+    "batch_size": f"{CPU_BATCH_SIZE} on CPU; on a GPU what its free memory holds, up to {GPU_MAX_BATCH_SIZE}",
+    "workers": f"the cores less {MODEL_PROCESS_CORES}, at most {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU",
+    "prompt": "by modality", "files_from": "none", "temperature": "greedy", "top_p": f"{DEFAULT_TOP_P} when sampling",
+    "seed": "none",
+}
+
+
+def default_text(name: str) -> str:
+    """A setting's built-in default as --help shows it."""
+    value = getattr(Settings(), name)
+    if value is None:
+        return _UNSET_DEFAULTS.get(name, "none")
+    if isinstance(value, bool):
+        on, _, off = SETTING_FLAGS[name][0][0].partition("/")
+        return (on if value else off).lstrip("-")
+    if isinstance(value, list):
+        return ",".join(value) if value else "none"
+    return str(value)
+
+
 def _setting_parameter(name: str) -> inspect.Parameter:
     """A keyword parameter for typer: Optional[the setting's type], None meaning "not given"."""
     flags, panel = SETTING_FLAGS[name]
-    text = f"{setting_help(name)}{_HELP_EXTRA.get(name, '')} [dim]\\[env {env_var_name(name)}][/dim]"
-    option = typer.Option(*flags, help=text, rich_help_panel=panel, show_default=False)
+    text = (f"{setting_help(name)}{_HELP_EXTRA.get(name, '')} [dim]\\[default: {default_text(name)}] "
+            f"\\[env {env_var_name(name)}][/dim]")
     base = setting_type(name)
+    option = typer.Option(*flags, help=text, rich_help_panel=panel, show_default=False,
+                          metavar=_METAVARS.get(base, "TEXT"))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[base], option])
 
 
 _CONFIG_PARAMETER = inspect.Parameter(
     "config", inspect.Parameter.KEYWORD_ONLY, default=None,
-    annotation=Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file [dim]\\[env VL2_CONFIG][/dim]",
-                                                      rich_help_panel=RUN_PANEL, show_default=False)])
+    annotation=Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file [dim]\\[default: none] \\[env VL2_CONFIG][/dim]",
+                                                      rich_help_panel=RUN_PANEL, show_default=False, metavar="FILE")])
 _INPUTS_PARAMETER = inspect.Parameter(
-    "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[list[Path], typer.Argument(help="media files and/or folders", show_default=False)])
+    "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+    annotation=Annotated[Optional[list[Path]], typer.Argument(
+        help="media files and/or folders; - reads paths from stdin, one per line", show_default=False,
+        metavar="INPUTS")])
+_DRY_RUN_PARAMETER = inspect.Parameter(
+    "dry_run", inspect.Parameter.KEYWORD_ONLY, default=False,
+    annotation=Annotated[bool, typer.Option(
+        "--dry-run", help="print what would be processed and what resume would skip; load no model "
+                          "[dim]\\[default: off][/dim]", rich_help_panel=RUN_PANEL, show_default=False, metavar="")])
 
 
-def _with_settings(command: str, *leading: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give `fn(**values)` a signature of `leading` parameters + the command's setting flags + --config."""
+def _with_settings(command: str, *leading: inspect.Parameter,
+                   trailing: tuple[inspect.Parameter, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give `fn(**values)` a signature of `leading` parameters + the command's setting flags + --config
+    + `trailing` options that are not settings (e.g. --dry-run)."""
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def command_fn(**values: Any) -> Any:
             return fn(**values)
 
-        parameters = [*leading, *(_setting_parameter(n) for n in COMMAND_SETTINGS[command]), _CONFIG_PARAMETER]
+        parameters = [*leading, *(_setting_parameter(n) for n in COMMAND_SETTINGS[command]), _CONFIG_PARAMETER, *trailing]
         command_fn.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         command_fn.__annotations__ = {p.name: p.annotation for p in parameters}
         return command_fn
@@ -155,7 +228,7 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version_callback, is_eager=True,
-                                          help="print the version and exit")] = False,
+                                          help="print the version and exit", metavar="")] = False,
 ) -> None:
     """vl2 command group (the help text is APP_HELP)."""
 
@@ -164,41 +237,70 @@ def _resolve(values: dict[str, Any]) -> ResolvedSettings:
     return resolve_settings({k: v for k, v in values.items() if k in SETTING_NAMES}, config_path=values.get("config"))
 
 
-def _run(task: str, values: dict[str, Any], prompt: str | None = None) -> int:
+def _run(task: str, values: dict[str, Any], questions: tuple[str, ...] = ()) -> int:
     """Shared body of caption/ask/classify; returns the exit code."""
     from .tasks.command import execute
 
-    return execute(task, values["inputs"], _resolve(values).settings, prompt=prompt)
+    return execute(task, list(values["inputs"] or []), _resolve(values).settings, questions=questions,
+                   dry_run=values.get("dry_run", False))
 
 
-@app.command(epilog="Example: [cyan]vl2 caption ./videos --out captions.jsonl[/cyan]")
-@_with_settings("caption", _INPUTS_PARAMETER)
+@app.command(cls=_Command, epilog="Example: [cyan]vl2 caption ./videos --out captions.jsonl[/cyan]")
+@_with_settings("caption", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def caption(**values: Any) -> None:
     """Describe every file (one JSON record per file)."""
     raise typer.Exit(_guarded(lambda: _run("caption", values)))
 
 
 _QUESTION_PARAMETER = inspect.Parameter(
-    "question", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[str, typer.Argument(help="the question, asked about every file", show_default=False)])
+    "question", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+    annotation=Annotated[Optional[str], typer.Argument(
+        help="the question, asked about every file (or give questions with -q)", show_default=False,
+        metavar="QUESTION")])
+_QUESTIONS_PARAMETER = inspect.Parameter(
+    "questions", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[list[str]], typer.Option(
+        "--question", "-q", help="a question (repeatable): each file is decoded and encoded once for all of "
+                                 "them, one record per file and question; the last argument is then an input",
+        rich_help_panel=MODEL_PANEL, show_default=False, metavar="TEXT")])
 
 
-@app.command(epilog='Examples: [cyan]vl2 ask clip.mp4 "what sound is heard?"[/cyan]   '
-                    '[cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]')
-@_with_settings("ask", _INPUTS_PARAMETER, _QUESTION_PARAMETER)
+@app.command(cls=_Command, epilog='Examples: [cyan]vl2 ask clip.mp4 "what sound is heard?"[/cyan]   '
+                    '[cyan]vl2 ask ./videos "is there a dog?" --out answers.jsonl[/cyan]   '
+                    '[cyan]vl2 ask a.mp4 b.mp4 -q "who speaks?" -q "where is it?" --out qa.jsonl[/cyan]')
+@_with_settings("ask", _INPUTS_PARAMETER, _QUESTION_PARAMETER, trailing=(_QUESTIONS_PARAMETER, _DRY_RUN_PARAMETER))
 def ask(**values: Any) -> None:
     """Answer a question about every file. One file to stdout prints just the answer (--json: the record)."""
-    raise typer.Exit(_guarded(lambda: _run("ask", values, prompt=values["question"])))
+    def body() -> int:
+        inputs, questions = ask_arguments(list(values["inputs"] or []), values["question"], values["questions"] or [],
+                                          has_list=_resolve(values).settings.files_from is not None)
+        return _run("ask", {**values, "inputs": inputs}, questions=questions)
+
+    raise typer.Exit(_guarded(body))
 
 
-@app.command(epilog='Example: [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]')
-@_with_settings("classify", _INPUTS_PARAMETER)
+def ask_arguments(inputs: list[Path], question: str | None, questions: list[str], *,
+                  has_list: bool) -> tuple[list[Path], tuple[str, ...]]:
+    """Sort `vl2 ask`'s positionals: with -q every positional is an input; else the last one is the question.
+
+    The command line parser hands the last positional to QUESTION whenever there is one, so
+    `vl2 ask clip.mp4` arrives as no inputs and the question "clip.mp4": that is a missing question.
+    """
+    if questions:
+        return [*inputs, *([Path(question)] if question is not None else [])], tuple(questions)
+    if question is None or (not inputs and not has_list):
+        raise Vl2Error('ask: the question is missing: vl2 ask FILES... "QUESTION", or -q "QUESTION" (repeatable)')
+    return inputs, (question,)
+
+
+@app.command(cls=_Command, epilog='Example: [cyan]vl2 classify ./videos --labels "cooking,sports,music" --out labels.jsonl[/cyan]')
+@_with_settings("classify", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def classify(**values: Any) -> None:
     """Score each label by the model's log-likelihood; the record has probabilities and the top-k."""
     raise typer.Exit(_guarded(lambda: _run("classify", values)))
 
 
-@app.command("shards", epilog="Example: [cyan]vl2 shards out/[/cyan]")
+@app.command("shards", cls=_Command, epilog="Example: [cyan]vl2 shards out/[/cyan]")
 def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)]) -> None:
     """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
     from .runners.shard_commands import shards_report
@@ -206,7 +308,7 @@ def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sh
     raise typer.Exit(_guarded(lambda: shards_report(folder)))
 
 
-@app.command("merge", epilog="Example: [cyan]vl2 merge out/ --out captions.parquet --format parquet[/cyan]")
+@app.command("merge", cls=_Command, epilog="Example: [cyan]vl2 merge out/ --out captions.parquet --format parquet[/cyan]")
 def merge(
     folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="the merged file (written whole, then renamed into place)",
@@ -219,7 +321,24 @@ def merge(
     raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
 
-@config_app.command("show")
+
+@app.command(cls=_Command, epilog="Examples: [cyan]vl2 chat clip.mp4[/cyan] (type questions; Ctrl-D ends)   "
+                    "[cyan]printf 'who speaks?\\nwhere is it?\\n' | vl2 chat clip.mp4[/cyan]")
+@_with_settings("chat", _INPUTS_PARAMETER)
+def chat(**values: Any) -> None:
+    """Load the model once and answer questions, one per line from a terminal or a pipe, about the given
+    files: one answer per line (--json: the record). Each file is encoded once, kept in memory (never on
+    disk), so later questions cost only the language model."""
+    def body() -> int:
+        from .tasks.chat import chat_command
+
+        return chat_command(list(values["inputs"] or []), _resolve(values).settings, stdin=sys.stdin,
+                            stdout=sys.stdout, stderr=sys.stderr)
+
+    raise typer.Exit(_guarded(body))
+
+
+@config_app.command("show", cls=_Command)
 @_with_settings("config show")
 def config_show(**values: Any) -> None:
     """Print the effective settings as YAML, each with where it came from (flag, env, config, default)."""
@@ -246,11 +365,11 @@ def export(ctx: typer.Context) -> None:
 
     sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
-    sub.command()(export_command)
+    sub.command(cls=_Command)(export_command)
     typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
 
 
-@app.command("convert", epilog="Example: [cyan]vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b[/cyan]")
+@app.command("convert", cls=_Command, epilog="Example: [cyan]vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b[/cyan]")
 def convert(
     model: Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="new folder for the safetensors copy", show_default=False)],

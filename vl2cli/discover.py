@@ -52,9 +52,12 @@ def kind_from_extension(path: str | Path) -> str | None:
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
-    """A glob matches either the path relative to the walked folder or the bare file name."""
+    """A glob matches either the path relative to the walked folder or the bare file name, ignoring
+    case on every system, as the extension filter does (`*.mp4` takes `CLIP.MP4`)."""
+    relative = relative.casefold()
     name = relative.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    return any(fnmatch.fnmatchcase(relative, pattern.casefold()) or fnmatch.fnmatchcase(name, pattern.casefold())
+               for pattern in patterns)
 
 
 def _selected(relative: str, include: Sequence[str], exclude: Sequence[str]) -> bool:

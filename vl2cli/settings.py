@@ -28,6 +28,8 @@ DEFAULT_MODEL = "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV"
 DEFAULT_MAX_NEW_TOKENS = 2048
 DEFAULT_TOP_K = 5
 DEFAULT_DECODE_TIMEOUT_S = 120.0
+#: Upstream mm_infer's top_p when sampling (its temperature default, 0.2, applies only with do_sample).
+DEFAULT_TOP_P = 0.9
 #: Batches and decode workers when --batch-size/--workers are not given: the CPU runs one file at a
 #: time (batching buys nothing there but memory); a GPU takes as many files per forward pass as its
 #: free memory holds (see `vl2cli.tasks.budget`), up to GPU_MAX_BATCH_SIZE.
@@ -68,12 +70,10 @@ class Settings:
     device_map: str | None = _setting(None, "spread the LLM over several GPUs (e.g. auto; for the 72B model)")
     export_dir: str | None = _setting(None, "where `vl2 export` wrote ONNX graphs (see docs/export.md)")
     engine_dir: str | None = _setting(None, "where `vl2 export` wrote TensorRT engines (see docs/export.md)")
-    frames: int | None = _setting(None, "frames per video (default: the model's num_frames)")
+    frames: int | None = _setting(None, "frames per video")
     modality: str = _setting("auto", "what of each file the model sees", MODALITIES)
-    batch_size: int | None = _setting(None, f"files per model call (default {CPU_BATCH_SIZE} on CPU; on a GPU what its "
-                                            f"free memory holds, up to {GPU_MAX_BATCH_SIZE})")
-    workers: int | None = _setting(None, f"decode worker processes (default: the cores less {MODEL_PROCESS_CORES} for "
-                                         f"the model, at most {CPU_WORKERS} on CPU, {GPU_WORKERS} on GPU)")
+    batch_size: int | None = _setting(None, "files per model call")
+    workers: int | None = _setting(None, "decode worker processes (the model process keeps a core)")
     decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
     video_backend: str = _setting("decord", "decord (upstream's reader) or pyav", ("decord", "pyav"))
     shard: str | None = _setting(None, "K/N: run only shard K of N (0-based) into --out FOLDER/ (default: from the "
@@ -83,7 +83,7 @@ class Settings:
     ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, ray://head:10001); "
                                              "default: start a local one")
     max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
-    prompt: str | None = _setting(None, "caption instruction (default: by modality)")
+    prompt: str | None = _setting(None, "caption instruction")
     labels: list[str] = _setting([], "classify: candidate labels")
     top_k: int = _setting(DEFAULT_TOP_K, "classify: labels kept in `top_k`")
     segment: str | None = _setting(None, "cut long files into segments, one record each: a length (30s, 2m, 1m30s) "
@@ -102,7 +102,12 @@ class Settings:
     overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
     retry_failed: bool = _setting(False, "redo files whose last record is an error")
     quiet: bool = _setting(False, "no progress bar; log lines only")
-    json: bool = _setting(False, "ask on one file: print the JSON record instead of the answer")
+    json: bool = _setting(False, "ask on one file, chat: print JSON records instead of plain answers")
+    files_from: str | None = _setting(None, "a file listing inputs, one path per line; - reads them from stdin")
+    temperature: float | None = _setting(None, "sample with this temperature (> 0); unset or 0: greedy decoding")
+    top_p: float | None = _setting(None, "nucleus sampling mass when sampling (the default is upstream's)")
+    seed: int | None = _setting(None, "seed for sampling: the same seed and batch size give the same answers")
+    log_files: bool = _setting(False, "one timestamped stderr line per finished file: time, status, seconds, path")
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
@@ -183,9 +188,22 @@ def _validate(settings: Settings) -> None:
         raise Vl2Error(f"device: {settings.device!r} is not one of auto, cpu, cuda, cuda:N")
     if not settings.out:
         raise Vl2Error("out: must name a file, or - for stdout")
+    _validate_sampling(settings)
     bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
     if bad_kinds:
         raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
+
+
+def _validate_sampling(settings: Settings) -> None:
+    """Sampling knobs in range, and none given while sampling is off (they would do nothing)."""
+    temperature, top_p = settings.temperature, settings.top_p
+    if temperature is not None and (not math.isfinite(temperature) or temperature < 0):
+        raise Vl2Error(f"temperature: must be 0 (greedy) or more (got {temperature})")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise Vl2Error(f"top_p: must be in (0, 1] (got {top_p})")
+    if not temperature and (top_p is not None or settings.seed is not None):
+        given = "top_p" if top_p is not None else "seed"
+        raise Vl2Error(f"{given}: only used when sampling; set temperature above 0 too (greedy is the default)")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from transformers import (
 
 from ..errors import Vl2Error
 from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
+from .feature_cache import FeatureCache
 from .inputs import Generation, LabelScores, MultimodalInput
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,41 @@ class SplicedFamilyModel:
         return self.eos_token_ids[0] if self.eos_token_ids else None
 
     # ------------------------------------------------------------ shared machinery
+    def encode_cached(self, items: Sequence[MultimodalInput], feature_cache: FeatureCache | None) -> list[Any]:
+        """`encode`, except that items whose `feature_key` the cache holds are not encoded again, and
+        items of one call that share a key are encoded once (None: plain `encode`)."""
+        if feature_cache is None:
+            return self.encode(items)
+        blocks: list[Any] = [None] * len(items)
+        first_with_key: dict[Any, int] = {}
+        to_encode: list[int] = []
+        copies: list[tuple[int, int]] = []
+        for i, item in enumerate(items):
+            key = item.feature_key
+            if key is not None and key in first_with_key:
+                copies.append((i, first_with_key[key]))
+            elif key is not None and key in feature_cache:
+                blocks[i] = feature_cache.get(key)
+            else:
+                if key is not None:
+                    first_with_key[key] = i
+                to_encode.append(i)
+        encoded = self.encode([items[i] for i in to_encode]) if to_encode else []
+        for i, block in zip(to_encode, encoded):
+            blocks[i] = block
+            if items[i].feature_key is not None:
+                feature_cache.put(items[i].feature_key, block)
+        for i, source in copies:
+            blocks[i] = blocks[source]
+        return blocks
+
     def prepare_inputs(
-        self, items: Sequence[MultimodalInput], instructions: Sequence[str]
+        self, items: Sequence[MultimodalInput], instructions: Sequence[str], feature_cache: FeatureCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded `inputs_embeds` (B, L, C) and `attention_mask` (B, L) for a batch."""
         if len(items) != len(instructions):
             raise ValueError("one instruction per input")
-        blocks = self.encode(items)
+        blocks = self.encode_cached(items, feature_cache)
         sequences = [self.embed_prompt(item, text, block) for item, text, block in zip(items, instructions, blocks)]
         longest = max(s.shape[0] for s in sequences)
         width = sequences[0].shape[1]
@@ -148,6 +177,8 @@ class SplicedFamilyModel:
         temperature: float | None = None,
         top_p: float | None = None,
         decode_loop: str | None = None,
+        seed: int | None = None,
+        feature_cache: FeatureCache | None = None,
     ) -> list[Generation]:
         """Answers for a batch; greedy results equal one-at-a-time results.
 
@@ -155,9 +186,13 @@ class SplicedFamilyModel:
         loop over a static cache, each step a CUDA-graph replay on CUDA (`decode_loop.py`); "dynamic" =
         transformers' `generate`; "auto" = static on CUDA, dynamic on CPU. Settings the static loop
         cannot reproduce (sampling, beams, other logits processors) use `generate`, said once in the log.
+        `seed` reseeds torch's random generators before sampling, so the same seed, inputs and batch
+        give the same answers. `feature_cache`: see `encode_cached`.
         """
-        embeds, mask = self.prepare_inputs(inputs, instructions)
+        embeds, mask = self.prepare_inputs(inputs, instructions, feature_cache)
         config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        if do_sample and seed is not None:
+            torch.manual_seed(seed)  # CPU and every CUDA device
         decoder = self._static_decoder_for(decode_loop or self.decode_loop)
         reason = decoder.unsupported_reason(config) if decoder is not None else None
         if decoder is not None and reason is None:

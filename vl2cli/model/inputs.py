@@ -5,6 +5,7 @@ small module lets the two sides evolve separately.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +28,8 @@ class MultimodalInput:
         as upstream preprocessing does (not yet BEATs-normalised: BEATs normalises inside); for
         Video-LLaMA (v1), its (8, 1, 128, 204) normalised ImageBind clips.
     notes: facts the result should report (e.g. "audio track missing: 30 s of silence used").
+    feature_key: names this input's encoded features in a `FeatureCache` (None: never cached); two
+        inputs with the same key must encode to the same features.
     """
 
     modality: Modality
@@ -36,6 +39,7 @@ class MultimodalInput:
     #: Video-LLaMA (v1) prompts name the sampled frames' times ("The video contains 8 frames sampled at
     #: 0.0, 0.3, ... seconds. "); the media layer fills it for v1 videos, other families ignore it.
     frame_times_message: str | None = None
+    feature_key: Hashable | None = None
 
     def __post_init__(self) -> None:
         needs_pixels = self.modality in ("video", "image", "av")

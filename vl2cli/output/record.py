@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+#: 2 added the optional `segment` and `sampling` objects (v1 records read back as whole-file greedy ones).
 SCHEMA_VERSION = 2
 TaskName = Literal["caption", "ask", "classify"]
 TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
@@ -23,10 +24,25 @@ MEDIA_FIELDS = ("kind", "container", "duration_s", "has_video", "has_audio", "wi
 
 ResumeKey = tuple
 #: Fields of a whole file's resume key (a segment's key adds its own after them).
-FILE_KEY_LENGTH = 10
+FILE_KEY_LENGTH = 11
 #: The record's `segment` object: `by` (how the file was cut, e.g. "60s" or "scenes 2s-60s"), `index`
 #: of `count`, and the window [start_s, end_s) in seconds.
 SEGMENT_FIELDS = ("index", "start_s", "end_s", "count", "by")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled (not greedy) generation: temperature > 0, nucleus mass, and the seed (None: unseeded)."""
+
+    temperature: float
+    top_p: float
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+
+    def key(self) -> tuple:
+        return (self.temperature, self.top_p, self.seed)
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class Request:
     #: the model family (`videollama2` or `videollama`, Video-LLaMA v1); implied by the model id, so
     #: not part of the resume key
     family: str = "videollama2"
+    sampling: Sampling | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +85,11 @@ def _segment_part(segment: dict[str, Any] | None) -> tuple:
 
 
 def resume_key(stamp: FileStamp, request: Request, segment: dict[str, Any] | None = None) -> ResumeKey:
-    """The identity of one unit of work: a whole file, or one `segment` (the record's object) of it."""
+    """The identity of one unit of work: a whole file, or one `segment` (the record's object) of it
+    (greedy: the sampling part is None, as in v1 records)."""
     return (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt, request.labels,
-            request.model_id, request.revision, request.frames, request.modality) + _segment_part(segment)
+            request.model_id, request.revision, request.frames, request.modality,
+            request.sampling.key() if request.sampling is not None else None) + _segment_part(segment)
 
 
 def file_key(key: ResumeKey) -> ResumeKey:
@@ -83,10 +102,12 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
     try:
         file, model = record["file"], record["model"]
         labels = record["labels"]
+        sampling = record.get("sampling")  # absent in v1 records: greedy
+        sampling_key = (sampling["temperature"], sampling["top_p"], sampling["seed"]) if sampling is not None else None
         return (record["path"], file["size_bytes"], file["mtime_ns"], record["task"], record["prompt"],
                 tuple(labels) if labels is not None else None, model["id"], model["revision"],
-                record["frames"], record["modality_requested"]) + _segment_part(record.get("segment"))
-    except (KeyError, TypeError):
+                record["frames"], record["modality_requested"], sampling_key) + _segment_part(record.get("segment"))
+    except (KeyError, TypeError, AttributeError):
         return None
 
 
@@ -133,6 +154,7 @@ def build_record(
         "model": {"id": request.model_id, "revision": request.revision, "family": request.family},
         "frames": request.frames,
         "modality_requested": request.modality,
+        "sampling": request.sampling.as_dict() if request.sampling is not None else None,
         "modality": modality,
         "audio_missing": audio_missing,
         "notes": list(notes or []),

@@ -132,6 +132,10 @@ def _try_tensorrt(torch_encoders: TorchEncoders, model, locator):
 
 def _try_onnxruntime(torch_encoders: TorchEncoders, model, locator, *, strict_device: bool):
     """(backend, None) when at least one component has a matching ONNX graph, else (None, why)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:  # an install without the cpu/gpu extra
+        return None, "onnxruntime is not installed (pip extra cpu or gpu)"
     from .onnxruntime_backend import OnnxRuntimeEncoders, cuda_provider_usable
 
     on_gpu = torch.device(model.device).type == "cuda"

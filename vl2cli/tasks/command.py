@@ -6,25 +6,34 @@ lazily at run time without slowing `vl2 --help`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..discover import WalkWarning
+from ..errors import InputError
+from ..input_lists import STDIN_NAME, read_path_list, split_stdin_marker
 from ..output.lock import OutputLock
-from ..output.record import key_of_record
+from ..output.record import Sampling, key_of_record
 from ..output.resume import ResumeIndex
 from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .file_log import FileLog
 from .lazy_model import LazyModel
 from .prompts import parse_labels
 from .segmenting import Segmenting
-from .spec import RunOptions, TaskSpec
+from .spec import RunOptions, TaskSpec, sampling_from
 from .summary import RunSummary
+
+
+#: The end of the current file's name the progress bar shows.
+PROGRESS_NAME_CHARS = 40
 
 
 def _one_line(message: str) -> str:
@@ -66,10 +75,12 @@ class _Console:
         """Called (from the decode feeder thread) when the walk has found every file."""
         self.total = total
 
-    def advance(self, summary: RunSummary) -> None:
+    def advance(self, summary: RunSummary, path: Path | None = None) -> None:
+        """One more file finished; the bar names it (the file the run has reached)."""
         if self.progress is not None:
             rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
-            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total)
+            description = _one_line(path.name)[-PROGRESS_NAME_CHARS:] if path is not None else "files"
+            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total, description=description)
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -101,16 +112,39 @@ def _library_logs_to(console: _Console):
         logger.propagate = previous_propagate
 
 
-def _single_answer_mode(task: str, inputs: list[Path], settings: Settings) -> bool:
-    """`vl2 ask clip.mp4 "q"`: one file, stdout, no --json -> print just the answer."""
-    return task == "ask" and settings.out == STDOUT_NAME and not settings.json and len(inputs) == 1 and inputs[0].is_file()
+def _single_answer_mode(task: str, inputs: list[Path], settings: Settings, spec: TaskSpec, listed: bool) -> bool:
+    """`vl2 ask clip.mp4 "q"`: one file, one question, stdout, no --json -> print just the answer."""
+    return (task == "ask" and settings.out == STDOUT_NAME and not settings.json and not listed
+            and len(spec.prompts) == 1 and len(inputs) == 1 and inputs[0].is_file())
 
 
-def task_spec(task: str, settings: Settings, *, prompt: str | None = None) -> TaskSpec:
-    """The TaskSpec a command's settings ask for."""
+def sampling_of(settings: Settings) -> Sampling | None:
+    """The run's sampling (None: greedy), from --temperature, --top-p and --seed."""
+    return sampling_from(settings.temperature, settings.top_p, settings.seed)
+
+
+def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:
+    """The TaskSpec a command's settings ask for (ask: `prompt`, or several `questions`)."""
     labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    if task == "ask" and len(questions) == 1:
+        prompt, questions = questions[0], ()
+    sampling = sampling_of(settings) if task != "classify" else None
     return TaskSpec(task, prompt=prompt if task == "ask" else settings.prompt if task == "caption" else None,  # type: ignore[arg-type]
-                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens)
+                    labels=labels, top_k=settings.top_k, max_new_tokens=settings.max_new_tokens,
+                    questions=tuple(questions), sampling=sampling)
+
+
+def listed_inputs(inputs: list[Path], settings: Settings, stdin: TextIO) -> tuple[list[Path], Iterator[str] | None]:
+    """The inputs without `-`, and the listed paths (`--files-from`, then `-`: stdin), read lazily."""
+    named, from_stdin = split_stdin_marker(inputs)
+    lists = []
+    if settings.files_from is not None:
+        lists.append(read_path_list(settings.files_from, stdin=stdin))
+    if from_stdin and settings.files_from != STDIN_NAME:
+        lists.append(read_path_list(STDIN_NAME, stdin=stdin))
+    if not named and not lists:
+        raise InputError("no inputs: name files or folders, - to read paths from stdin, or --files-from LIST")
+    return [Path(p) for p in named], itertools.chain.from_iterable(lists) if lists else None
 
 
 def segmenting_of(settings: Settings) -> Segmenting | None:
@@ -153,6 +187,7 @@ def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
 
 
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
+            questions: Sequence[str] = (), dry_run: bool = False, stdin: TextIO | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run caption/ask/classify as the CLI does; returns the exit code (Vl2Error propagates: fatal)."""
     from ..api import iter_outcomes
@@ -160,19 +195,26 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     from ..runners.shards import plan_sharded_output
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    spec = task_spec(task, settings, prompt=prompt, questions=questions)
+    inputs, listed = listed_inputs(inputs, settings, stdin or sys.stdin)
+    if dry_run:
+        from .dry_run import dry_run as plan_only
+
+        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr)
     console = _Console(quiet=settings.quiet, stderr=stderr)
     sharded = plan_sharded_output(settings.shard, settings.out, inputs)
     if sharded is not None:  # from here on the run's output is the shard's part file
         settings = dataclasses.replace(settings, out=str(sharded.part))
     summary = RunSummary()
-    spec = task_spec(task, settings, prompt=prompt)
     options = run_options(settings)
-    single = _single_answer_mode(task, inputs, settings)
+    single = _single_answer_mode(task, inputs, settings, spec, listed is not None)
     as_list = _subtitle_list_mode(settings, stdout, single)
     single = single and not as_list
-    several_inputs, listed = len(inputs) > 1 or not inputs[0].is_file(), None
+    several_inputs = listed is not None or len(inputs) > 1 or not inputs[0].is_file()
+    heading = None  # the file whose segments the subtitle-like list shows now
     if options.segmenting is not None:
         summary.unit = "segments"
+    file_log = FileLog(console.log) if settings.log_files else None
 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
@@ -201,7 +243,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         known = index.known_segments if index is not None and not settings.overwrite else None
         outcomes = iter_outcomes(lazy_model(settings), inputs, spec, options, is_done=is_done, known_segments=known,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
-                                 exclude=settings.exclude, kinds=settings.kinds,
+                                 exclude=settings.exclude, kinds=settings.kinds, listed=listed,
                                  keep=sharded.keeps if sharded is not None else None, runner=runner)
         with console.start():
             for outcome in outcomes:
@@ -209,13 +251,15 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 summary.count(record)
                 if record is not None and record["error"] is not None:
                     console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
+                if file_log is not None and record is not None:
+                    file_log.finished(record)
                 if subtitles is not None:
                     subtitles.add(outcome.path, record)
                 if as_list:
                     if record is not None:
-                        if several_inputs and record["path"] != listed:  # a heading per file
-                            listed = record["path"]
-                            print(f"== {listed}", file=stdout)
+                        if several_inputs and record["path"] != heading:  # a heading per file
+                            heading = record["path"]
+                            print(f"== {heading}", file=stdout)
                         print(subtitle_line(record), file=stdout, flush=True)
                 elif single:
                     if record is not None and record["error"] is None:
@@ -225,7 +269,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                         _count_attempt(record, index)
                         index.add(record)
                     writer.write(record)
-                console.advance(summary)
+                console.advance(summary, outcome.path)
         if sharded is not None and index is not None:  # still under the lock: no rerun can start in between
             sharded.finish(files=summary.total, failed_in_part=index.still_failed(),
                            complete=not summary.unreadable_folders)

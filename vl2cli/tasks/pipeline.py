@@ -28,6 +28,7 @@ from ..errors import MediaError
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
+from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
 from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
@@ -51,6 +52,9 @@ INLINE_LOOKAHEAD = 64
 #: Tokens of a prompt besides its media (system prompt, instruction, chat markup), for memory planning.
 PROMPT_TEXT_TOKENS = 256
 MODEL_ERROR_CODE = "model_error"
+#: Files whose encoded media a run with several questions keeps: a file's questions are adjacent in the
+#: stream, but may straddle two batches.
+FEATURE_CACHE_FILES = 2
 
 __all__ = ["FileOutcome", "run_task", "run_planned"]
 
@@ -76,6 +80,8 @@ class _Item:
     model_ms: float | None = None
     batch_size: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: this item's request when the run makes several per file (ask with several questions)
+    request: Request | None = None
 
     @property
     def ready(self) -> bool:
@@ -100,6 +106,9 @@ class _Runner:
         self.batch_cap: int | None = None
         self._pixel_table: torch.Tensor | None = None
         self._media_spec: MediaSpec | None = None
+        #: encoded media kept between model calls: set when a file is asked several questions (and by
+        #: `vl2 chat`), so each file is encoded once; None: nothing kept
+        self.feature_cache: FeatureCache | None = None
 
     @property
     def device(self) -> torch.device:
@@ -122,12 +131,32 @@ class _Runner:
             family=getattr(self.model, "family", "videollama2"),
         )
 
-    def instruction_for(self, modality: str) -> str:
+    def instruction_for(self, modality: str, request: Request | None = None) -> str:
         if self.task.task == "caption":
             return caption_instruction(modality, self.task.prompt)
         if self.task.task == "classify":
             return classify_instruction(modality, self.task.labels or ())
-        return self.task.prompt or ""
+        return (request or self.request).prompt or ""
+
+    def items_for(self, plan: PlannedFile, result: LoadedMedia | MediaError) -> list[_Item]:
+        """A decoded file's items: one per request still to do for it (they share the decoded media)."""
+        requests = plan.requests or (None,)
+        if len(requests) > 1 and self.feature_cache is None:
+            self.feature_cache = FeatureCache(max_entries=FEATURE_CACHE_FILES)
+        items = []
+        for request in requests:
+            item = _Item(plan.path, plan.stamp, plan.segment, request=request)
+            self.prepare(item, result)
+            items.append(item)
+        return items
+
+    def feature_key(self, item: _Item) -> tuple | None:
+        """What identifies a file's encoded media: its stamp, the model, frames and modality."""
+        if self.feature_cache is None or item.stamp is None:
+            return None
+        request = item.request or self.request
+        segment = (item.segment["start_s"], item.segment["end_s"]) if item.segment is not None else None
+        return (item.stamp, segment, request.model_id, request.revision, request.frames, item.modality)
 
     def prepare(self, item: _Item, result: LoadedMedia | MediaError) -> None:
         """Decide the modality and instruction of a decoded file, or mark it failed."""
@@ -144,7 +173,7 @@ class _Runner:
             item.modality = None
             item.error = _error(exc.code, str(exc))
             return
-        item.instruction = self.instruction_for(item.modality)
+        item.instruction = self.instruction_for(item.modality, item.request)
 
     # ------------------------------------------------------------ hand-off
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -167,6 +196,7 @@ class _Runner:
         model_input = to_model_input(loaded, item.modality,
                                      pixel_values=self._normalised(pixels) if pixels is not None else None,
                                      fbank=self._to_device(fbank) if fbank is not None else None)
+        model_input.feature_key = self.feature_key(item)
         item.notes = list(model_input.notes)
         return model_input
 
@@ -237,10 +267,21 @@ class _Runner:
     def _generate(self, ready: list[_Item]) -> None:
         start = perf_counter()
         inputs = [self.model_input(item) for item in ready]
-        generations = self.model.generate(inputs, [i.instruction for i in ready], max_new_tokens=self.task.max_new_tokens)
+        generations = self.model.generate(inputs, [i.instruction for i in ready], max_new_tokens=self.task.max_new_tokens,
+                                          **self.generate_options())
         per_item = (perf_counter() - start) * MS_PER_S / len(ready)
         for item, generation in zip(ready, generations):
             item.output, item.model_ms, item.batch_size = generation.text, per_item, len(ready)
+
+    def generate_options(self) -> dict[str, Any]:
+        """`generate` keywords beyond the defaults: the feature cache, sampling (greedy needs none)."""
+        options: dict[str, Any] = {}
+        if self.feature_cache is not None:
+            options["feature_cache"] = self.feature_cache
+        sampling = self.task.sampling
+        if sampling is not None:
+            options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+        return options
 
     def _classify(self, ready: list[_Item]) -> None:
         start = perf_counter()
@@ -268,7 +309,7 @@ class _Runner:
         total = (decode_ms or 0.0) + (item.model_ms or 0.0) if decode_ms is not None else None
         failed = item.error is not None
         return build_record(
-            self.request, path=str(item.path), stamp=item.stamp, vl2_version=__version__,
+            item.request or self.request, path=str(item.path), stamp=item.stamp, vl2_version=__version__,
             media=media_facts(loaded.info) if loaded is not None else None,
             instruction=item.instruction, modality=item.modality,
             audio_missing=bool(loaded is not None and loaded.audio_missing and item.modality == "av"),
@@ -345,10 +386,9 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
             if not plan.pending:
                 yield plan.outcome  # settled (skipped, unreadable): no record to keep in order with the batch
                 continue
-            item = _Item(plan.path, plan.stamp, plan.segment)
-            runner.prepare(item, result)
-            batch.append(item)
-            ready += item.ready
+            items = runner.items_for(plan, result)
+            batch.extend(items)
+            ready += sum(item.ready for item in items)
             limit = min(batch_size, runner.batch_cap or batch_size)
             if ready >= limit or len(batch) >= MAX_ITEMS_PER_BATCH_SLOT * limit:
                 yield from _flush(runner, batch)

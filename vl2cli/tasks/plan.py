@@ -6,14 +6,14 @@ a file actually needs the model (see `vl2cli.api.iter_outcomes`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..output.record import FileStamp, Request, ResumeKey, build_record, resume_key
-from ..errors import MediaError
+from ..errors import MediaError, Vl2Error
 from .modality import ModelTowers, check_requested_modality
 from .segmenting import Segmenting
 from .spec import RunOptions, TaskSpec
@@ -42,6 +42,9 @@ class PlannedFile:
     stamp: FileStamp | None
     outcome: FileOutcome | None = None
     segment: dict[str, Any] | None = None
+    #: pending: the requests still to do for this file when a run asks several (ask with several
+    #: questions), empty for the run's one request; settled: the request it settles
+    requests: tuple[Request, ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -56,10 +59,17 @@ def towers_of(model: Any) -> ModelTowers:
 
 def build_request(model: Any, task: TaskSpec, options: RunOptions) -> Request:
     """What every file of the run is asked; fails the run early for a modality the model cannot give."""
+    return build_requests(model, task, options)[0]
+
+
+def build_requests(model: Any, task: TaskSpec, options: RunOptions) -> tuple[Request, ...]:
+    """One request per question (ask with several questions), else the run's one request."""
     check_requested_modality(options.modality, towers_of(model), model.model_id)
-    return Request(task=task.task, prompt=task.prompt, labels=task.labels, model_id=model.model_id,
-                   revision=model.revision, frames=model.num_frames, modality=options.modality,
-                   family=model_family(model))
+    family = model_family(model)
+    return tuple(Request(task=task.task, prompt=prompt, labels=task.labels, model_id=model.model_id,
+                         revision=model.revision, frames=model.num_frames, modality=options.modality,
+                         family=family, sampling=task.sampling)
+                 for prompt in task.prompts)
 
 
 def model_family(model: Any) -> str:
@@ -71,30 +81,44 @@ def model_family(model: Any) -> str:
 KnownSegments = Callable[[ResumeKey, str], "list[dict[str, Any]] | None"]
 
 
-def plan_files(paths: Iterable[str | Path], request: Request,
+def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request],
                is_done: Callable[[ResumeKey], bool] | None = None, *,
                segmenting: Segmenting | None = None,
                known_segments: KnownSegments | None = None) -> Iterator[PlannedFile]:
     """Stat each path as it comes (streaming: the walk is never collected) and settle what needs no model.
 
-    With `segmenting`, each video or audio file becomes one planned item per segment (see `plan_segments`).
+    With several requests (questions) a file yields one settled entry per request already done (or
+    per request, when it cannot be read), then one pending entry holding the requests left to do.
+    With `segmenting`, each video or audio file becomes one planned item per segment (see `plan_segments`);
+    the two do not combine yet (several questions about each segment): that is refused.
     """
+    requests = (request,) if isinstance(request, Request) else tuple(request)
+    several = len(requests) > 1
+    if several and segmenting is not None:
+        raise Vl2Error("several questions per file and segments do not combine yet: ask one question per run "
+                       "when cutting files into segments")
     for path in paths:
         try:
             stamp = FileStamp.of(path)
         except OSError as exc:
             absolute = Path(path).absolute()
-            record = build_record(request, path=str(absolute), stamp=None, vl2_version=__version__,
-                                  error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
-            yield PlannedFile(absolute, None, FileOutcome(absolute, record))
+            for each in requests:
+                record = build_record(each, path=str(absolute), stamp=None, vl2_version=__version__,
+                                      error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
+                yield PlannedFile(absolute, None, FileOutcome(absolute, record), requests=(each,))
             continue
-        if is_done is not None and is_done(resume_key(stamp, request)):
-            yield PlannedFile(Path(stamp.path), stamp, FileOutcome(Path(stamp.path), None))
+        pending = []
+        for each in requests:
+            if is_done is not None and is_done(resume_key(stamp, each)):
+                yield PlannedFile(Path(stamp.path), stamp, FileOutcome(Path(stamp.path), None), requests=(each,))
+            else:
+                pending.append(each)
+        if not pending:
             continue
         if segmenting is not None:
-            yield from plan_segments(stamp, request, segmenting, is_done, known_segments)
+            yield from plan_segments(stamp, requests[0], segmenting, is_done, known_segments)
             continue
-        yield PlannedFile(Path(stamp.path), stamp)
+        yield PlannedFile(Path(stamp.path), stamp, requests=tuple(pending) if several else ())
 
 
 def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,

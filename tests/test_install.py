@@ -1,0 +1,59 @@
+"""What `make install` installs: only what the code needs, one onnxruntime build, the user's Python."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_no_dependency_the_code_never_needs() -> None:
+    base = _names(PYPROJECT["project"]["dependencies"])
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert not {"onnxscript", "polygraphy"} & (base | set().union(*(_names(e) for e in extras.values())))
+
+
+def test_each_onnxruntime_extra_installs_exactly_one_build() -> None:
+    extras = {name: _names(reqs) for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}
+    builds = {"onnxruntime", "onnxruntime-gpu"}
+    assert not builds & _names(PYPROJECT["project"]["dependencies"])
+    assert extras["cpu"] & builds == {"onnxruntime"} and extras["gpu"] & builds == {"onnxruntime-gpu"}
+    assert not extras["dev"] & builds
+
+
+def test_the_license_is_an_spdx_string_setuptools_takes_without_warning() -> None:
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    assert any(r.replace(" ", "").startswith("setuptools>=77") for r in PYPROJECT["build-system"]["requires"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_takes_the_first_python_that_satisfies_requires_python(tmp_path: Path) -> None:
+    assert PYPROJECT["project"]["requires-python"] == ">=3.10"
+    old = tmp_path / "python3"  # answers like a Python 3.9 would to the version check
+    old.write_text("#!/bin/sh\nexit 1\n")
+    old.chmod(old.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "python3.12").symlink_to(sys.executable)  # this interpreter: >= 3.10
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    env.pop("PYTHON", None)
+
+    def chosen(candidates: str) -> str:
+        run = subprocess.run(["make", "-s", "which-python", f"PYTHON_CANDIDATES={candidates}"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, env=env, timeout=60)
+        return run.stdout.strip()
+
+    assert chosen("python3 python3.12") == "python3.12"
+    assert chosen("python3.12 python3") == "python3.12"
+    assert chosen("python3 python3.99") == ""  # none qualifies: install stops with a message

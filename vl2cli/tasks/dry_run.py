@@ -1,0 +1,61 @@
+"""`--dry-run`: what a run would do, without loading the model (nor importing torch).
+
+Walks the inputs and reads the resume index exactly as the run would (`vl2cli.tasks.plan`), then
+prints one line per file (and question) to stdout:
+
+    process /archive/new.mp4
+    skip    /archive/old.mp4
+    error   /archive/gone.mp4   (a listed file that cannot be read: the run would write an error record)
+
+and a summary line on stderr. Only the checkpoint's `config.json` is read (for the resume key).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..api import plan_run
+from ..discover import WalkWarning
+from ..output.resume import ResumeIndex
+from ..output.writer import STDOUT_NAME
+from ..settings import Settings
+from .command import run_options
+from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from .spec import TaskSpec
+
+
+def _line(action: str, path: Path, prompt: str | None, several: bool) -> str:
+    text = f"{action:<7} {path}"
+    if several and prompt is not None:
+        text += f"\t{prompt}"
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, settings: Settings, model: Any, *,
+            stdout: TextIO, stderr: TextIO) -> int:
+    """Print the plan; exit 0 (or 1 when a folder could not be read, as the run would)."""
+    counts = {"process": 0, "skip": 0, "error": 0}
+    unreadable_folders = 0
+
+    def on_warning(warning: WalkWarning) -> None:
+        nonlocal unreadable_folders
+        unreadable_folders += warning.reason == "unreadable_folder"
+        print(f"vl2: warning: {warning.message}", file=stderr, flush=True)
+
+    index = None
+    if settings.out != STDOUT_NAME and not settings.overwrite:
+        index = ResumeIndex.from_output(settings.out)
+    is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None  # noqa: E731
+    several = len(spec.prompts) > 1
+    planned, requests = plan_run(model, inputs, spec, run_options(settings), is_done=is_done, on_warning=on_warning,
+                                 recursive=settings.recursive, include=settings.include, exclude=settings.exclude,
+                                 kinds=settings.kinds, listed=listed)
+    for plan in planned:
+        action = "process" if plan.pending else "skip" if plan.outcome.skipped else "error"
+        for request in plan.requests or requests[:1]:
+            counts[action] += 1
+            print(_line(action, plan.path, request.prompt, several), file=stdout, flush=True)
+    print(f"vl2: dry run: {counts['process']} to process, {counts['skip']} already done (would be skipped), "
+          f"{counts['error']} unreadable; the model was not loaded", file=stderr, flush=True)
+    return EXIT_SOME_FAILED if unreadable_folders else EXIT_OK
