@@ -138,11 +138,10 @@ def test_caption_folder_with_bad_files_gives_every_file_a_record(tmp_path: Path)
     assert sum("vl2: failed:" in line for line in first.stderr.splitlines()) == 2
 
 
-@pytest.mark.slow
 @needs_fixtures
 def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = _copy(tmp_path, TINY_VIDEO) / TINY_VIDEO
-    run = vl2("ask", str(clip), "what sound is heard?", *_model_args())
+    run = vl2_in_process("ask", str(clip), "what sound is heard?", *_model_args())
     assert run.returncode == EXIT_OK, run.stderr
     fixture = load_reference(AV_FIXTURE)
     monkeypatch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
@@ -151,13 +150,12 @@ def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest
     assert run.stdout == expected[0]["output"] + "\n"
 
 
-@pytest.mark.slow
 @needs_fixtures
 def test_classify_folder_to_stdout(tmp_path: Path) -> None:
     folder = _copy(tmp_path / "clips", TINY_VIDEO, IMAGE)
     labels = tmp_path / "labels.txt"
     labels.write_text("cooking\nsports\nmusic\n")
-    run = vl2("classify", str(folder), "--labels", f"@{labels}", "--top-k", "2", "--out", "-", *_model_args()[:2])
+    run = vl2_in_process("classify", str(folder), "--labels", f"@{labels}", "--top-k", "2", "--out", "-", *_model_args()[:2])
     assert run.returncode == EXIT_OK, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
     _validate(records)

@@ -7,7 +7,7 @@ import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import reference_root
-from test_cli import AV_FIXTURE, TINY_VIDEO, vl2
+from test_cli import AV_FIXTURE, TINY_VIDEO, vl2, vl2_in_process
 from vl2cli.tasks.exit_codes import EXIT_OK
 
 pytestmark = [
@@ -25,8 +25,9 @@ def test_export_then_caption_with_onnxruntime_equals_torch(tmp_path):
     assert list(export_dir.rglob("manifest.json")), "export wrote no manifest"
     media = str(MEDIA_FIXTURES / TINY_VIDEO)
     common = ["caption", media, "--model", checkpoint, "--max-new-tokens", "6", "--quiet"]
-    with_torch = vl2(*common, "--encoder-backend", "torch")
-    with_ort = vl2(*common, "--encoder-backend", "onnxruntime", "--export-dir", str(export_dir))
+    # the export above is the command under test; the two runs that compare its use are in-process
+    with_torch = vl2_in_process(*common, "--encoder-backend", "torch")
+    with_ort = vl2_in_process(*common, "--encoder-backend", "onnxruntime", "--export-dir", str(export_dir))
     assert with_torch.returncode == EXIT_OK, with_torch.stderr
     assert with_ort.returncode == EXIT_OK, with_ort.stderr
     torch_record, ort_record = json.loads(with_torch.stdout), json.loads(with_ort.stdout)
