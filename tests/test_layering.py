@@ -105,3 +105,27 @@ def test_importing_the_model_core_loads_no_layer_above_it() -> None:
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(modules) <= set(loaded)
     assert [m for m in loaded if is_forbidden(m)] == []
+
+
+#: The layers below the library API: none of them may import `vl2cli.api` or `vl2cli.cli` (the API wraps
+#: them; an import the other way is a circle, e.g. tasks reaching into the API for a helper).
+BELOW_THE_API = ("tasks", "media", "output", "model", "runtime", "exporting", "runners")
+ABOVE = tuple(f"{PACKAGE}.{name}" for name in ("api", "cli"))
+
+
+#: Modules that sit in those folders but are command bodies the CLI calls (they run the API for it), and the
+#: Ray actor, which loads its model through `vl2cli.load_model` in its own process.
+COMMAND_BODIES = {"tasks/command.py", "tasks/dry_run.py", "runners/ray_engine.py", "runners/engines.py",
+                  "runners/shard_commands.py"}
+
+
+def test_no_layer_below_the_api_imports_the_api_or_the_cli() -> None:
+    offenders = []
+    for layer in BELOW_THE_API:
+        for path in sorted((REPO_ROOT / PACKAGE / layer).rglob("*.py")):
+            if path.relative_to(REPO_ROOT / PACKAGE).as_posix() in COMMAND_BODIES:
+                continue
+            for name in imported_modules(path.read_text(), module_name(path), is_package=path.name == "__init__.py"):
+                if any(name == above or name.startswith(above + ".") for above in ABOVE):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
+    assert not offenders, "\n".join(offenders)

@@ -96,15 +96,6 @@ def _counted(files: Iterator[Path], on_end: Callable[[int], None]) -> Iterator[P
     on_end(count)
 
 
-def _once(files: Iterator[Path]) -> Iterator[Path]:
-    """Each path once, when inputs and a list may name the same file."""
-    seen: set[Path] = set()
-    for file in files:
-        if file not in seen:
-            seen.add(file)
-            yield file
-
-
 def iter_outcomes(
     model: Any,
     paths: PathsArg,
@@ -173,9 +164,9 @@ def plan_run(
     files = iter_media(_as_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
                        on_warning=warn)
     if listed is not None:
-        from .input_lists import iter_listed
+        from .input_lists import each_once, iter_listed
 
-        files = _once(itertools.chain(files, iter_listed(listed, recursive=recursive, kinds=kinds, include=include,
+        files = each_once(itertools.chain(files, iter_listed(listed, recursive=recursive, kinds=kinds, include=include,
                                                          exclude=exclude, on_warning=warn)))
     if keep is not None:
         files = (file for file in files if keep(file))

@@ -47,6 +47,15 @@ def _closing_lines(handle: TextIO) -> Iterator[str]:
         yield from _lines(handle)
 
 
+def each_once(files: Iterable[Path]) -> Iterator[Path]:
+    """Each path once, when named inputs and a list may name the same file."""
+    seen: set[Path] = set()
+    for file in files:
+        if file not in seen:
+            seen.add(file)
+            yield file
+
+
 def split_stdin_marker(inputs: Sequence[str | Path]) -> tuple[list[str | Path], bool]:
     """The inputs without `-`, and whether `-` (paths on stdin) was among them."""
     rest = [raw for raw in inputs if str(raw) != STDIN_NAME]

@@ -16,7 +16,7 @@ from typing import Any
 from ..media.workers import decode_one
 from ..media.loader import LoadedMedia, load_media
 from ..errors import InputError, MediaError
-from ..input_lists import STDIN_NAME
+from ..input_lists import STDIN_NAME, each_once
 from ..model.feature_cache import FeatureCache
 from ..output.record import FileStamp, Sampling
 from ..settings import DEFAULT_MAX_NEW_TOKENS
@@ -82,7 +82,6 @@ def chat_command(inputs: list[Path], settings: Any, *, stdin: Any, stdout: Any, 
     """The body of `vl2 chat`: load once, answer each line of stdin; exit 1 if any answer failed."""
     import json
 
-    from ..api import _once
     from ..discover import iter_media
     from ..input_lists import iter_listed
     from .command import listed_inputs, lazy_model, run_options, sampling_of
@@ -94,7 +93,7 @@ def chat_command(inputs: list[Path], settings: Any, *, stdin: Any, stdout: Any, 
     warn = lambda warning: print(f"vl2: warning: {warning.message}", file=stderr, flush=True)  # noqa: E731
     files = list(iter_media(named, on_warning=warn, **filters))
     if listed is not None:  # a list names the files; questions then come from a terminal only
-        files = list(_once(iter([*files, *iter_listed(listed, on_warning=warn, **filters)])))
+        files = list(each_once(iter([*files, *iter_listed(listed, on_warning=warn, **filters)])))
     if not files:
         print("vl2: warning: no media files found in the inputs", file=stderr, flush=True)
         return 1
