@@ -303,3 +303,29 @@ def test_stream_notes_reach_the_record_only_for_streams_the_model_sees() -> None
     assert to_model_input(loaded, "av").notes == ["video cut", "audio cut"]
     assert to_model_input(loaded, "video").notes == ["video cut"]
     assert to_model_input(loaded, "audio").notes == ["audio cut"]
+
+
+def test_the_progress_bar_names_the_batch_being_worked_on() -> None:
+    from vl2cli.tasks.command import _Console
+
+    terminal = _Terminal()
+    console = _Console(quiet=False, stderr=terminal)
+    summary = RunSummary()
+    with console.start():
+        console.working_on([Path("/a/first.mp4"), Path("/a/second.mp4"), Path("/a/third.mp4")])
+        summary.count({"error": None})
+        console.advance(summary, Path("/a/zero.mp4"))  # a file of the previous batch finishing
+        shown = console.progress.tasks[0].description
+    assert shown == "first.mp4 +2"
+
+
+@needs_fixtures
+def test_each_batch_is_announced_before_the_model_works_on_it(av_model, media_dir: Path) -> None:
+    announced: list[list[str]] = []
+    task = TaskSpec("caption", max_new_tokens=2)
+    options = RunOptions(workers=1, batch_size=2, on_batch=lambda paths: announced.append([p.name for p in paths]))
+    files = [media_dir / TINY_VIDEO, media_dir / IMAGE, media_dir / EMPTY, media_dir / SILENT_VIDEO]
+    outcomes = list(run_task(av_model, files, task, options))
+    assert [o.path.name for o in outcomes] == [f.name for f in files]
+    assert [name for batch in announced for name in batch] == [TINY_VIDEO, IMAGE, SILENT_VIDEO]  # not the broken one
+    assert all(len(batch) <= 2 for batch in announced)

@@ -15,6 +15,8 @@ of the whole job failing, so every file still ends with exactly one record.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import math
@@ -221,7 +223,8 @@ class RayRunner:
                  "GPU" if "num_gpus" in pool else "CPU", per_call)
         rows = [_pending_row(index, plan) for index, plan in enumerate(pending)]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_call)))
-        arguments = {"load_options": self.load_options, "task": task, "options": options, "request": request}
+        local_only = dataclasses.replace(options, on_batch=None)  # a callback into this process's console
+        arguments = {"load_options": self.load_options, "task": task, "options": local_only, "request": request}
         with warnings.catch_warnings():
             # Ray 2.60 takes max_task_retries only through its deprecated **ray_remote_args
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -50,6 +50,7 @@ class _Console:
         self.task_id: Any = None
         self.show_progress = not quiet and stderr.isatty()
         self.total: int | None = None
+        self.working: str | None = None  # the batch the model is working on, as the bar names it
 
     def log(self, message: str) -> None:
         message = _one_line(message)
@@ -75,11 +76,18 @@ class _Console:
         """Called (from the decode feeder thread) when the walk has found every file."""
         self.total = total
 
+    def working_on(self, paths: Sequence[Path]) -> None:
+        """The model starts on a batch: the bar names its first file (and how many more are in it)."""
+        if self.progress is not None and paths:
+            self.working = _one_line(paths[0].name)[-PROGRESS_NAME_CHARS:] + (f" +{len(paths) - 1}" if len(paths) > 1 else "")
+            self.progress.update(self.task_id, description=self.working)
+
     def advance(self, summary: RunSummary, path: Path | None = None) -> None:
-        """One more file finished; the bar names it (the file the run has reached)."""
+        """One more file finished. The bar names the file being worked on (`working_on`), or, when no
+        batch was announced (e.g. another engine does the model work), the file that just finished."""
         if self.progress is not None:
             rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
-            description = _one_line(path.name)[-PROGRESS_NAME_CHARS:] if path is not None else "files"
+            description = self.working or (_one_line(path.name)[-PROGRESS_NAME_CHARS:] if path is not None else "files")
             self.progress.update(self.task_id, advance=1, rate=rate, total=self.total, description=description)
 
 
@@ -206,7 +214,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     if sharded is not None:  # from here on the run's output is the shard's part file
         settings = dataclasses.replace(settings, out=str(sharded.part))
     summary = RunSummary()
-    options = run_options(settings)
+    options = dataclasses.replace(run_options(settings), on_batch=console.working_on)
     single = _single_answer_mode(task, inputs, settings, spec, listed is not None)
     as_list = _subtitle_list_mode(settings, stdout, single)
     single = single and not as_list

@@ -406,6 +406,9 @@ def _decode_target(item: PlannedFile) -> str | Clip | None:
 
 
 def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:
+    on_batch = runner.options.on_batch
+    if on_batch is not None and any(item.ready for item in batch):
+        on_batch([item.path for item in batch if item.ready])
     runner.run_batch(batch)
     for item in batch:
         record = runner.record(item)

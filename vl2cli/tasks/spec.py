@@ -1,7 +1,9 @@
 """What to ask about every file and how to run it: plain data, importable without torch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import Vl2Error
 from ..output.record import Sampling, TaskName
@@ -62,3 +64,6 @@ class RunOptions:
     video_backend: str = "decord"
     #: cut long files into segments, one record each (None: one record per file)
     segmenting: Segmenting | None = None
+    #: told the files of each batch as it goes to the model (a progress bar names what is being worked on);
+    #: local to this process (not sent to Ray actors)
+    on_batch: Callable[[Sequence[Path]], None] | None = field(default=None, compare=False)
