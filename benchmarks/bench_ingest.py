@@ -14,6 +14,8 @@ tolerance, and vl2's threaded and pooled outputs bit-equal to its single-threade
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import multiprocessing as mp
 import os
 import shutil
@@ -226,20 +228,28 @@ def _baseline_throughput(files: list[Path], processes: int) -> Throughput:
 
 # ---------------------------------------------------------------- report
 
-def _vl2_only(files: list[Path], spec: MediaSpec, threads: int) -> BenchResult:
-    """vl2's own figures when the upstream baseline cannot run (it shells out to the ffmpeg CLI):
-    the table says so instead of coming out empty."""
-    loaders: dict[str, Loader] = {"vl2_1": _vl2_loader(spec, 1), "vl2_n": _vl2_loader(spec, threads)}
-    rows: list[list[str]] = []
-    totals = {name: 0.0 for name in loaders}
+def _measure_each(files: list[Path], loaders: dict[str, Loader], threads: int,
+                  totals: dict[str, float]) -> Iterator[tuple[Path, dict[str, Latency]]]:
+    """Per file: every loader warmed once, then their interleaved median latencies (added to `totals`);
+    vl2's 1-thread and n-thread outputs must be bit-equal."""
     for path in files:
         for load in loaders.values():
             load(path)  # warm the page cache and lazy imports
         latency = _interleaved_latency(path, loaders)
         for name, value in latency.items():
             totals[name] += value.total_ms
+        _assert_bit_equal(path, latency["vl2_1"].outputs, latency["vl2_n"].outputs, f"{threads}-thread")
+        yield path, latency
+
+
+def _vl2_only(files: list[Path], spec: MediaSpec, threads: int) -> BenchResult:
+    """vl2's own figures when the upstream baseline cannot run (it shells out to the ffmpeg CLI):
+    the table says so instead of coming out empty."""
+    loaders: dict[str, Loader] = {"vl2_1": _vl2_loader(spec, 1), "vl2_n": _vl2_loader(spec, threads)}
+    rows: list[list[str]] = []
+    totals = {name: 0.0 for name in loaders}
+    for path, latency in _measure_each(files, loaders, threads, totals):
         one, many = latency["vl2_1"], latency["vl2_n"]
-        _assert_bit_equal(path, one.outputs, many.outputs, f"{threads}-thread")
         rows.append([path.name, f"{one.total_ms:.0f}", f"{many.total_ms:.0f}", many.stage_cell()])
     rows.append(["**all, one file at a time**", f"{totals['vl2_1']:.0f}", f"{totals['vl2_n']:.0f}",
                  f"{len(files) / totals['vl2_1'] * _MS:.2f} / {len(files) / totals['vl2_n'] * _MS:.2f} files/s"])
@@ -268,14 +278,8 @@ def run() -> BenchResult:
     rows: list[list[str]] = []
     totals = {name: 0.0 for name in loaders}
     reference: dict[Path, Outputs] = {}
-    for path in files:
-        for load in loaders.values():
-            load(path)  # warm the page cache and lazy imports
-        latency = _interleaved_latency(path, loaders)
-        for name, value in latency.items():
-            totals[name] += value.total_ms
+    for path, latency in _measure_each(files, loaders, threads, totals):
         base, one, many = latency["upstream"], latency["vl2_1"], latency["vl2_n"]
-        _assert_bit_equal(path, one.outputs, many.outputs, f"{threads}-thread")
         reference[path] = one.outputs
         rows.append([path.name, f"{base.total_ms:.0f}", base.stage_cell(), f"{one.total_ms:.0f}",
                      f"{many.total_ms:.0f}", many.stage_cell(),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -57,6 +59,16 @@ def use_fixture_hub(monkeypatch: pytest.MonkeyPatch, fixture: ReferenceFixture) 
     """Point huggingface_hub at the fixture's cache, offline, as a user without network would run."""
     monkeypatch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@contextmanager
+def offline_fixture_hub(name: str) -> Iterator[ReferenceFixture]:
+    """`use_fixture_hub` for a module-scoped fixture (no function-scoped monkeypatch there): the fixture,
+    with the hub cache pointed at it and offline mode on until the `with` ends."""
+    fixture = load_reference(name)
+    with pytest.MonkeyPatch.context() as patch:
+        use_fixture_hub(patch, fixture)
+        yield fixture
 
 
 _models: dict[str, object] = {}

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES, have_media
-from reference_fixtures import REPO_ROOT, load_reference, reference_root
+from reference_fixtures import REPO_ROOT, offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.output import load_schema
 from vl2cli.output.record import Sampling
@@ -37,10 +37,7 @@ TOKENS = 4
 
 @pytest.fixture(scope="module")
 def hub_env() -> Iterator[Any]:
-    fixture = load_reference(AV_FIXTURE)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with offline_fixture_hub(AV_FIXTURE) as fixture:
         yield fixture
 
 

@@ -21,7 +21,7 @@ from benchmarks.bench_pipeline import SlowModel
 from media_helpers.faulty_loaders import DECODED_MARK, marking_load
 from media_helpers.fixtures import SIGLIP384_CONFIG
 from media_helpers.synth import write_video
-from reference_fixtures import REPO_ROOT, load_reference, reference_root
+from reference_fixtures import REPO_ROOT, load_reference, offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.media.image import ImageProcessorSpec, normalize_levels, preprocess_frames, value_lookup_table
 from vl2cli.media.loader import LoadedMedia, MediaSpec, load_media
@@ -41,10 +41,7 @@ SPEC = MediaSpec(num_frames=16, image=SIGLIP, want_audio=True)
 
 @pytest.fixture(scope="module")
 def av_model() -> Iterator[Any]:
-    fixture = load_reference(AV_FIXTURE)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with offline_fixture_hub(AV_FIXTURE) as fixture:
         yield api.load_model(str(fixture.checkpoint), encoder_backend="torch")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES
-from reference_fixtures import load_reference, reference_root
+from reference_fixtures import offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.runners.engines import model_load_options
 from vl2cli.settings import resolve_settings
@@ -47,10 +47,7 @@ OPTIONS = RunOptions(workers=1)
 
 @pytest.fixture(scope="module")
 def hub_env() -> Iterator[Any]:
-    fixture = load_reference(AV_FIXTURE)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with offline_fixture_hub(AV_FIXTURE) as fixture:
         yield fixture
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from media_helpers.synth import SCENE_COLOURS, scene_of_frame, write_scene_video
-from reference_fixtures import load_reference, reference_root
+from reference_fixtures import offline_fixture_hub, reference_root
 from vl2cli import __version__
 from vl2cli.errors import Vl2Error
 from vl2cli.media.audio import decode_audio_track_16k_mono, decode_audio_window_16k_mono
@@ -223,10 +223,7 @@ def test_subtitle_files_fill_in_segments_from_earlier_records(tmp_path: Path) ->
 def av_model() -> Iterator[Any]:
     from vl2cli import api
 
-    fixture = load_reference(AV_FIXTURE)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with offline_fixture_hub(AV_FIXTURE) as fixture:
         yield api.load_model(str(fixture.checkpoint), encoder_backend="torch")
 
 

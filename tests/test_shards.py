@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES
-from reference_fixtures import load_reference, reference_root
+from reference_fixtures import offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.errors import Vl2Error
 from vl2cli.output.merge import latest_records, write_merged
@@ -135,10 +135,7 @@ def test_merge_keeps_the_last_record_per_key_in_walk_order_and_writes_parquet(tm
 # ------------------------------------------------------------------ with the tiny model
 @pytest.fixture(scope="module")
 def hub_env() -> Iterator[Any]:
-    fixture = load_reference(AV_FIXTURE)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with offline_fixture_hub(AV_FIXTURE) as fixture, pytest.MonkeyPatch.context() as patch:
         for name in SLURM:
             patch.delenv(name, raising=False)
         yield fixture
