@@ -192,3 +192,21 @@ def test_report_command_writes_the_page(run_output: Path, tmp_path: Path) -> Non
     missing = subprocess.run([sys.executable, "-m", "vl2cli.cli", "report", str(tmp_path / "nope.jsonl")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_lines_that_are_not_records_are_said_and_a_file_of_none_is_refused(run_output: Path, tmp_path: Path) -> None:
+    from vl2cli.errors import Vl2Error
+    from vl2cli.report.page import build_report
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(run_output.read_text() + "this line is not JSON\n" + '{"note": "a foreign object"}\n')
+    warnings: list[str] = []
+    build_report(mixed, max_sheets=0, on_warning=warnings.append)
+    assert len(warnings) == 1 and "1 line(s) are not JSON and 1 object(s) are not vl2 records" in warnings[0]
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text('not json\n{"note": "x"}\n')
+    with pytest.raises(Vl2Error, match="no vl2 records in it"):
+        build_report(foreign, max_sheets=0)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "vl2 report" in build_report(empty, max_sheets=0)  # a run that found nothing: an empty report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -90,13 +90,16 @@ class JsonlWriter:
         self.close()
 
 
-def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every record of a JSONL file in order, skipping lines that do not parse as a JSON object."""
+def read_records(path: str | Path, *, on_skipped: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of a JSONL file in order, skipping lines that do not parse as a JSON object
+    (`on_skipped(line_number)` hears of each, for callers that report them)."""
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             try:
                 value = json.loads(raw)
             except ValueError:
-                continue
+                value = None
             if isinstance(value, dict):
                 yield value
+            elif on_skipped is not None and raw.strip():
+                on_skipped(number)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..errors import Vl2Error
+from ..tasks.exit_codes import EXIT_FATAL
 from .page import DEFAULT_MAX_SHEETS, write_report
 
-EXIT_OK, EXIT_FATAL = 0, 2
 
 
 def report_command(
@@ -29,7 +30,11 @@ def report_command(
         print(f"vl2: error: video_backend: {video_backend!r} is not one of decord, pyav", file=sys.stderr)
         raise typer.Exit(EXIT_FATAL)
     try:
-        written = write_report(results, out, max_sheets=max_sheets, video_backend=video_backend)
+        written = write_report(results, out, max_sheets=max_sheets, video_backend=video_backend,
+                               on_warning=lambda message: print(f"vl2: warning: {message}", file=sys.stderr))
+    except Vl2Error as exc:
+        print(f"vl2: error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FATAL) from None
     except OSError as exc:
         print(f"vl2: error: {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
         raise typer.Exit(EXIT_FATAL) from None
