@@ -281,3 +281,58 @@ def test_replay_bookkeeping_with_an_eager_stand_in_for_cuda_graphs(monkeypatch, 
     again = decoder.generate(embeds, mask, config)  # the same bucket, replayed from a reset cache
     assert decoder.buckets_built == 1
     assert torch.equal(again, tokens)
+
+
+# ------------------------------------------------------- the transformers release vl2 runs on
+def test_a_bucket_is_reused_across_calls_of_the_same_dtype(monkeypatch):
+    """The second call that fits a bucket reuses it (transformers 5.24's StaticLayer dropped `dtype`,
+    which the reuse check once read: every reuse raised AttributeError)."""
+    name = FIXTURES[0]
+    model = load_fixture_model(monkeypatch, name)
+    items, instructions = _case_batch(load_reference(name), [next(iter(load_reference(name).cases()))])
+    embeds, mask = model.prepare_inputs(items, instructions)
+    decoder = StaticCacheDecoder(model.llm, cuda_graphs=False)
+    config = _greedy_config(model)
+    first = decoder.generate(embeds, mask, config)
+    assert torch.equal(decoder.generate(embeds, mask, config), first)
+    assert decoder.buckets_built == 1
+    assert decoder._state.dtype == embeds.dtype
+
+
+def test_a_static_cache_without_the_api_the_loop_calls_falls_back_naming_the_version(monkeypatch, caplog):
+    """A transformers release whose StaticCache lost a method the loop calls is a stated reason to use
+    `generate` (with the version in it), not an AttributeError in the middle of a run."""
+    import transformers
+    from transformers import StaticCache
+
+    name = FIXTURES[0]
+    model = load_fixture_model(monkeypatch, name)
+    owner = next(k for k in StaticCache.__mro__ if "early_initialization" in vars(k))
+    monkeypatch.delattr(owner, "early_initialization")
+    decoder = StaticCacheDecoder(model.llm, cuda_graphs=False)
+    reason = decoder.unsupported_reason(_greedy_config(model))
+    assert reason and transformers.__version__ in reason and "early_initialization" in reason
+    fixture = load_reference(name)
+    case_name = next(iter(fixture.cases()))
+    items, instructions = _case_batch(fixture, [case_name])
+    monkeypatch.setattr(model, "_static_decoder", None)  # built anew under this "release"
+    with caplog.at_level(logging.INFO, logger="vl2cli.model.decode_loop"):
+        generations = model.generate(items, instructions, max_new_tokens=4, decode_loop="static")
+    assert len(generations) == len(items) and all(g.token_ids for g in generations)
+    assert any("early_initialization" in r.getMessage() for r in caplog.records)
+
+
+def test_no_deprecated_cache_argument_reaches_transformers(monkeypatch):
+    """Generation and label scoring pass the cache under the name this transformers release takes:
+    no `past_key_values` deprecation warning (5.24 prints one per call, removal announced for 5.40)."""
+    import warnings
+
+    name = FIXTURES[0]
+    fixture = load_reference(name)
+    model = load_fixture_model(monkeypatch, name)
+    items, instructions = _case_batch(fixture, [next(iter(fixture.cases()))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.generate(items[:1], instructions[:1], max_new_tokens=3, decode_loop="static")
+        model.score_labels_batch(items[:1], instructions[:1], ["cooking", "music"])
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

@@ -64,6 +64,8 @@ from transformers import (
     StaticCache,
 )
 
+from .transformers_api import attention_implementation, static_cache_api_problem, with_cache
+
 log = logging.getLogger(__name__)
 
 #: How `VideoLlama2.generate` decodes: "static" = this loop (CUDA graphs on CUDA), "dynamic" =
@@ -199,15 +201,15 @@ def grouped_decode_attention(
 
 
 def _register_decode_attention() -> None:
-    if GROUPED_DECODE_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(GROUPED_DECODE_ATTENTION, grouped_decode_attention)
+    # registering again under the same name replaces the entry with the same function: idempotent
+    AttentionInterface.register(GROUPED_DECODE_ATTENTION, grouped_decode_attention)
 
 
 @contextmanager
 def decode_attention(llm: PreTrainedModel) -> Iterator[None]:
     """Route the LLM's attention layers to `grouped_decode_attention` for the duration (they read
     `config._attn_implementation` at every call; a captured graph keeps what ran at capture)."""
-    previous = llm.config._attn_implementation
+    previous = attention_implementation(llm.config)
     llm.config._attn_implementation = GROUPED_DECODE_ATTENTION
     try:
         yield
@@ -225,11 +227,14 @@ def _text_config(llm: PreTrainedModel):
 
 def static_cache_unsupported(llm: PreTrainedModel) -> str | None:
     """Why this LLM cannot decode through the static loop at all, or None."""
-    attention = llm.config._attn_implementation
+    api_problem = static_cache_api_problem()
+    if api_problem:
+        return api_problem
+    attention = attention_implementation(llm.config)
     if attention not in PREFILL_ATTENTION:
         return f"attention implementation {attention!r} (the loop runs {', '.join(PREFILL_ATTENTION)})"
     probe = StaticCache(config=llm.config, max_cache_len=CACHE_LENGTH_MULTIPLE)
-    if any(getattr(layer, "is_sliding", False) for layer in probe.layers):
+    if any(probe.is_sliding):
         return "sliding-window attention layers"
     return None
 
@@ -249,6 +254,7 @@ class _DecodeState:
     """One bucket: a static cache and the step's input buffers, plus the graph that reads them."""
 
     cache: StaticCache
+    dtype: torch.dtype  # of the cache's keys and values (kept here: transformers' layers need not say)
     tokens: torch.Tensor  # (B, 1) the token fed to the next step
     positions: torch.Tensor  # (B, 1) its position id
     mask: torch.Tensor  # (B, 1, 1, S) bool: cache columns the next token attends to
@@ -302,7 +308,7 @@ class StaticCacheDecoder:
             and state.batch_size == batch_size
             and state.cache_length >= needed_length
             and state.mask.device == device
-            and state.cache.layers[0].dtype == dtype
+            and state.dtype == dtype
         ):
             return state
         self._state = None  # release the old bucket's cache and graph before allocating the new one
@@ -314,6 +320,7 @@ class StaticCacheDecoder:
         cache.early_initialization(batch_size, text_config.num_key_value_heads, head_dim, dtype, device)
         state = _DecodeState(
             cache=cache,
+            dtype=dtype,
             tokens=torch.zeros(batch_size, 1, dtype=torch.long, device=device),
             positions=torch.zeros(batch_size, 1, dtype=torch.long, device=device),
             mask=torch.zeros(batch_size, 1, 1, length, dtype=torch.bool, device=device),
@@ -332,8 +339,8 @@ class StaticCacheDecoder:
                 input_ids=state.tokens,
                 attention_mask=state.mask,
                 position_ids=state.positions,
-                past_key_values=state.cache,
                 use_cache=True,
+                **with_cache(self.llm, state.cache),
             )
         return output.logits[:, -1, :]
 
@@ -388,9 +395,9 @@ class StaticCacheDecoder:
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=state.cache,
             use_cache=True,
             logits_to_keep=1,
+            **with_cache(self.llm, state.cache),
         )
         logits = prefill.logits[:, -1, :]
         del prefill

@@ -30,6 +30,7 @@ from ..errors import Vl2Error
 from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
 from .feature_cache import FeatureCache
 from .inputs import Generation, LabelScores, MultimodalInput
+from .transformers_api import returned_cache, with_cache
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class SplicedFamilyModel:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         prefill = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         first_logprobs = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)  # (files, V)
-        prompt_cache = prefill.past_key_values
+        prompt_cache = returned_cache(prefill)
         del prefill
 
         end_of_turn = self.eos_token_ids[0]
@@ -297,8 +298,8 @@ class SplicedFamilyModel:
                 input_ids=tokens,
                 attention_mask=torch.cat([mask[files], label_mask[ks]], dim=1),
                 position_ids=lengths[files, None] + offsets,
-                past_key_values=self._repeated_cache(prompt_cache, files),
                 use_cache=True,
+                **with_cache(self.llm, self._repeated_cache(prompt_cache, files)),
             ).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             # token t of a label is predicted at t - 1 (t = 0: by the prompt's last position)
