@@ -11,14 +11,29 @@ BIN     = $(VENV)/bin
 ORT    ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 ORT_OTHER = $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu)
 # TORCH=cpu: the CPU-only build of torch from PyTorch's index (≈0.2 GB of wheels instead of ≈4 GB
-# with CUDA), at the versions pyproject.toml pins.
+# with CUDA), at the versions the lock pins.
 TORCH  ?= default
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_PINS = $(shell grep -oE '"(torch|torchvision)==[^"]+"' pyproject.toml | tr -d '"')
 
-.PHONY: install browser test bench bench-gpu clean which-python
+# What `make install` installs: the lock of exact versions (requirements/lock-$(ORT).txt, written by
+# `make lock`), so two installs a month apart are the same. A lock holds for the Python and platform it
+# was resolved for (its "resolved-for" line); anywhere else the ranges of pyproject.toml are installed
+# instead, and the step says so.
+LOCK      = requirements/lock-$(ORT).txt
+LOCK_FOR  = $(shell sed -n 's/^\# resolved-for: //p' $(LOCK))
+HERE_FOR  = $(shell $(PYTHON) -c 'import sys, platform; print(f"python{sys.version_info.major}.{sys.version_info.minor}-{sys.platform}-{platform.machine()}")' 2>/dev/null)
+# TORCH=cpu installs torch from the CPU index first, so the lock's CUDA libraries are left out.
+CUDA_ONLY = ^(nvidia-|triton==|cuda-)
+# The oldest stack vl2 supports (the GPU machine's transformers and huggingface_hub), staged beside the
+# venv with pip --target: `make test` runs the model tests once more against it.
+OLDEST_DIR ?= .stack-oldest
+OLDEST_TESTS = tests/test_decode_loop.py tests/test_reference_parity.py tests/test_label_scoring.py tests/test_v1_parity.py tests/test_model_loading.py
+# The GPU machine's Python, for the wheels `make gpu-check` stages there (it lacks av, decord, jsonschema).
+GPU_WHEELS ?= .gpu-wheels
 
-install: $(BIN)/vl2 browser
+.PHONY: install browser test test-all test-oldest test-latest lock bench bench-gpu gpu-wheels gpu-check gpu-check-dry-run clean which-python
+
+install: $(BIN)/vl2 browser $(GPU_WHEELS)/.downloaded
 
 # The report test drives Debian's chromium (tests/test_report.py skips without it): installed with
 # apt-get where that works (root, Debian); anywhere else this step says so and goes on.
@@ -29,26 +44,61 @@ browser:
 		|| echo "make: chromium could not be installed; the browser test of vl2 report will be skipped"; \
 	else echo "make: no chromium and no apt-get as root; the browser test of vl2 report will be skipped"; fi
 
-$(BIN)/vl2: pyproject.toml
+$(BIN)/vl2: pyproject.toml requirements/lock-cpu.txt requirements/lock-gpu.txt
 	@test -n "$(PYTHON)" || { echo "make install: no Python >= 3.10 found (tried $(PYTHON_CANDIDATES)); set PYTHON=..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@if [ "$(TORCH)" = cpu ]; then echo "torch: CPU-only build"; \
-		$(BIN)/python -m pip install -q --index-url $(TORCH_CPU_INDEX) $(TORCH_PINS); fi
 	-$(BIN)/python -m pip uninstall -q -y $(ORT_OTHER) 2>/dev/null
-	$(BIN)/python -m pip install -q -e '.[dev,ray,$(ORT)]'
+	@if [ "$(TORCH)" = cpu ]; then echo "torch: CPU-only build"; \
+		$(BIN)/python -m pip install -q --index-url $(TORCH_CPU_INDEX) $$(grep -E '^(torch|torchvision)==' $(LOCK)); fi
+	@if [ "$(LOCK_FOR)" = "$(HERE_FOR)" ]; then echo "install: $(LOCK) (exact versions)"; \
+		grep -vE '$(if $(filter cpu,$(TORCH)),$(CUDA_ONLY),^$$)' $(LOCK) > $(VENV)/lock.txt; \
+		$(BIN)/python -m pip install -q -r $(VENV)/lock.txt && $(BIN)/python -m pip install -q --no-deps -e . ; \
+	else echo "install: $(LOCK) was resolved for $(LOCK_FOR), this is $(HERE_FOR): installing the ranges of pyproject.toml"; \
+		$(BIN)/python -m pip install -q -e '.[dev,ray,$(ORT)]'; fi
 	touch $(BIN)/vl2
 
 # Which interpreter `make install` would use (and why not: empty when none qualifies).
 which-python:
 	@echo $(PYTHON)
 
-# `make test` leaves out the tests marked slow (subprocess end-to-end runs, signals, kill -9, the CLI
-# export, compiled encoders): about half the time. `make test SLOW=1` runs everything; .ci/run does.
+# Refresh the locks from what pip resolves today within pyproject.toml's ranges (then run make test).
+lock:
+	$(BIN)/python requirements/lock.py
+
+# `make test`: every test but those marked slow (tests/test_gpu_check.py runs the GPU check's dry run:
+# its size and command-line limits, its CPU smoke path), then the model tests once more on the oldest
+# supported stack.
+# `make test SLOW=1` (or `make test-all`) runs the slow ones too (subprocess end-to-end runs, signals,
+# kill -9, the CLI export).
 PYTEST_SELECT = $(if $(SLOW),,-m "not slow")
 
 test:
 	$(BIN)/python -m pytest -q $(PYTEST_SELECT)
+	$(MAKE) --no-print-directory test-oldest
+
+test-all:
+	$(MAKE) --no-print-directory test SLOW=1
+
+$(OLDEST_DIR)/.staged: requirements/oldest.txt
+	rm -rf $(OLDEST_DIR)
+	$(BIN)/python -m pip install -q --no-deps --target $(OLDEST_DIR) -r requirements/oldest.txt
+	touch $@
+
+test-oldest: $(OLDEST_DIR)/.staged
+	PYTHONPATH=$(OLDEST_DIR) VL2_EXPECT_TRANSFORMERS=$$(sed -n 's/^transformers==//p' requirements/oldest.txt) \
+		$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider tests/test_stack_version.py $(OLDEST_TESTS)
+
+# The suite on the newest releases of everything (upper bounds ignored), in its own venv: drift found
+# on purpose, not by a user. Not part of CI.
+test-latest:
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	$(BIN)/python requirements/latest.py '.[dev,ray,$(ORT)]' > .venv-latest/requirements.txt
+	.venv-latest/bin/python -m pip install -q --upgrade -r .venv-latest/requirements.txt
+	.venv-latest/bin/python -m pip install -q --no-deps -e .
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest -q $(PYTEST_SELECT)
 
 bench:
 	$(BIN)/python -m benchmarks.run
@@ -57,5 +107,24 @@ bench:
 bench-gpu:
 	$(BIN)/python -m benchmarks.bench_gpu $(BENCH_GPU_ARGS)
 
+# The wheels the GPU machine lacks, for its Python (3.12), into $(GPU_WHEELS)/ (git-ignored, carried to
+# it by `make gpu-check`'s command). Part of `make install` (about 36 MB), so the dry run can weigh them;
+# where they cannot be downloaded the install goes on and the dry-run test says why it skips.
+$(GPU_WHEELS)/.downloaded: requirements/lock-cpu.txt
+	@$(BIN)/python -m benchmarks.gpu_check wheels --into $(GPU_WHEELS) >/dev/null 2>&1 && touch $@ \
+		|| echo "make: the GPU machine's wheels could not be downloaded (make gpu-wheels); the GPU check's dry run will be skipped"
+
+gpu-wheels:
+	$(BIN)/python -m benchmarks.gpu_check wheels --into $(GPU_WHEELS)
+
+# The whole GPU check as one command on the GPU machine (docs/benchmarks.md, "The GPU check"):
+#   python3 -m benchmarks.gpu_check run --out "$$OUT"     (carry: $(GPU_WHEELS))
+# Here: the dry run, which checks what travels against the limits and runs the CPU smoke path.
+gpu-check:
+	$(BIN)/python -m benchmarks.gpu_check run --out gpu-check-out
+
+gpu-check-dry-run:
+	$(BIN)/python -m benchmarks.gpu_check run --dry-run --out $(or $(TMPDIR),/tmp)/vl2-gpu-check-dry-run
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-latest $(OLDEST_DIR) build *.egg-info
