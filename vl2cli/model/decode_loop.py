@@ -64,7 +64,7 @@ from transformers import (
     StaticCache,
 )
 
-from .transformers_api import attention_implementation, static_cache_api_problem, with_cache
+from .transformers_api import attention_implementation, set_attention_implementation, static_cache_api_problem, with_cache
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +210,11 @@ def decode_attention(llm: PreTrainedModel) -> Iterator[None]:
     """Route the LLM's attention layers to `grouped_decode_attention` for the duration (they read
     `config._attn_implementation` at every call; a captured graph keeps what ran at capture)."""
     previous = attention_implementation(llm.config)
-    llm.config._attn_implementation = GROUPED_DECODE_ATTENTION
+    set_attention_implementation(llm.config, GROUPED_DECODE_ATTENTION)
     try:
         yield
     finally:
-        llm.config._attn_implementation = previous
+        set_attention_implementation(llm.config, previous)
 
 
 def round_up(value: int, multiple: int) -> int:

@@ -74,6 +74,15 @@ def static_cache_api_problem() -> str | None:
     return None
 
 
+def set_attention_implementation(config: Any, name: str) -> None:
+    """Make a config select attention implementation `name` (read by transformers' layers at every call)."""
+    if not hasattr(config, "_attn_implementation"):
+        raise TransformersApiError(
+            f"transformers {transformers_version()}: a model config has no attention implementation attribute"
+        )
+    config._attn_implementation = name
+
+
 def attention_implementation(config: Any) -> str:
     """The attention implementation a model's config selects (transformers keeps it on the config)."""
     try:

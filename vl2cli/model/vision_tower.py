@@ -23,6 +23,7 @@ from transformers.initialization import no_init_weights
 
 from ..errors import CheckpointError, UnsupportedModelError
 from .checkpoint import resolve_repo
+from .transformers_api import attention_implementation, set_attention_implementation
 
 #: Files vl2 needs from a tower's hub repo: its architecture and its image processor (no weights:
 #: the released VideoLLaMA 2 checkpoints carry the tower weights themselves).
@@ -113,7 +114,7 @@ class VisionTower(nn.Module):
         # Named explicitly rather than left to transformers' default, which has changed between releases;
         # a copy, so the spec (shared, e.g. by the export code) keeps its own setting.
         vision_config = copy.deepcopy(spec.vision_config)
-        vision_config._attn_implementation = attn_implementation
+        set_attention_implementation(vision_config, attn_implementation)
         with no_init_weights():
             self.model = model_class(vision_config)
         self.num_layers = spec.vision_config.num_hidden_layers
@@ -125,7 +126,7 @@ class VisionTower(nn.Module):
     @property
     def attn_implementation(self) -> str:
         """The attention implementation the tower's layers run ("sdpa" or "eager")."""
-        return self.model.config._attn_implementation
+        return attention_implementation(self.model.config)
 
     @property
     def num_patches(self) -> int:

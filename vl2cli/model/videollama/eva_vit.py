@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Blip2VisionConfig, Blip2VisionModel
 
 from ...errors import CheckpointError
+from ..transformers_api import set_attention_implementation
 
 EVA_MLP_RATIO = 4.3637
 EVA_LAYER_NORM_EPS = 1e-6
@@ -57,7 +58,7 @@ def build_eva_vit(state_dict: dict[str, torch.Tensor], *, image_size: int, heads
         num_attention_heads=heads, image_size=grid * EVA_PATCH, patch_size=EVA_PATCH, hidden_act="gelu",
         layer_norm_eps=EVA_LAYER_NORM_EPS, qkv_bias=True, attention_dropout=0.0,
     )
-    config._attn_implementation = "sdpa"
+    set_attention_implementation(config, "sdpa")
     with torch.device("meta"):  # no random init of a billion parameters: every one is loaded next
         model = Blip2VisionModel(config)
     model.post_layernorm = nn.Identity()  # EVA returns the last block's tokens un-normed

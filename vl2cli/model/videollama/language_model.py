@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from ...errors import CheckpointError
+from ..transformers_api import set_attention_implementation
 from .checkpoint import load_state_dict
 
 ROPE_BASE = 10000.0
@@ -34,7 +35,7 @@ def llama_config(folder: Path) -> LlamaConfig:
     raw["tie_word_embeddings"] = False
     raw.pop("torch_dtype", None)
     config = LlamaConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
-    config._attn_implementation = "sdpa"
+    set_attention_implementation(config, "sdpa")
     return config
 
 

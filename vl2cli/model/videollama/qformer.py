@@ -13,6 +13,7 @@ import torch
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from ...errors import CheckpointError
+from ..transformers_api import set_attention_implementation
 from .eva_vit import _load_exact
 
 #: Upstream hard-codes two layers and cross-attention in every layer for the video/audio Q-Formers.
@@ -28,7 +29,7 @@ def qformer_config(bert: dict, *, num_layers: int, cross_attention_freq: int, en
         max_position_embeddings=bert.get("max_position_embeddings", 512), vocab_size=bert.get("vocab_size", 30522),
         use_qformer_text_input=False,
     )
-    config._attn_implementation = "eager"
+    set_attention_implementation(config, "eager")
     return config
 
 
