@@ -170,3 +170,65 @@ def write_scene_video(path: Path, *, seconds: float = 300.0, fps: int = 4, scene
                 out.mux(audio.encode(frame))
             out.mux(audio.encode(None))
     return path
+
+
+def write_gop_video(path: Path, codec: str, container_format: str | None = None, *, frames: int = 75,
+                    options: dict[str, str] | None = None, width: int = 96, height: int = 64) -> Path:
+    """A moving gradient encoded with `codec` and encoder `options` (GOP size, B-frames, open GOP) into
+    `container_format`: the archive formats whose seeking decord gets wrong (issue 20)."""
+    with av.open(str(path), "w", format=container_format) as out:
+        video = out.add_stream(codec, rate=FRAME_RATE)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = dict(options or {})
+        for index in range(frames):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(_moving_gradient(index, width, height), format="rgb24")))
+        out.mux(video.encode(None))
+    return path
+
+
+def remux_shifted(source: Path, target: Path, shift_s: float, container_format: str | None = None,
+                  container_options: dict[str, str] | None = None) -> Path:
+    """Copy the video packets with every timestamp moved `shift_s` earlier (no re-encode).
+
+    Into MP4 the packets before 0 s become an edit list that hides them (what a trimming remux
+    writes); into Matroska with avoid_negative_ts disabled, a file whose first frames lie before 0 s.
+    """
+    with av.open(str(source)) as inp, av.open(str(target), "w", format=container_format,
+                                                 container_options=container_options or {}) as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = int(round(shift_s / stream.time_base))
+        for packet in inp.demux(stream):
+            if packet.pts is None and packet.dts is None:
+                continue  # the demuxer's flush packet
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+    return target
+
+
+#: The display matrix of a phone held upright (ffprobe "rotation: -90": shown turned 90° clockwise),
+#: 16.16 / 2.30 fixed point as a tkhd stores it.
+_ROTATE_CLOCKWISE_MATRIX = (0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+#: Bytes from the "tkhd" tag to its matrix (version 0 box: flags, times, track id, duration, layer...).
+_TKHD_MATRIX_OFFSET = 44
+
+
+def rotate_mp4(source: Path, target: Path) -> Path:
+    """Copy with the first track's tkhd matrix set to a 90° clockwise display rotation."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    at = data.find(b"tkhd") + _TKHD_MATRIX_OFFSET
+    assert data[at - _TKHD_MATRIX_OFFSET + 4] == 0, "expected a version 0 tkhd"
+    data[at:at + 36] = struct.pack(">9i", *_ROTATE_CLOCKWISE_MATRIX)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def player_frames(path: Path) -> list[np.ndarray]:
+    """The reference player: every frame PyAV's decoder outputs, in order (presentation order), as RGB
+    the way the FFmpeg CLI converts it (bicubic swscale), display rotation not applied."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24", interpolation="BICUBIC") for frame in container.decode(video=0)]

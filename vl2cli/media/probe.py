@@ -133,10 +133,19 @@ def probe_media(path: str | Path) -> MediaInfo:
     return info
 
 
+def _decodable(stream: av.stream.Stream) -> bool:
+    """FFmpeg demuxes some codecs this build has no decoder for; PyAV then gives no codec context."""
+    return getattr(stream, "codec_context", None) is not None
+
+
 def _describe(path: str, size: int, container: av.container.InputContainer) -> MediaInfo:
     fmt = container.format.name
-    videos = [s for s in container.streams.video if not _is_cover_art(s)]
-    audios = list(container.streams.audio)
+    all_videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    videos = [s for s in all_videos if _decodable(s)]
+    audios = [s for s in container.streams.audio if _decodable(s)]
+    if not videos and not audios and (all_videos or container.streams.audio):
+        raise UnsupportedMediaError(f"{path}: this FFmpeg build has no decoder for the {fmt} file's streams",
+                                    path=path)
     video = videos[0] if videos else None
     audio = audios[0] if audios else None
     is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
