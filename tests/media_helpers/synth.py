@@ -232,3 +232,63 @@ def player_frames(path: Path) -> list[np.ndarray]:
     the way the FFmpeg CLI converts it (bicubic swscale), display rotation not applied."""
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24", interpolation="BICUBIC") for frame in container.decode(video=0)]
+
+
+def write_av_tracks(path: Path, *, container_format: str | None = None, video_codec: str = "libx264",
+                    audio_codec: str = "aac", seconds: float = 4.0, tracks=((440.0, True, 0.0),),
+                    audio_rate: int = AUDIO_RATE, video_options: dict[str, str] | None = None,
+                    video_seconds: float | None = None) -> Path:
+    """A moving gradient (`video_seconds`, default `seconds`) plus one audio stream per `tracks` entry
+    (tone Hz, default flag, start s) lasting to `seconds`.
+
+    A track starting at s > 0 has its first sample at s on the file's timeline (a late-starting sound);
+    the default flags are written as given (e.g. a commentary track first, the main one flagged default).
+    """
+    with av.open(str(path), "w", format=container_format) as out:
+        video = out.add_stream(video_codec, rate=FRAME_RATE)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.options = dict(video_options or {})
+        streams = []
+        for _, default, _ in tracks:
+            stream = out.add_stream(audio_codec, rate=audio_rate, layout="mono")
+            stream.disposition = av.stream.Disposition.default if default else av.stream.Disposition(0)
+            streams.append(stream)
+        for index in range(int((video_seconds or seconds) * FRAME_RATE)):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(_moving_gradient(index, 96, 64), format="rgb24")))
+        out.mux(video.encode(None))
+        for stream, (hertz, _, start_s) in zip(streams, tracks):
+            _write_tone_from(out, stream, hertz, start_s, seconds - start_s, audio_rate)
+    return path
+
+
+def _write_tone_from(out, stream, hertz: float, start_s: float, seconds: float, rate: int) -> None:
+    chunk = stream.codec_context.frame_size or 1024
+    offset = int(round(start_s * rate))
+    t = np.arange(int(seconds * rate)) / rate
+    signal = (0.3 * np.sin(2 * np.pi * hertz * t)).astype(np.float32)
+    for start in range(0, signal.shape[0] - chunk + 1, chunk):
+        frame = av.AudioFrame.from_ndarray(signal[None, start:start + chunk], format=stream.codec_context.format.name
+                                           if stream.codec_context.format.is_planar else "fltp", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = offset + start
+        frame.time_base = Fraction(1, rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def damage_audio_packet(source: Path, target: Path, packet: int = 0) -> Path:
+    """Copy with one audio packet's payload overwritten by zero bytes (no sync word: the decoder
+    rejects it), as a partial first AC-3 frame in a captured AVI."""
+    with av.open(str(source)) as container:
+        located = [(p.pos, p.size) for p in container.demux(audio=0) if p.size]
+    position, size = located[packet]
+    data = bytearray(source.read_bytes())
+    data[position:position + size] = b"\x00" * size
+    target.write_bytes(bytes(data))
+    return target
+
+
+def dominant_hertz(pcm: np.ndarray, rate: int = 16000) -> float:
+    """The strongest frequency of a stretch of sound."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.shape[0])))
+    return float(np.argmax(spectrum) * rate / pcm.shape[0])

@@ -40,6 +40,8 @@ class DecodedVideo:
     rotation: int = 0
     #: What the record should say about these frames (e.g. damaged packets replaced by neighbours).
     notes: list[str] = field(default_factory=list)
+    #: Where the last frame ends on the file's timeline (s), from the packets' timestamps (PyAV only).
+    end_s: float | None = None
 
 
 def _quiet_decord():
@@ -73,6 +75,7 @@ class _PacketIndex:
 
     count: int
     index_of_pts: dict[int, int] | None  # None when some packet has no pts (then frames are counted)
+    end_s: float | None = None  # the last frame's end on the file's timeline
 
 
 def _index_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _PacketIndex:
@@ -85,12 +88,19 @@ def _index_packets(container: av.container.InputContainer, stream: av.video.stre
     The caller decodes from a fresh container: seeking back to 0 after the demux lands late in some
     files (a Matroska file with a negative start time).
     """
-    pts: list[int | None] = [packet.pts for packet in container.demux(stream)
-                             if (packet.size or packet.pts is not None or packet.dts is not None)
-                             and not packet.is_discard]
+    pts: list[int | None] = []
+    end: int | None = None
+    for packet in container.demux(stream):
+        if (packet.size or packet.pts is not None or packet.dts is not None) and not packet.is_discard:
+            pts.append(packet.pts)
+            if packet.pts is not None:
+                end = max(end if end is not None else packet.pts, packet.pts + (packet.duration or 0))
     if any(value is None for value in pts):
         return _PacketIndex(len(pts), None)
-    return _PacketIndex(len(pts), {value: index for index, value in enumerate(sorted(pts))})  # type: ignore[type-var]
+    origin = container.start_time / av.time_base if container.start_time else 0.0
+    end_s = float(end * stream.time_base) - origin if end is not None and stream.time_base else None
+    return _PacketIndex(len(pts), {value: index for index, value in enumerate(sorted(pts))},  # type: ignore[type-var]
+                        end_s)
 
 
 def decode_with_pyav(path: str, plan: IndexPlanner, threads: int = DECORD_THREADS) -> DecodedVideo:
@@ -126,7 +136,7 @@ def decode_with_pyav(path: str, plan: IndexPlanner, threads: int = DECORD_THREAD
     if decoded.rotation:
         notes.append(f"display rotation {decoded.rotation}° applied (the frames are shown upright, as a player shows them)")
     return DecodedVideo(frames=frames, indices=indices, total_frames=total, avg_fps=fps, backend="pyav",
-                        rotation=decoded.rotation, notes=notes)
+                        rotation=decoded.rotation, notes=notes, end_s=packets.end_s)
 
 
 def _require_decoder(path: str, stream: av.stream.Stream) -> None:
