@@ -15,6 +15,7 @@ from typing import Literal
 import av
 
 from vl2cli.errors import CorruptMediaError, EmptyFileError, UnreadableFileError, UnsupportedMediaError
+from vl2cli.media.audio import pick_audio_stream
 
 MediaKind = Literal["video", "image", "audio"]
 
@@ -147,7 +148,7 @@ def _describe(path: str, size: int, container: av.container.InputContainer) -> M
         raise UnsupportedMediaError(f"{path}: this FFmpeg build has no decoder for the {fmt} file's streams",
                                     path=path)
     video = videos[0] if videos else None
-    audio = audios[0] if audios else None
+    audio = pick_audio_stream(container) if audios else None  # the one decoded: the ffmpeg CLI's choice
     is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
     if is_image:
         kind: MediaKind = "image"

@@ -30,7 +30,7 @@ from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts
+from ..output.record import FileStamp, Request, ResumeKey, build_record, decoding_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
@@ -321,6 +321,7 @@ class _Runner:
                         "batch_size": item.batch_size},
             error=item.error,
             segment=item.segment,
+            decoding=decoding_facts(loaded, item.modality) if not failed else None,
         )
 
 
