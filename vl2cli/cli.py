@@ -122,7 +122,7 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
 _HELP_EXTRA = {
     "modality": ": auto|video|audio|av",
     "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
-    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)", "format": ": jsonl|srt|vtt",
+    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable; by extension, every one FFmpeg or Pillow decodes: docs/cli.md)", "format": ": jsonl|srt|vtt",
 }
 _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
                    "export_dir", "engine_dir")
