@@ -125,6 +125,11 @@ SCENE_COLOURS = ((230, 30, 30), (20, 70, 20), (190, 190, 255), (60, 20, 110), (2
                  (255, 140, 200), (10, 10, 10))
 
 
+#: Scenes of equal brightness and saturation whose hue alone changes (pure red, green, blue): the
+#: cuts ContentDetector's default threshold misses (issue 20).
+EQUAL_BRIGHTNESS_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+
+
 #: The long videos' sound is made at the model's rate: a third of the encoding time of 48 kHz.
 SCENE_AUDIO_RATE = 16000
 
@@ -134,10 +139,11 @@ def scene_of_frame(frame: int, scene_frames: int) -> int:
 
 
 def write_scene_video(path: Path, *, seconds: float = 300.0, fps: int = 4, scene_seconds: float = 40.0,
-                      width: int = 64, height: int = 48, with_audio: bool = False) -> Path:
+                      width: int = 64, height: int = 48, with_audio: bool = False,
+                      colours: tuple[tuple[int, int, int], ...] = SCENE_COLOURS) -> Path:
     """A long video at tiny size and low frame rate: a new scene every `scene_seconds`.
 
-    Scene k is a flat SCENE_COLOURS[k % 8] field with a small grey square drifting across it (so frames
+    Scene k is a flat colours[k % len(colours)] field (default SCENE_COLOURS) with a small grey square drifting across it (so frames
     within a scene differ a little); the cut falls exactly at frame k * scene_seconds * fps. With
     audio, scene k's sound is a tone of 200 + 100·k Hz.
     """
@@ -149,7 +155,7 @@ def write_scene_video(path: Path, *, seconds: float = 300.0, fps: int = 4, scene
         video.options = {"g": str(fps * 10)}  # some GOPs span a cut: the decoder, not the keyframes, finds it
         audio = out.add_stream("aac", rate=SCENE_AUDIO_RATE, layout="mono") if with_audio else None
         for i in range(total):
-            colour = SCENE_COLOURS[scene_of_frame(i, scene_frames) % len(SCENE_COLOURS)]
+            colour = colours[scene_of_frame(i, scene_frames) % len(colours)]
             rgb = np.empty((height, width, 3), dtype=np.uint8)
             rgb[:] = colour
             x = (i * 2) % (width - 8)
