@@ -120,3 +120,36 @@ def test_probe_calls_a_file_without_decodable_streams_unsupported(tmp_path: Path
     monkeypatch.setattr(av.video.stream.VideoStream, "codec_context", property(lambda self: None), raising=False)
     with pytest.raises(UnsupportedMediaError, match="no decoder"):
         probe_media(path)
+
+
+def test_decord_turns_a_phone_video_itself_and_the_rotation_is_reported(tmp_path: Path) -> None:
+    source = synth.write_video(tmp_path / "src.mp4", frames=10, width=96, height=64)
+    rotated = synth.rotate_mp4(source, tmp_path / "rotated.mp4")
+    by_decord = decode_video_frames(str(rotated), PLAN16)
+    by_pyav = decode_video_frames(str(rotated), PLAN16, "pyav")
+    assert by_decord.backend == "decord" and by_decord.rotation == by_pyav.rotation == 270
+    np.testing.assert_array_equal(by_decord.frames, by_pyav.frames)
+
+
+def test_a_transport_stream_whose_timestamps_wrap(tmp_path: Path) -> None:
+    """33-bit MPEG-TS clocks wrap after 26.5 h; a recording made across it used to be corrupt_media."""
+    import av
+
+    path = tmp_path / "wrap.ts"
+    with av.open(str(path), "w", format="mpegts", container_options={"output_ts_offset": "95442"}) as out:
+        video = out.add_stream("mpeg2video", rate=synth.FRAME_RATE)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.options = {"g": "12"}
+        for index in range(100):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(synth._moving_gradient(index, 96, 64), format="rgb24")))
+        out.mux(video.encode(None))
+    decoded = decode_video_frames(str(path), PLAN16)
+    assert decoded.backend == "pyav"
+    _assert_player_frames(path, decoded)
+
+
+def test_an_mpeg1_elementary_stream(tmp_path: Path) -> None:
+    path = synth.write_gop_video(tmp_path / "raw.m1v", "mpeg1video", "mpeg1video", options={"g": "12"})
+    decoded = decode_video_frames(str(path), PLAN16)
+    assert decoded.backend == "pyav"
+    _assert_player_frames(path, decoded)

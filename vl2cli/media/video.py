@@ -272,23 +272,39 @@ def decord_misreads(path: str) -> str | None:
     timestamps; an MP4 edit list hides frames (decord counts them, so every sampled index lands late);
     or a Matroska H.264/HEVC stream has open GOPs.
     """
+    return _look(path)[0]
+
+
+def _look(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """`decord_misreads`'s answer and the stream's coded (height, width)."""
     try:
         with av.open(path) as container:
             videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
             if not videos:
-                return None
+                return None, None
             stream = videos[0]
-            codec = stream.codec_context.name if stream.codec_context is not None else ""
+            context = stream.codec_context
+            codec = context.name if context is not None else ""
+            coded = (context.height, context.width) if context is not None else None
             formats = set(container.format.name.split(","))
             if codec in DECORD_MISSEEKS_CODECS:
-                return f"decord seeks {codec} video to the wrong frames"
+                return f"decord seeks {codec} video to the wrong frames", coded
             if formats & DECORD_MISSEEKS_CONTAINERS:
-                return f"decord seeks in {container.format.name} files to the wrong frames"
+                return f"decord seeks in {container.format.name} files to the wrong frames", coded
             if (stream.start_time or 0) < 0 or (container.start_time or 0) < 0:
-                return "decord misplaces the frames of a stream that starts before 0 s"
-            return _scan_packets(container, stream, codec, "matroska" in formats and codec in _OPEN_GOP_CODECS)
+                return "decord misplaces the frames of a stream that starts before 0 s", coded
+            return _scan_packets(container, stream, codec, "matroska" in formats and codec in _OPEN_GOP_CODECS), coded
     except (av.error.FFmpegError, OSError):
-        return None  # decord gets its chance; its error says what is wrong
+        return None, None  # decord gets its chance; its error says what is wrong
+
+
+def _first_frame_rotation(path: str) -> int:
+    """The display rotation of the first frame (one frame decoded with PyAV), 0 when it cannot be read."""
+    try:
+        with av.open(path) as container:
+            return _rotation(next(container.decode(video=0)))
+    except (av.error.FFmpegError, OSError, StopIteration):
+        return 0
 
 
 def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, codec: str,
@@ -319,14 +335,19 @@ def decode_video_frames(path: str, plan: IndexPlanner, backend: VideoBackend = "
     """
     divergence = None
     if backend == "decord":
-        divergence = decord_misreads(path)
+        divergence, coded = _look(path)
         if divergence is None:
             try:
-                return decode_with_decord(path, plan, threads)
+                decoded = decode_with_decord(path, plan, threads)
             except CorruptMediaError:
                 raise
             except Exception:  # decord raises bare RuntimeError/DECORDError for codecs it lacks (e.g. AV1)
                 pass
+            else:
+                # decord applies a 90°/270° display matrix itself (its frames come out turned): say which
+                if coded is not None and coded[0] != coded[1] and decoded.frames.shape[1:3] == coded[::-1]:
+                    decoded.rotation = _first_frame_rotation(path)
+                return decoded
     try:
         decoded = decode_with_pyav(path, plan, threads)
     except (av.error.FFmpegError, ValueError) as exc:
