@@ -63,7 +63,7 @@ def inspect_media(request: InspectRequest) -> dict[str, Any]:
     result: dict[str, Any] = {"path": str(Path(path).resolve()), "media": info.to_dict(), "video": None,
                               "audio": None, "notes": []}
     if info.kind == "image":
-        result["video"] = _image(path, out)
+        result["video"] = _image(path, out, result["notes"])
     elif info.kind == "video" and request.segments is None:
         result["video"], notes = _video(path, out, request, None)
         result["notes"] += notes
@@ -87,8 +87,8 @@ def _png(out: Path, name: str, rgb: np.ndarray) -> str:
     return relative
 
 
-def _image(path: str, out: Path) -> dict[str, Any]:
-    rgb = load_image_rgb(path)[0]
+def _image(path: str, out: Path, notes: list[str]) -> dict[str, Any]:
+    rgb = load_image_rgb(path, notes)[0]
     return {"backend": "pillow", "rotation": 0, "frames": [{"index": 0, "time_s": None, "png": _png(out, "image", rgb)}]}
 
 

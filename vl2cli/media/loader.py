@@ -319,7 +319,9 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
         elif info.kind == "image":
             if spec.image is not None:
                 with _timed(timings, "decode_image"):
-                    rgb = load_image_rgb(path)
+                    said: list[str] = []
+                    rgb = load_image_rgb(path, said)
+                    result.notes += [MediaNote("video", text) for text in said]
                 with _timed(timings, "preprocess_frames"):
                     result.pixel_values = preprocess_frames(rgb, spec.image, threads=budget,
                                                             normalize=spec.normalize_pixels)
