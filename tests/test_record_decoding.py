@@ -59,3 +59,26 @@ def test_records_name_the_backend_and_the_stream_heard(av_model, tmp_path: Path)
     assert any("not decord" in note for note in records["dvd.vob"]["notes"])
     assert records["dub.mkv"]["decoding"]["audio_stream"] == 2
     assert records["dub.mkv"]["media"]["audio_channels"] == 1
+
+
+def test_segments_past_the_pictures_or_past_a_vfr_files_average_rate_are_not_errors(av_model, tmp_path: Path) -> None:
+    """Issue 20: a long sound's video-less windows are heard; a VFR MKV's last window shows its last frame."""
+    from vl2cli.tasks.segmenting import Segmenting
+
+    long_sound = synth.write_av_tracks(tmp_path / "long_sound.mkv", container_format="matroska", seconds=6.0,
+                                       video_seconds=2.0)
+    vfr = synth.write_vfr_mkv(tmp_path / "vfr.mkv")
+    options = RunOptions(batch_size=1, workers=0, segmenting=Segmenting.parse("2s"))
+    records = [o.record for o in run_task(av_model, [long_sound, vfr], TaskSpec("caption", max_new_tokens=1), options)]
+    by_file: dict[str, list[dict]] = {}
+    for record in records:
+        VALIDATOR.validate(record)
+        by_file.setdefault(Path(record["path"]).name, []).append(record)
+    assert all(r["error"] is None for r in records), [r["error"] for r in records if r["error"]]
+    sound = sorted(by_file["long_sound.mkv"], key=lambda r: r["segment"]["index"])
+    # [2, 4) still holds frame 49 (upstream maps 2 s to int(2·25) − 1); [4, 6) lies after the pictures
+    assert [r["modality"] for r in sound] == ["av", "av", "audio"]
+    assert "only its sound was used" in " ".join(sound[-1]["notes"])
+    assert sound[-1]["decoding"] == {"video_backend": None, "video_rotation": None, "audio_stream": 1}
+    last = max(by_file["vfr.mkv"], key=lambda r: r["segment"]["index"])
+    assert "its last frame was shown" in " ".join(last["notes"])

@@ -298,3 +298,20 @@ def dominant_hertz(pcm: np.ndarray, rate: int = 16000) -> float:
     """The strongest frequency of a stretch of sound."""
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.shape[0])))
     return float(np.argmax(spectrum) * rate / pcm.shape[0])
+
+
+def write_vfr_mkv(path: Path, *, fast: int = 60, slow: int = 40) -> Path:
+    """Matroska VFR like media fixture (6): `fast` frames 1/30 s apart, then `slow` frames 1/10 s apart."""
+    with av.open(str(path), "w", format="matroska") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        video.time_base = Fraction(1, 1000)
+        video.codec_context.time_base = Fraction(1, 1000)
+        for index in range(fast + slow):
+            frame = av.VideoFrame.from_ndarray(_moving_gradient(index, 96, 64), format="rgb24")
+            seconds = index / 30 if index < fast else fast / 30 + (index - fast) / 10
+            frame.pts = int(round(seconds * 1000))
+            frame.time_base = Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path

@@ -33,7 +33,7 @@ from vl2cli.media.audio import (
 from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, preprocess_frames
 from vl2cli.media.parallel import resolve_threads, start_in_background
 from vl2cli.media.probe import MediaInfo, open_and_probe
-from vl2cli.media.sampling import sample_frame_indices
+from vl2cli.media.sampling import clip_frame_range, sample_frame_indices
 from vl2cli.media.video import VideoBackend, decode_video_frames
 
 _MS_PER_S = 1000.0
@@ -109,6 +109,9 @@ class LoadedMedia:
     audio_samples_decoded: int | None = None
     #: Facts the record should carry (e.g. the file looks truncated); the file was still usable.
     notes: list["MediaNote"] = field(default_factory=list)
+    #: True for a segment that lies after the video track's end (a sound longer than the pictures):
+    #: no frames, its sound alone is the input.
+    video_absent: bool = False
     #: Video-LLaMA (v1) only: upstream's sentence naming the sampled frames' seconds (part of its prompt).
     frame_times_message: str | None = None
 
@@ -240,6 +243,53 @@ def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputC
     return fbank, int(samples.shape[0])
 
 
+class _NoFramesInWindow(Exception):
+    """The segment's bounds select no frame index (by the average frame rate, as upstream maps them)."""
+
+
+def _video_end_s(path: str) -> float | None:
+    """Where the video track's last frame ends on the file's timeline, from its packets (no decoding)."""
+    with av.open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        end = None
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                end = max(end if end is not None else packet.pts, packet.pts + (packet.duration or 0))
+        if end is None or not stream.time_base:
+            return None
+        origin = container.start_time / av.time_base if container.start_time else 0.0
+        return float(end * stream.time_base) - origin
+
+
+def _decode_window(path: str, spec: MediaSpec, threads: int, result: LoadedMedia):
+    """The planned frames; for a segment that selects none, the video's last frame when the window still
+    lies within the video (a variable frame rate file: the average rate maps its last seconds past the
+    last index), or no frames at all (`video_absent`) when the window lies after the video's end."""
+    def plan(total: int, fps: float) -> list[int]:
+        if spec.start_s is not None and spec.end_s is not None and total > 0 and not len(
+                clip_frame_range(total, fps, spec.start_s, spec.end_s)):
+            raise _NoFramesInWindow()
+        return sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s)
+
+    try:
+        return decode_video_frames(path, plan, spec.video_backend, threads=threads)
+    except _NoFramesInWindow:
+        pass
+    end = _video_end_s(path)
+    if end is not None and spec.start_s is not None and spec.start_s >= end:
+        result.video_absent = True
+        result.notes.append(MediaNote("audio", f"the video track ends at {end:.1f} s, before this segment: it has "
+                                               "no frames, only its sound was used"))
+        return None
+    decoded = decode_video_frames(path, lambda total, fps: [max(total - 1, 0)] * spec.num_frames,
+                                  spec.video_backend, threads=threads)
+    result.notes.append(MediaNote("video", "the segment lies past the last frame by the average frame rate "
+                                           "(a variable frame rate video): its last frame was shown"))
+    return decoded
+
+
 def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.container.InputContainer,
                 threads: int, result: LoadedMedia) -> None:
     """Frames and audio of a video; with a budget of 2+ threads the audio runs beside the video."""
@@ -249,14 +299,14 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
     audio_job = ((lambda: _video_fbank(path, info.has_audio, container, audio_timings, spec.audio_window, report))
                  if spec.want_audio else None)
     ends: dict[str, float | None] = {}
+    decoded = None
     background = start_in_background(audio_job, threads) if audio_job is not None and spec.image is not None else None
     try:
         if spec.image is not None:
             decoder_threads = threads - 1 if background is not None else threads  # the audio holds one thread
             with _timed(timings, "decode_video"):
-                decoded = decode_video_frames(
-                    path, lambda total, fps: sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s),
-                    spec.video_backend, threads=decoder_threads)
+                decoded = _decode_window(path, spec, decoder_threads, result)
+        if spec.image is not None and decoded is not None:
             with _timed(timings, "preprocess_frames"):
                 result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads,
                                                         normalize=spec.normalize_pixels)

@@ -24,7 +24,7 @@ import torch
 
 from .. import __version__
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
-from ..errors import MediaError
+from ..errors import MediaError, NoVideoStreamError
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
@@ -166,8 +166,15 @@ class _Runner:
         item.loaded = result
         info = result.info
         has_audio = info.has_audio and not result.audio_missing  # a track that decoded to nothing counts as none
+        kind = info.kind
+        if result.video_absent:  # a segment after the video track's end: its sound is what there is
+            if self.options.modality in ("video", "av") or not self.towers.has_audio or not has_audio:
+                item.error = _error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end of the "
+                                                             "video track: it has no frames to show")
+                return
+            kind = "audio"
         try:
-            item.modality = choose_modality(info.kind, has_audio_stream=has_audio, requested=self.options.modality,
+            item.modality = choose_modality(kind, has_audio_stream=has_audio, requested=self.options.modality,
                                             towers=self.towers, path=str(item.path))
         except MediaError as exc:
             item.modality = None
