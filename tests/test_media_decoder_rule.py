@@ -153,3 +153,13 @@ def test_an_mpeg1_elementary_stream(tmp_path: Path) -> None:
     decoded = decode_video_frames(str(path), PLAN16)
     assert decoded.backend == "pyav"
     _assert_player_frames(path, decoded)
+
+
+def test_an_av1_mp4_with_an_edit_list(tmp_path: Path) -> None:
+    """decord cannot read AV1 (PyAV decodes it); the edit list's hidden frames used to be counted and the
+    file called corrupt_media."""
+    source = synth.write_gop_video(tmp_path / "src.mp4", "libsvtav1", "mp4", frames=40)
+    trimmed = synth.remux_shifted(source, tmp_path / "trimmed.mp4", 0.6)
+    decoded = decode_video_frames(str(trimmed), PLAN16)
+    assert decoded.backend == "pyav" and decoded.total_frames == 25
+    _assert_player_frames(trimmed, decoded)

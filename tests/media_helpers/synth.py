@@ -202,7 +202,7 @@ def remux_shifted(source: Path, target: Path, shift_s: float, container_format: 
     with av.open(str(source)) as inp, av.open(str(target), "w", format=container_format,
                                                  container_options=container_options or {}) as out:
         stream = inp.streams.video[0]
-        copy = out.add_stream_from_template(stream)
+        copy = out.add_stream_from_template(stream, opaque=True)  # opaque: codecs PyAV decodes via a library (dav1d)
         shift = int(round(shift_s / stream.time_base))
         for packet in inp.demux(stream):
             if packet.pts is None and packet.dts is None:
