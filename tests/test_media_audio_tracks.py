@@ -107,3 +107,15 @@ def test_a_short_video_track_beside_a_full_sound_is_not_truncation(tmp_path: Pat
     loaded = load_media(short, spec)
     assert loaded.frame_indices is not None and max(loaded.frame_indices) < 50
     assert not any("truncated" in t for t in _texts(loaded))
+
+
+def test_a_variable_frame_rate_mkv_is_not_called_truncated(tmp_path: Path) -> None:
+    """decord's frames / average fps (100 / 30 = 3.3 s) is not the video's length (5.9 s)."""
+    from media_helpers.fixtures import PROCESSOR_CONFIGS
+    from vl2cli.media.image import ImageProcessorSpec
+
+    path = synth.write_vfr_mkv(tmp_path / "vfr.mkv")
+    spec = MediaSpec(num_frames=8, image=ImageProcessorSpec.from_config(PROCESSOR_CONFIGS["siglip384"]),
+                     want_audio=True)
+    loaded = load_media(path, spec)
+    assert loaded.video_backend == "decord" and not any("truncated" in t for t in _texts(loaded))

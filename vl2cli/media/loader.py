@@ -335,6 +335,10 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
             ends.pop("video", None)  # only the file's length to compare with, which a longer sound may set
         declared = {"video": _declared_end_s(container, info, video_stream),
                     "audio": _declared_end_s(container, info, _picked_audio(container, report))}
+        if (decoded is not None and decoded.end_s is None and ends.get("video") is not None
+                and truncation_note("video", ends["video"], declared["video"]) is not None):
+            # frames / average fps says "short", which a variable frame rate also says: ask the packets
+            ends["video"] = _video_end_s(path) or ends["video"]
         result.notes += truncation_notes(ends, declared)
     finally:
         if background is not None and not background.done():
