@@ -119,3 +119,27 @@ def test_a_variable_frame_rate_mkv_is_not_called_truncated(tmp_path: Path) -> No
                      want_audio=True)
     loaded = load_media(path, spec)
     assert loaded.video_backend == "decord" and not any("truncated" in t for t in _texts(loaded))
+
+
+def test_a_gap_in_the_sound_is_not_truncation(tmp_path: Path) -> None:
+    """Sound for 0-2 s and 3.5-6 s: 4.5 s of samples in a 6 s file, yet it reaches the end."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "gap.mkv"
+    rate = 16000
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        chunk = stream.codec_context.frame_size or 1024
+        for first, last in ((0.0, 2.0), (3.5, 6.0)):
+            for start in range(int(first * rate), int(last * rate) - chunk + 1, chunk):
+                t = np.arange(start, start + chunk) / rate
+                frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                                   format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+                out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    loaded = load_media(path, AUDIO_ONLY)
+    assert loaded.audio_samples_decoded < 5.0 * rate
+    assert not any("truncated" in t for t in _texts(loaded))
