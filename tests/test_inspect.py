@@ -99,3 +99,12 @@ def test_inspect_takes_the_frame_count_from_the_model_config(tmp_path: Path) -> 
         expected = CheckpointIdentity.resolve(str(fixture.checkpoint)).num_frames
         seen = _inspect(str(path), "--out", str(tmp_path / "seen"), "--model", str(fixture.checkpoint))
     assert len(seen["video"]["frames"]) == expected
+
+
+def test_inspect_an_audio_file_writes_channel_0_at_16k(tmp_path: Path) -> None:
+    path = synth.write_audio(tmp_path / "tone.wav", seconds=1.0, codec="pcm_s16le")
+    seen = _inspect(str(path), "--out", str(tmp_path / "seen"))
+    assert seen["video"] is None and seen["media"]["kind"] == "audio"
+    pcm = _wav(tmp_path / "seen" / seen["audio"]["wav"])
+    assert pcm.shape[0] == seen["audio"]["samples"] == 16000
+    assert synth.dominant_hertz(pcm) == pytest.approx(440.0, abs=2)
