@@ -132,3 +132,40 @@ def test_kind_from_extension() -> None:
     assert kind_from_extension("x.jpeg") == "image"
     assert kind_from_extension("x.flac") == "audio"
     assert kind_from_extension("x.txt") is None
+
+
+def test_archive_extensions_ffmpeg_decodes_are_walked() -> None:
+    """Issue 20: these were skipped silently by a folder walk."""
+    for name, kind in [("a.ac3", "audio"), ("a.mp2", "audio"), ("a.caf", "audio"), ("a.mka", "audio"),
+                       ("a.spx", "audio"), ("a.dv", "video"), ("a.vob", "video"), ("a.mxf", "video"),
+                       ("a.avif", "image")]:
+        assert kind_from_extension(name) == kind, name
+    assert kind_from_extension("a.jxl") is None  # no JPEG XL decoder in PyAV's FFmpeg or Pillow
+
+
+def test_every_walked_audio_extension_made_by_pyav_probes_as_audio(tmp_path: Path) -> None:
+    from media_helpers import synth
+    from vl2cli.media.probe import probe_media
+
+    for suffix, codec, fmt in [(".ac3", "ac3", "ac3"), (".mp2", "mp2", "mp2"), (".caf", "pcm_s16le", "caf"),
+                               (".mka", "aac", "matroska"), (".spx", "libspeex", "ogg")]:
+        import av
+
+        if codec not in av.codecs_available:
+            continue
+        path = synth.write_audio(tmp_path / f"tone{suffix}", seconds=0.5, codec=codec, container_format=fmt)
+        assert probe_media(path).kind == "audio", suffix
+        assert kind_from_extension(path) == "audio"
+
+
+def test_an_avif_photo_is_an_image(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image, features
+
+    from vl2cli.media.probe import probe_media
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support")
+    path = tmp_path / "photo.avif"
+    Image.fromarray(np.full((48, 64, 3), (200, 30, 30), np.uint8)).save(path)
+    assert probe_media(path).kind == "image"

@@ -112,3 +112,44 @@ def test_decord_prints_no_decoder_lines(tmp_path, capfd) -> None:
     except Exception:  # decord may give up on the file (vl2 then falls back to PyAV); only stderr matters here
         pass
     assert "h264 @" not in capfd.readouterr().err
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped_to_white(tmp_path) -> None:
+    """Upstream's convert('RGB') turns every level above 255 of 65535 white (issue 20)."""
+    from PIL import Image
+
+    from vl2cli.media.image import load_image_rgb
+
+    levels = (np.arange(64, dtype=np.uint32)[None, :].repeat(8, axis=0) * 1040).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(levels).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+        assert (np.asarray(image.convert("RGB"))[:, 1:] == 255).all()  # upstream: all white but level 0
+    notes: list[str] = []
+    rgb = load_image_rgb(str(path), notes)[0]
+    expected = ((levels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    assert (rgb[..., 0] == rgb[..., 2]).all() and "16-bit grey" in notes[0]
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    from PIL import Image
+
+    from vl2cli.media.image import load_image_rgb
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (250, 0, 0)  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    notes: list[str] = []
+    rgb = load_image_rgb(str(path), notes)[0]
+    assert rgb.shape == (40, 20, 3)  # upright: portrait
+    assert rgb[5, 10, 0] > 200 and rgb[35, 10, 0] < 50  # the red half is now on top
+    assert "EXIF orientation 6 applied" in notes[0]
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(stored).save(plain, quality=95)
+    notes = []
+    assert load_image_rgb(str(plain), notes)[0].shape == (20, 40, 3) and notes == []

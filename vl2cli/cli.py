@@ -122,7 +122,7 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
 _HELP_EXTRA = {
     "modality": ": auto|video|audio|av",
     "labels": ': "a,b,c" or @file (one per line); repeatable', "include": " (repeatable)",
-    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable)", "format": ": jsonl|srt|vtt",
+    "exclude": " (repeatable)", "kinds": ": video|image|audio (repeatable; by extension, every one FFmpeg or Pillow decodes: docs/cli.md)", "format": ": jsonl|srt|vtt",
 }
 _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
                    "export_dir", "engine_dir")
@@ -320,6 +320,32 @@ def merge(
 
     raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
+
+
+@app.command("inspect", cls=_Command, epilog="Example: [cyan]vl2 inspect clip.vob --out seen/ --frames 16[/cyan]")
+def inspect_file(
+    file: Annotated[Path, typer.Argument(help="the media file", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for inspect.json, the frame PNGs and the WAV",
+                                      show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", help="take the frame count from this checkpoint's config "
+                                                 "(no weights are loaded)", show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="frames per video (default: the model's, else 8)",
+                                                  show_default=False)] = None,
+    segment: Annotated[Optional[str], typer.Option("--segment", help="inspect each window: a length (30s, 2m) or "
+                                                   "scenes", show_default=False)] = None,
+    segment_overlap: Annotated[Optional[str], typer.Option("--segment-overlap", show_default=False)] = None,
+    segment_min: Annotated[Optional[str], typer.Option("--segment-min", show_default=False)] = None,
+    segment_max: Annotated[Optional[str], typer.Option("--segment-max", show_default=False)] = None,
+    video_backend: Annotated[str, typer.Option("--video-backend", help="decord (upstream's reader, PyAV where it "
+                                               "misreads) or pyav")] = "decord",
+) -> None:
+    """Write what the model is given from one file: the sampled frames as PNGs (decoded size, upright),
+    the sound heard as a 16 kHz WAV, and inspect.json naming them with the probe and the notes."""
+    from .tasks.inspect_command import run_inspect
+
+    raise typer.Exit(_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
+                                                  overlap=segment_overlap, segment_min=segment_min,
+                                                  segment_max=segment_max, video_backend=video_backend)))
 
 
 @app.command(cls=_Command, epilog="Examples: [cyan]vl2 chat clip.mp4[/cyan] (type questions; Ctrl-D ends)   "

@@ -19,12 +19,20 @@ from .errors import InputError, Vl2Error
 MediaKindName = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKindName, ...] = ("video", "image", "audio")
 
-#: Extensions a folder walk picks up, by kind. Files named on the command line skip this filter.
+#: Extensions a folder walk picks up, by kind: every one whose files PyAV's FFmpeg (or, for images,
+#: Pillow) decodes. Files named on the command line skip this filter. Not walked: .jxl (neither PyAV's
+#: FFmpeg build nor Pillow has a JPEG XL decoder), .heic/.heif (no HEIF decoder in Pillow), .mid (no
+#: sound to decode), subtitles and playlists.
 EXTENSIONS_BY_KIND: dict[str, frozenset[str]] = {
-    "video": frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
-                        ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".gif"}),
-    "image": frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}),
-    "audio": frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}),
+    "video": frozenset({".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".divx", ".mpg", ".mpeg", ".m1v",
+                        ".m2v", ".mpv", ".vob", ".mod", ".tod", ".ts", ".mts", ".m2ts", ".m2p", ".ps", ".flv",
+                        ".f4v", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".gif", ".dv", ".mxf", ".rm", ".rmvb",
+                        ".nut", ".ivf", ".y4m", ".wtv", ".mjpeg", ".mjpg", ".h264", ".264", ".hevc", ".265",
+                        ".amv"}),
+    "image": frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif"}),
+    "audio": frozenset({".wav", ".flac", ".mp3", ".m4a", ".m4b", ".aac", ".ogg", ".oga", ".opus", ".spx", ".wma",
+                        ".aiff", ".aif", ".aifc", ".ac3", ".eac3", ".mp2", ".mpa", ".caf", ".mka", ".dts", ".amr",
+                        ".ape", ".wv", ".tta", ".au", ".snd", ".w64", ".voc", ".ra", ".gsm"}),
 }
 
 

@@ -75,7 +75,7 @@ class Settings:
     batch_size: int | None = _setting(None, "files per model call")
     workers: int | None = _setting(None, "decode worker processes (the model process keeps a core)")
     decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
-    video_backend: str = _setting("decord", "decord (upstream's reader) or pyav", ("decord", "pyav"))
+    video_backend: str = _setting("decord", "decord (upstream's reader; PyAV where decord misreads the file) or pyav", ("decord", "pyav"))
     shard: str | None = _setting(None, "K/N: run only shard K of N (0-based) into --out FOLDER/ (default: from the "
                                        "SLURM_ARRAY_* variables when --out is a folder)")
     engine: str = _setting("local", "local (this process) or ray (a Ray Data actor pool; pip install 'vl2[ray]')",

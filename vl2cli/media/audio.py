@@ -9,6 +9,7 @@ exact).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
 
@@ -42,42 +43,118 @@ _PCM_U8_OFFSET = 128
 
 # ---------------------------------------------------------------- decoding
 
+@dataclass
+class AudioReport:
+    """What a decode learnt about the track, for the record: which stream, what was skipped, where it lies.
+
+    `start_s`/`end_s`: the first decoded sample and the end of the last decoded frame on the file's
+    timeline (seconds from the container's start); None when the frames carry no timestamps.
+    """
+
+    stream_index: int | None = None
+    damaged_packets: int = 0
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+def pick_audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The audio stream the ffmpeg CLI maps without `-map` (what upstream's `ffmpeg -i` decodes).
+
+    ffmpeg 5.1 scores each audio stream `channels + 5000000·default`: a stream flagged default wins,
+    then the most channels, then the first (a dub or commentary track stored first is not taken).
+    Streams this FFmpeg build cannot decode are passed over.
+    """
+    audios = [s for s in container.streams.audio if s.codec_context is not None]
+    if not audios:
+        return None
+    return max(audios, key=lambda s: (bool(s.disposition & av.stream.Disposition.default), s.codec_context.channels))
+
+
 def _open_audio_stream(path: str) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
     container = av.open(path)
-    if not container.streams.audio:
+    stream = pick_audio_stream(container)
+    if stream is None:
         container.close()
         raise NoAudioStreamError(f"{path}: no audio stream", path=path)
-    return container, container.streams.audio[0]
+    return container, stream
 
-def _decode_first_audio_stream(path: str, container: av.container.InputContainer | None, decode):
-    """Run `decode(container, stream)` on the first audio stream of `path` (or of the given open
+
+def _decode_first_audio_stream(path: str, container: av.container.InputContainer | None, decode,
+                               report: AudioReport | None = None):
+    """Run `decode(container, stream, report)` on the CLI's audio stream of `path` (or of the given open
     container, which is left open), turning FFmpeg's errors into typed media errors."""
+    report = report if report is not None else AudioReport()
     try:
         if container is None:
             owned, stream = _open_audio_stream(path)
             with owned:
-                return decode(owned, stream)
-        if not container.streams.audio:
+                report.stream_index = stream.index
+                return _checked(path, decode(owned, stream, report), report)
+        stream = pick_audio_stream(container)
+        if stream is None:
             raise NoAudioStreamError(f"{path}: no audio stream", path=path)
-        return decode(container, container.streams.audio[0])
+        report.stream_index = stream.index
+        return _checked(path, decode(container, stream, report), report)
     except av.error.FFmpegError as exc:
         raise CorruptMediaError(f"{path}: the audio stream cannot be decoded ({exc})", path=path) from exc
 
 
-def decode_audio_track_16k_mono(path: str, container: av.container.InputContainer | None = None) -> np.ndarray:
-    """The first audio stream as 16 kHz mono int16, as upstream's `ffmpeg -ac 1 -ar 16000 -f s16le`.
+def _checked(path: str, result, report: AudioReport):
+    """A track of which every packet was damaged is corrupt; some damaged packets are only a note."""
+    samples = result[0] if isinstance(result, tuple) else result
+    if report.damaged_packets and samples.shape[0] == 0:
+        raise CorruptMediaError(f"{path}: none of the audio stream's packets can be decoded "
+                                f"({report.damaged_packets} damaged)", path=path)
+    return result
+
+
+def _decoded_frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                    report: AudioReport, after_seek: bool = False):
+    """Every frame of `stream` from the container's position, a packet the decoder rejects skipped (and
+    counted), as the ffmpeg CLI skips it: one bad packet (a partial first AC-3 frame) costs that packet,
+    not the file. `after_seek`: the packets a seek lands inside before the decoder finds its first frame
+    (an MPEG program stream's seek lands mid-frame) are skipped without being counted as damage."""
+    origin = _container_start_s(container)
+    decoded_any = False
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.UndefinedError):
+            if decoded_any or not after_seek:
+                report.damaged_packets += 1
+            continue
+        decoded_any = decoded_any or bool(frames)
+        for frame in frames:
+            if frame.time is not None:
+                time = float(frame.time) - origin
+                if report.start_s is None:
+                    report.start_s = time
+                report.end_s = time + frame.samples / frame.sample_rate
+            yield frame
+
+
+def _container_start_s(container: av.container.InputContainer) -> float:
+    return container.start_time / av.time_base if container.start_time not in (None, 0) else 0.0
+
+
+def decode_audio_track_16k_mono(path: str, container: av.container.InputContainer | None = None,
+                                report: AudioReport | None = None) -> np.ndarray:
+    """The CLI's audio stream (`pick_audio_stream`) as 16 kHz mono int16, as upstream's
+    `ffmpeg -ac 1 -ar 16000 -f s16le`.
 
     libswresample's default downmix (including 5.1 -> mono) and s16 quantisation are kept so values
     stay close to the CLI's; the sample count may differ by decoder priming (see docs/media.md).
     `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
+    `report`: filled with the stream used, the damaged packets skipped and the track's extent.
     """
-    return _decode_first_audio_stream(path, container, _decode_16k_mono)
+    return _decode_first_audio_stream(path, container, _decode_16k_mono, report)
 
 
-def _decode_16k_mono(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> np.ndarray:
+def _decode_16k_mono(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                     report: AudioReport) -> np.ndarray:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
     chunks = []
-    for frame in container.decode(stream):
+    for frame in _decoded_frames(container, stream, report):
         for out in resampler.resample(frame):
             chunks.append(out.to_ndarray().reshape(-1))
     for out in resampler.resample(None):
@@ -97,23 +174,55 @@ def _stream_start_s(stream: av.audio.stream.AudioStream) -> float:
 
 
 def _window_frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-                   start_s: float, end_s: float) -> tuple[list[av.AudioFrame], float]:
-    """Decoded frames covering [start_s, end_s) after a seek, and the time (s, from the stream's start)
-    of the first one: the sample at `start_s` is then (start_s - that time) · rate samples in."""
-    origin = _stream_start_s(stream)
+                   start_s: float, end_s: float, report: AudioReport) -> tuple[list[av.AudioFrame], float]:
+    """Decoded frames covering [start_s, end_s) after a seek, and the time of the first one.
+
+    Times are on the file's timeline (seconds from the container's start, where the video's frame 0
+    lies and where a segment's bounds are counted), not from the audio stream's own start: a track
+    that starts 2 s late gives the window [10, 20) its samples from 8 s in, not its 10th second on.
+    The sample at `start_s` is then (start_s - first time) · rate samples in.
+    """
+    origin = _container_start_s(container)
     seek_to = start_s - AUDIO_SEEK_PREROLL_S
-    if seek_to > 0:
+    seeked = seek_to > max(_stream_start_s(stream) - origin, 0.0)
+    if seeked:
         container.seek(int((origin + seek_to) / stream.time_base), stream=stream, backward=True)
     frames: list[av.AudioFrame] = []
     first_time: float | None = None
-    for frame in container.decode(stream):
+    before = 0  # samples decoded before the first frame with a timestamp (a seek can land on untimed ones)
+    for frame in _decoded_frames(container, stream, report, after_seek=seeked):
         time = float(frame.time) - origin if frame.time is not None else None
         if first_time is None:
-            first_time = time if time is not None else 0.0
+            if time is not None:
+                first_time = time - before / frame.sample_rate
+            else:
+                before += frame.samples
         frames.append(frame)
         if time is not None and time > end_s + _AUDIO_WINDOW_TAIL_S:
             break
-    return frames, (first_time or 0.0)
+    if seeked:
+        frames, first_time = _from_first_consistent_frame(frames, origin, first_time)
+    if first_time is None:
+        first_time = _stream_start_s(stream) - origin
+    return frames, first_time
+
+
+def _from_first_consistent_frame(frames: list[av.AudioFrame], origin: float,
+                                 first_time: float | None) -> tuple[list[av.AudioFrame], float | None]:
+    """Drop the frames after a seek whose timestamp the next frame contradicts.
+
+    An MPEG program stream's demuxer resyncs after a seek with a stale pts on its first good frame
+    (the next frame then lies two frames later, not one); slicing by it shifts the window by a frame.
+    The first frame whose successor starts where it ends (within timestamp rounding) is trusted.
+    """
+    for k in range(len(frames) - 1):
+        current, following = frames[k], frames[k + 1]
+        if current.time is None or following.time is None:
+            continue
+        duration = current.samples / current.sample_rate
+        if abs(float(following.time) - float(current.time) - duration) < 0.25 * duration:  # timebase rounding
+            return frames[k:], float(current.time) - origin
+    return frames, first_time
 
 
 def _on_output_grid(frames: list[av.AudioFrame], first_time_s: float, rate: int) -> tuple[list[av.AudioFrame], float]:
@@ -154,15 +263,19 @@ def _slice_window(samples: np.ndarray, rate: int, first_time_s: float, start_s: 
 
 
 def decode_audio_window_16k_mono(path: str, start_s: float, end_s: float,
-                                 container: av.container.InputContainer | None = None) -> np.ndarray:
-    """`decode_audio_track_16k_mono(path)[int(start_s·16000):int(end_s·16000)]`, without decoding the rest.
+                                 container: av.container.InputContainer | None = None,
+                                 report: AudioReport | None = None) -> np.ndarray:
+    """The sound of the file's [start_s, end_s) (file timeline) at 16 kHz mono, without decoding the rest.
 
-    A segment of a long file must not decode its whole track: this seeks to AUDIO_SEEK_PREROLL_S before
-    the window, decodes past its end, and slices by the first decoded frame's time (within a few
-    samples of the whole-track slice; the values agree after the codec's first frame).
+    For a track starting with the file this is `decode_audio_track_16k_mono(path)[int(start_s·16000):
+    int(end_s·16000)]` (within a few samples; the values agree after the codec's first frame); a track
+    starting later is shifted by its start. A segment of a long file must not decode its whole track:
+    this seeks to AUDIO_SEEK_PREROLL_S before the window, decodes past its end, and slices by the first
+    decoded frame's time. Empty when the track holds no sound in the window.
     """
-    def decode(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> np.ndarray:
-        frames, first_time = _window_frames(container, stream, start_s, end_s)
+    def decode(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+               report: AudioReport) -> np.ndarray:
+        frames, first_time = _window_frames(container, stream, start_s, end_s, report)
         frames, first_time = _on_output_grid(frames, first_time, stream.codec_context.sample_rate)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_SAMPLE_RATE)
         chunks = [out.to_ndarray().reshape(-1) for frame in frames for out in resampler.resample(frame)]
@@ -170,20 +283,21 @@ def decode_audio_window_16k_mono(path: str, start_s: float, end_s: float,
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         return _slice_window(pcm, AUDIO_SAMPLE_RATE, first_time, start_s, end_s)
 
-    return _decode_first_audio_stream(path, container, decode)
+    return _decode_first_audio_stream(path, container, decode, report)
 
 
 def read_audio_channel0_window(path: str, start_s: float, end_s: float,
-                               container: av.container.InputContainer | None = None) -> tuple[np.ndarray, int]:
+                               container: av.container.InputContainer | None = None,
+                               report: AudioReport | None = None) -> tuple[np.ndarray, int]:
     """`read_audio_channel0` of [start_s, end_s) only (native rate), by seeking as `decode_audio_window_16k_mono`."""
     def decode(container: av.container.InputContainer,
-               stream: av.audio.stream.AudioStream) -> tuple[np.ndarray, int]:
+               stream: av.audio.stream.AudioStream, report: AudioReport) -> tuple[np.ndarray, int]:
         rate = stream.codec_context.sample_rate
-        frames, first_time = _window_frames(container, stream, start_s, end_s)
+        frames, first_time = _window_frames(container, stream, start_s, end_s, report)
         samples = np.concatenate([_channel0_as_float64(f) for f in frames]) if frames else np.zeros(0)
         return _slice_window(samples, rate, first_time, start_s, end_s), rate
 
-    return _decode_first_audio_stream(path, container, decode)
+    return _decode_first_audio_stream(path, container, decode, report)
 
 
 def _channel0_as_float64(frame: av.AudioFrame) -> np.ndarray:
@@ -198,18 +312,19 @@ def _channel0_as_float64(frame: av.AudioFrame) -> np.ndarray:
     return first.astype(np.float64) / scale if scale else first.astype(np.float64)
 
 
-def read_audio_channel0(path: str, container: av.container.InputContainer | None = None) -> tuple[np.ndarray, int]:
+def read_audio_channel0(path: str, container: av.container.InputContainer | None = None,
+                        report: AudioReport | None = None) -> tuple[np.ndarray, int]:
     """Upstream `process_audio_file`'s read: channel 0 (not a mix) at the native rate, float64.
 
     `container`: an already opened, not yet read container of `path` (the probe's); it is not closed here.
     """
-    return _decode_first_audio_stream(path, container, _decode_channel0)
+    return _decode_first_audio_stream(path, container, _decode_channel0, report)
 
 
-def _decode_channel0(container: av.container.InputContainer,
-                     stream: av.audio.stream.AudioStream) -> tuple[np.ndarray, int]:
+def _decode_channel0(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                     report: AudioReport) -> tuple[np.ndarray, int]:
     rate = stream.codec_context.sample_rate
-    chunks = [_channel0_as_float64(frame) for frame in container.decode(stream)]
+    chunks = [_channel0_as_float64(frame) for frame in _decoded_frames(container, stream, report)]
     return (np.concatenate(chunks) if chunks else np.zeros(0)), rate
 
 

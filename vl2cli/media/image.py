@@ -216,8 +216,42 @@ def normalize_levels(levels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1).take(flat_index)
 
 
-def load_image_rgb(path: str) -> np.ndarray:
-    """Upstream's image read: `PIL.Image.open(p).convert('RGB')` as a (1,H,W,3) uint8 array.
+#: Pillow modes of 16-bit grey images (PNG, TIFF): `convert("RGB")` clips them, so all but the
+#: darkest 1/256 of the range comes out white.
+_GREY16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_UINT16_MAX = 65535
+_UINT8_MAX = 255
+#: EXIF tag 0x0112 (Orientation); 1 = as stored.
+_EXIF_ORIENTATION = 0x0112
+
+
+def _as_a_viewer_shows(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The picture an image viewer shows where upstream's `convert("RGB")` shows another, and what was done.
+
+    A 16-bit grey image is scaled to 8 bits (upstream: white); an EXIF orientation is applied
+    (upstream: ignored, so a phone photo lies on its side). Every other image is left as upstream reads it.
+    """
+    notes: list[str] = []
+    grey16 = image.mode in _GREY16_MODES or (image.mode == "I" and image.getextrema()[1] > _UINT8_MAX)
+    if grey16:
+        levels = np.asarray(image).astype(np.uint32)
+        scaled = ((np.clip(levels, 0, _UINT16_MAX) * _UINT8_MAX + _UINT16_MAX // 2) // _UINT16_MAX).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
+        notes.append("16-bit grey image scaled to 8 bits, as a viewer shows it (upstream's PIL convert('RGB') "
+                     "clips it to white; a deliberate divergence, docs/media.md)")
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if hasattr(image, "getexif") else 1
+    if orientation not in (None, 1):
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+        notes.append(f"EXIF orientation {orientation} applied, as a viewer shows the photo (upstream ignores it; "
+                     "a deliberate divergence, docs/media.md)")
+    return image, notes
+
+
+def load_image_rgb(path: str, notes: list[str] | None = None) -> np.ndarray:
+    """Upstream's image read: `PIL.Image.open(p).convert('RGB')` as a (1,H,W,3) uint8 array, except where
+    that shows another picture than a viewer (`_as_a_viewer_shows`; `notes` gets what was done).
 
     PIL's failures become the media errors they are: not an image PIL knows -> unsupported_media; an
     image whose data ends early or is damaged -> corrupt_media.
@@ -227,7 +261,10 @@ def load_image_rgb(path: str) -> np.ndarray:
             # Large but under PIL's hard limit: decoded like any image (stderr stays clean under --quiet).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"))[None]
+                shown, said = _as_a_viewer_shows(image)
+                if notes is not None:
+                    notes.extend(said)
+                return np.asarray(shown.convert("RGB"))[None]
     except UnidentifiedImageError as exc:
         raise UnsupportedMediaError(f"{path}: not an image format vl2 can read", path=path) from exc
     except Image.DecompressionBombError as exc:  # more pixels than PIL agrees to decode: a decompression bomb

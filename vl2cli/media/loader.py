@@ -20,6 +20,7 @@ from vl2cli.constants import AUDIO_SAMPLE_RATE, AUDIO_WINDOW_SAMPLES
 from vl2cli.errors import CorruptMediaError, EmptyFileError
 from vl2cli.media.audio import (
     INT16_SCALE,
+    AudioReport,
     audio_file_waveform,
     decode_audio_track_16k_mono,
     decode_audio_window_16k_mono,
@@ -32,7 +33,7 @@ from vl2cli.media.audio import (
 from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, preprocess_frames
 from vl2cli.media.parallel import resolve_threads, start_in_background
 from vl2cli.media.probe import MediaInfo, open_and_probe
-from vl2cli.media.sampling import sample_frame_indices
+from vl2cli.media.sampling import clip_frame_range, sample_frame_indices
 from vl2cli.media.video import VideoBackend, decode_video_frames
 
 _MS_PER_S = 1000.0
@@ -101,9 +102,16 @@ class LoadedMedia:
     frame_indices: list[int] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     video_backend: VideoBackend | None = None
+    #: The container's index of the audio stream decoded (the one the ffmpeg CLI picks), None: no audio used.
+    audio_stream_index: int | None = None
+    #: The display rotation applied to the frames (counter-clockwise degrees; 0: none or decord's own).
+    video_rotation: int = 0
     audio_samples_decoded: int | None = None
     #: Facts the record should carry (e.g. the file looks truncated); the file was still usable.
     notes: list["MediaNote"] = field(default_factory=list)
+    #: True for a segment that lies after the video track's end (a sound longer than the pictures):
+    #: no frames, its sound alone is the input.
+    video_absent: bool = False
     #: Video-LLaMA (v1) only: upstream's sentence naming the sampled frames' seconds (part of its prompt).
     frame_times_message: str | None = None
 
@@ -135,13 +143,49 @@ def truncation_note(stream: str, decoded_s: float, declared_s: float | None) -> 
                              "declares: the file looks truncated; only what is there was used")
 
 
-def _declared_audio_seconds(container: av.container.InputContainer, info: MediaInfo) -> float | None:
-    """The audio stream's own declared duration when the container gives one, else the file's."""
-    if container.streams.audio:
-        stream = container.streams.audio[0]
-        if stream.duration and stream.time_base:
-            return float(stream.duration * stream.time_base)
+def _declared_end_s(container: av.container.InputContainer, info: MediaInfo,
+                    stream: av.stream.Stream | None) -> float | None:
+    """Where `stream` should end on the file's timeline: its own declared start + duration when the
+    container gives them, else the file's duration."""
+    if stream is not None and stream.duration and stream.time_base:
+        origin = container.start_time / av.time_base if container.start_time else 0.0
+        start = float(stream.start_time * stream.time_base) - origin if stream.start_time is not None else 0.0
+        return start + float(stream.duration * stream.time_base)
     return info.duration_s
+
+
+def truncation_notes(ends: dict[str, float | None], declared: dict[str, float | None]) -> list[MediaNote]:
+    """Truncation notes for the decoded streams (`ends`: stream -> where its decode ended on the file's
+    timeline), only when every decoded stream ends well before its declared end: a cut-off file loses
+    all its streams' ends, while one stream reaching the end means the file is whole (a video track
+    shorter than the sound, a track starting late, a gap in the sound are no truncation)."""
+    notes = [truncation_note(stream, end, declared.get(stream)) for stream, end in ends.items() if end is not None]
+    if not notes or any(note is None for note in notes):
+        return []
+    return [note for note in notes if note is not None]
+
+
+def _stream_notes(report: AudioReport, container: av.container.InputContainer) -> list[MediaNote]:
+    """What the record says about the audio decode: damaged packets skipped, which of several tracks."""
+    notes = []
+    if report.damaged_packets:
+        notes.append(MediaNote("audio", f"{report.damaged_packets} damaged audio packet(s) could not be decoded "
+                                        "and were skipped, as the ffmpeg CLI skips them"))
+    if len(container.streams.audio) > 1 and report.stream_index is not None:
+        notes.append(MediaNote("audio", f"the file has {len(container.streams.audio)} audio tracks: stream "
+                                        f"#{report.stream_index} was used, the one the ffmpeg CLI (upstream) "
+                                        "picks (flagged default, else the most channels, else the first)"))
+    return notes
+
+
+def _first_video(container: av.container.InputContainer) -> av.stream.Stream | None:
+    return container.streams.video[0] if container.streams.video else None
+
+
+def _picked_audio(container: av.container.InputContainer, report: AudioReport) -> av.stream.Stream | None:
+    if report.stream_index is None:
+        return None
+    return next((s for s in container.streams.audio if s.index == report.stream_index), None)
 
 
 @contextmanager
@@ -166,16 +210,17 @@ def check_audio_samples(path: str, samples: np.ndarray) -> None:
 
 
 def _video_fbank(path: str, has_audio: bool, container: av.container.InputContainer,
-                 timings: dict[str, float], window: tuple[float, float] | None = None) -> tuple[torch.Tensor, bool, int]:
+                 timings: dict[str, float], window: tuple[float, float] | None = None,
+                 report: AudioReport | None = None) -> tuple[torch.Tensor, bool, int]:
     """Upstream's audio-of-a-video fbank (of `window` only, when given); silence (reported) when there
-    is no audio track."""
+    is no audio track, or (noted by the caller) when the track holds no sound in the window."""
     with _timed(timings, "decode_audio"):
         if not has_audio:
             pcm = np.zeros(0, dtype=np.int16)
         elif window is not None:
-            pcm = decode_audio_window_16k_mono(path, *window, container=container)
+            pcm = decode_audio_window_16k_mono(path, *window, container=container, report=report)
         else:
-            pcm = decode_audio_track_16k_mono(path, container)
+            pcm = decode_audio_track_16k_mono(path, container, report=report)
     missing = pcm.shape[0] == 0
     with _timed(timings, "fbank"):
         # upstream's fallback is 30 s of zeros *before* clip selection; selecting from zeros gives zeros
@@ -185,17 +230,64 @@ def _video_fbank(path: str, has_audio: bool, container: av.container.InputContai
 
 
 def _audio_file_fbank(path: str, spec: MediaSpec, container: av.container.InputContainer,
-                      timings: dict[str, float]) -> tuple[torch.Tensor, int]:
+                      timings: dict[str, float], report: AudioReport) -> tuple[torch.Tensor, int]:
     with _timed(timings, "decode_audio"):
         window = spec.audio_window
         if window is not None:
-            samples, rate = read_audio_channel0_window(path, *window, container=container)
+            samples, rate = read_audio_channel0_window(path, *window, container=container, report=report)
         else:
-            samples, rate = read_audio_channel0(path, container)
+            samples, rate = read_audio_channel0(path, container, report=report)
     check_audio_samples(path, samples)
     with _timed(timings, "fbank"):
         fbank = round_to_bfloat16(kaldi_fbank(audio_file_waveform(samples, rate, spec.audio_window_start)))
     return fbank, int(samples.shape[0])
+
+
+class _NoFramesInWindow(Exception):
+    """The segment's bounds select no frame index (by the average frame rate, as upstream maps them)."""
+
+
+def _video_end_s(path: str) -> float | None:
+    """Where the video track's last frame ends on the file's timeline, from its packets (no decoding)."""
+    with av.open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        end = None
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                end = max(end if end is not None else packet.pts, packet.pts + (packet.duration or 0))
+        if end is None or not stream.time_base:
+            return None
+        origin = container.start_time / av.time_base if container.start_time else 0.0
+        return float(end * stream.time_base) - origin
+
+
+def _decode_window(path: str, spec: MediaSpec, threads: int, result: LoadedMedia):
+    """The planned frames; for a segment that selects none, the video's last frame when the window still
+    lies within the video (a variable frame rate file: the average rate maps its last seconds past the
+    last index), or no frames at all (`video_absent`) when the window lies after the video's end."""
+    def plan(total: int, fps: float) -> list[int]:
+        if spec.start_s is not None and spec.end_s is not None and total > 0 and not len(
+                clip_frame_range(total, fps, spec.start_s, spec.end_s)):
+            raise _NoFramesInWindow()
+        return sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s)
+
+    try:
+        return decode_video_frames(path, plan, spec.video_backend, threads=threads)
+    except _NoFramesInWindow:
+        pass
+    end = _video_end_s(path)
+    if end is not None and spec.start_s is not None and spec.start_s >= end:
+        result.video_absent = True
+        result.notes.append(MediaNote("audio", f"the video track ends at {end:.1f} s, before this segment: it has "
+                                               "no frames, only its sound was used"))
+        return None
+    decoded = decode_video_frames(path, lambda total, fps: [max(total - 1, 0)] * spec.num_frames,
+                                  spec.video_backend, threads=threads)
+    result.notes.append(MediaNote("video", "the segment lies past the last frame by the average frame rate "
+                                           "(a variable frame rate video): its last frame was shown"))
+    return decoded
 
 
 def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.container.InputContainer,
@@ -203,32 +295,51 @@ def _load_video(path: str, spec: MediaSpec, info: MediaInfo, container: av.conta
     """Frames and audio of a video; with a budget of 2+ threads the audio runs beside the video."""
     timings = result.timings_ms
     audio_timings: dict[str, float] = {}
-    audio_job = ((lambda: _video_fbank(path, info.has_audio, container, audio_timings, spec.audio_window))
+    report = AudioReport()
+    audio_job = ((lambda: _video_fbank(path, info.has_audio, container, audio_timings, spec.audio_window, report))
                  if spec.want_audio else None)
+    ends: dict[str, float | None] = {}
+    decoded = None
     background = start_in_background(audio_job, threads) if audio_job is not None and spec.image is not None else None
     try:
         if spec.image is not None:
             decoder_threads = threads - 1 if background is not None else threads  # the audio holds one thread
             with _timed(timings, "decode_video"):
-                decoded = decode_video_frames(
-                    path, lambda total, fps: sample_frame_indices(total, fps, spec.num_frames, spec.start_s, spec.end_s),
-                    spec.video_backend, threads=decoder_threads)
+                decoded = _decode_window(path, spec, decoder_threads, result)
+        if spec.image is not None and decoded is not None:
             with _timed(timings, "preprocess_frames"):
                 result.pixel_values = preprocess_frames(decoded.frames, spec.image, threads=threads,
                                                         normalize=spec.normalize_pixels)
             result.frame_indices, result.video_backend = decoded.indices, decoded.backend
+            result.video_rotation = decoded.rotation
             result.notes += [MediaNote("video", text) for text in decoded.notes]
-            if decoded.avg_fps > 0:
-                note = truncation_note("video", decoded.total_frames / decoded.avg_fps, info.duration_s)
-                result.notes += [note] if note else []
+            if decoded.end_s is not None:
+                ends["video"] = decoded.end_s
+            elif decoded.avg_fps > 0:
+                ends["video"] = decoded.total_frames / decoded.avg_fps
         if audio_job is not None:
             with _timed(timings, "wait_audio"):
                 audio = background.result() if background is not None else audio_job()
             result.fbank, result.audio_missing, result.audio_samples_decoded = audio
-            if not result.audio_missing:
-                note = truncation_note("audio", result.audio_samples_decoded / AUDIO_SAMPLE_RATE,
-                                       _declared_audio_seconds(container, info))
-                result.notes += [note] if note else []
+            result.audio_stream_index = report.stream_index
+            result.notes += _stream_notes(report, container)
+            if result.audio_missing and info.has_audio and spec.audio_window is not None:
+                result.audio_missing = False  # the file has a track; it is silent here, which is said
+                result.notes.append(MediaNote("audio", "the audio track holds no sound in this segment: 30 s of "
+                                                       "silence was used for the audio"))
+            if not result.audio_missing and spec.audio_window is None:  # a segment's sound is not the file's end
+                ends["audio"] = (report.end_s if report.end_s is not None
+                                 else result.audio_samples_decoded / AUDIO_SAMPLE_RATE)
+        video_stream = _first_video(container)
+        if info.has_audio and "audio" not in ends and not (video_stream is not None and video_stream.duration):
+            ends.pop("video", None)  # only the file's length to compare with, which a longer sound may set
+        declared = {"video": _declared_end_s(container, info, video_stream),
+                    "audio": _declared_end_s(container, info, _picked_audio(container, report))}
+        if (decoded is not None and decoded.end_s is None and ends.get("video") is not None
+                and truncation_note("video", ends["video"], declared["video"]) is not None):
+            # frames / average fps says "short", which a variable frame rate also says: ask the packets
+            ends["video"] = _video_end_s(path) or ends["video"]
+        result.notes += truncation_notes(ends, declared)
     finally:
         if background is not None and not background.done():
             wait([background])  # the audio thread still reads the container that the caller is about to close
@@ -262,13 +373,20 @@ def load_media(path: str | Path, spec: MediaSpec, *, threads: int | None = None)
         elif info.kind == "image":
             if spec.image is not None:
                 with _timed(timings, "decode_image"):
-                    rgb = load_image_rgb(path)
+                    said: list[str] = []
+                    rgb = load_image_rgb(path, said)
+                    result.notes += [MediaNote("video", text) for text in said]
                 with _timed(timings, "preprocess_frames"):
                     result.pixel_values = preprocess_frames(rgb, spec.image, threads=budget,
                                                             normalize=spec.normalize_pixels)
         elif spec.want_audio:
-            result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, container, timings)
-            rate = info.audio_sample_rate or AUDIO_SAMPLE_RATE
-            note = truncation_note("audio", result.audio_samples_decoded / rate, _declared_audio_seconds(container, info))
-            result.notes += [note] if note else []
+            report = AudioReport()
+            result.fbank, result.audio_samples_decoded = _audio_file_fbank(path, spec, container, timings, report)
+            result.audio_stream_index = report.stream_index
+            result.notes += _stream_notes(report, container)
+            if spec.audio_window is None:  # a segment ends where it was cut, not where the file does
+                rate = info.audio_sample_rate or AUDIO_SAMPLE_RATE
+                end = report.end_s if report.end_s is not None else result.audio_samples_decoded / rate
+                result.notes += truncation_notes({"audio": end},
+                                                 {"audio": _declared_end_s(container, info, _picked_audio(container, report))})
     return result

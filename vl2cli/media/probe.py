@@ -15,6 +15,7 @@ from typing import Literal
 import av
 
 from vl2cli.errors import CorruptMediaError, EmptyFileError, UnreadableFileError, UnsupportedMediaError
+from vl2cli.media.audio import pick_audio_stream
 
 MediaKind = Literal["video", "image", "audio"]
 
@@ -30,6 +31,9 @@ _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\xff\xd8\xff"), (0, b"\x89PNG"), (0, b"GIF8"),
 )
 _SIGNATURE_READ_BYTES = 16
+#: ISO-BMFF major brands of still images: FFmpeg's mov demuxer reads them as a 1-frame video, but
+#: they are photos (Pillow decodes AVIF; upstream's image path).
+_STILL_IMAGE_BRANDS = frozenset({b"avif"})
 
 
 @dataclass
@@ -61,6 +65,14 @@ def _looks_like_known_container(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(_SIGNATURE_READ_BYTES)
     return any(head[offset:offset + len(magic)] == magic for offset, magic in _CONTAINER_SIGNATURES)
+
+
+def _is_still_image_brand(path: str, fmt: str) -> bool:
+    if not fmt.startswith("mov"):
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(_SIGNATURE_READ_BYTES)
+    return head[4:8] == b"ftyp" and head[8:12] in _STILL_IMAGE_BRANDS
 
 
 def _is_cover_art(stream: av.stream.Stream) -> bool:
@@ -133,13 +145,23 @@ def probe_media(path: str | Path) -> MediaInfo:
     return info
 
 
+def _decodable(stream: av.stream.Stream) -> bool:
+    """FFmpeg demuxes some codecs this build has no decoder for; PyAV then gives no codec context."""
+    return getattr(stream, "codec_context", None) is not None
+
+
 def _describe(path: str, size: int, container: av.container.InputContainer) -> MediaInfo:
     fmt = container.format.name
-    videos = [s for s in container.streams.video if not _is_cover_art(s)]
-    audios = list(container.streams.audio)
+    all_videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    videos = [s for s in all_videos if _decodable(s)]
+    audios = [s for s in container.streams.audio if _decodable(s)]
+    if not videos and not audios and (all_videos or container.streams.audio):
+        raise UnsupportedMediaError(f"{path}: this FFmpeg build has no decoder for the {fmt} file's streams",
+                                    path=path)
     video = videos[0] if videos else None
-    audio = audios[0] if audios else None
-    is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS)
+    audio = pick_audio_stream(container) if audios else None  # the one decoded: the ffmpeg CLI's choice
+    is_image = video is not None and (fmt.endswith(_IMAGE_DEMUXER_SUFFIX) or fmt in _IMAGE_DEMUXERS
+                                      or _is_still_image_brand(path, fmt))
     if is_image:
         kind: MediaKind = "image"
     elif video is not None:

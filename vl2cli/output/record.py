@@ -119,6 +119,19 @@ def media_facts(info: Any) -> dict[str, Any] | None:
     return {name: facts.get(name) for name in MEDIA_FIELDS}
 
 
+def decoding_facts(loaded: Any, modality: str | None) -> dict[str, Any] | None:
+    """The record's `decoding` object: which decoder gave the frames (decord, or PyAV where vl2 diverges
+    from upstream's decord; docs/media.md), the display rotation applied, and the audio stream heard.
+    Only what the model was shown: no backend for an audio-only input, no stream for a silent one."""
+    if loaded is None or modality is None:
+        return None
+    shows_frames = modality in ("video", "av") and getattr(loaded, "frame_indices", None) is not None
+    hears = modality in ("audio", "av")
+    return {"video_backend": getattr(loaded, "video_backend", None) if shows_frames else None,
+            "video_rotation": getattr(loaded, "video_rotation", 0) if shows_frames else None,
+            "audio_stream": getattr(loaded, "audio_stream_index", None) if hears else None}
+
+
 def build_record(
     request: Request,
     *,
@@ -136,6 +149,7 @@ def build_record(
     timings_ms: dict[str, Any] | None = None,
     error: dict[str, str] | None = None,
     segment: dict[str, Any] | None = None,
+    decoding: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A complete record in schema field order; anything not known is null. `segment`: the window of
     the file this record is about (SEGMENT_FIELDS), None for a whole file."""
@@ -147,6 +161,7 @@ def build_record(
         "segment": {name: segment[name] for name in SEGMENT_FIELDS} if segment is not None else None,
         "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
         "media": media,
+        "decoding": decoding,
         "task": request.task,
         "prompt": request.prompt,
         "instruction": instruction,

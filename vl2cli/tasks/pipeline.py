@@ -24,13 +24,13 @@ import torch
 
 from .. import __version__
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
-from ..errors import MediaError
+from ..errors import MediaError, NoVideoStreamError
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, media_facts
+from ..output.record import FileStamp, Request, ResumeKey, build_record, decoding_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
@@ -166,8 +166,15 @@ class _Runner:
         item.loaded = result
         info = result.info
         has_audio = info.has_audio and not result.audio_missing  # a track that decoded to nothing counts as none
+        kind = info.kind
+        if result.video_absent:  # a segment after the video track's end: its sound is what there is
+            if self.options.modality in ("video", "av") or not self.towers.has_audio or not has_audio:
+                item.error = _error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end of the "
+                                                             "video track: it has no frames to show")
+                return
+            kind = "audio"
         try:
-            item.modality = choose_modality(info.kind, has_audio_stream=has_audio, requested=self.options.modality,
+            item.modality = choose_modality(kind, has_audio_stream=has_audio, requested=self.options.modality,
                                             towers=self.towers, path=str(item.path))
         except MediaError as exc:
             item.modality = None
@@ -321,6 +328,7 @@ class _Runner:
                         "batch_size": item.batch_size},
             error=item.error,
             segment=item.segment,
+            decoding=decoding_facts(loaded, item.modality) if not failed else None,
         )
 
 
