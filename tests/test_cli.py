@@ -35,7 +35,7 @@ def _vl2_command() -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     fixture = reference_root() / AV_FIXTURE
     env.update(HF_HUB_CACHE=str(fixture / "hub"), HF_HUB_OFFLINE="1")
     env.update(extra)
