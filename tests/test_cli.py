@@ -191,8 +191,11 @@ def test_sigkill_mid_run_then_rerun_leaves_each_file_once_and_lock_refuses_a_sec
                              start_new_session=True)
     try:
         _wait_for_lines(out, 1, first, RUN_TIMEOUT_S)
+        # Frozen (its whole group, decoders included) once its first record is out: it holds the lock,
+        # alive, for as long as the second run takes, however fast it would have gone on.
+        os.killpg(first.pid, signal.SIGSTOP)
+        assert first.poll() is None, "the first run ended before it could be stopped"
         second = vl2(*args)
-        assert first.poll() is None, "the first run ended before the second one tried the lock"
         assert second.returncode == EXIT_FATAL and "another vl2 run" in second.stderr
     finally:
         os.killpg(first.pid, signal.SIGKILL)
