@@ -67,7 +67,11 @@ def test_every_encoder_intermediate(monkeypatch, case):
     assert blocks[-1].shape == fixture.case_tensor(case_name, "video_tokens").shape[1:]
 
 
-@pytest.mark.parametrize("name", [n for n in FIXTURES if any(k.endswith(".audio_trunk_in_first8") for k in load_v1_fixture(n).tensors)])
+AUDIO_TRUNK_FIXTURES = [n for n in FIXTURES if any(k.endswith(".audio_trunk_in_first8") for k in load_v1_fixture(n).tensors)]
+
+
+@pytest.mark.parametrize("name", AUDIO_TRUNK_FIXTURES or [
+    pytest.param(None, marks=pytest.mark.skip(reason="no v1 fixture with audio trunk goldens"))])
 def test_imagebind_audio_trunk_input_and_output(monkeypatch, name):
     fixture = load_v1_fixture(name)
     model = load_v1_model(monkeypatch, name)
