@@ -5,6 +5,8 @@ Without this, an export lying in the checkout (`vl2 export` writes to `export/` 
 tests that load with `--encoder-backend auto` into onnxruntime tests, and a test's export would land in
 the checkout. Set at configure time (not in a function fixture) so module-scoped model fixtures and
 the CLI subprocesses see it too; tests that need a particular folder set these variables themselves.
+Every other `VL2_*` variable of the user's is removed (any of them could change what a run does), so a
+test's subprocess takes `os.environ` as it is: stripping `VL2_*` there would drop the isolated folders.
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ import tempfile
 import pytest
 
 ISOLATED_FOLDERS = {"VL2_HOME": "home", "VL2_EXPORT_DIR": "export", "VL2_ENGINE_DIR": "engines"}
-#: A user's own settings that would change what the tests run.
-USER_SETTINGS = ("VL2_CONFIG", "VL2_ENCODER_BACKEND", "VL2_DEVICE", "VL2_DTYPE", "VL2_MODEL", "VL2_BATCH_SIZE",
-                 "VL2_WORKERS", "VL2_MODALITY", "VL2_OUT", "VL2_QUIET")
+#: Where the test fixtures are (read by the test modules themselves): kept.
+FIXTURE_LOCATIONS = ("VL2_MEDIA_FIXTURES", "VL2_REFERENCE_FIXTURES", "VL2_REFERENCE_V1_FIXTURES")
 _scratch: list[str] = []
 
 
@@ -26,8 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _scratch.append(root)
     for variable, folder in ISOLATED_FOLDERS.items():
         os.environ[variable] = os.path.join(root, folder)
-    for name in USER_SETTINGS:
-        os.environ.pop(name, None)
+    for name in [n for n in os.environ if n.startswith("VL2_")]:
+        if name not in ISOLATED_FOLDERS and name not in FIXTURE_LOCATIONS:
+            del os.environ[name]  # a user's setting (VL2_BATCH_SIZE, VL2_CONFIG, VL2_V1_LLM, ...)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

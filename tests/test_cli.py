@@ -35,7 +35,7 @@ def _vl2_command() -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     fixture = reference_root() / AV_FIXTURE
     env.update(HF_HUB_CACHE=str(fixture / "hub"), HF_HUB_OFFLINE="1")
     env.update(extra)
@@ -191,8 +191,11 @@ def test_sigkill_mid_run_then_rerun_leaves_each_file_once_and_lock_refuses_a_sec
                              start_new_session=True)
     try:
         _wait_for_lines(out, 1, first, RUN_TIMEOUT_S)
+        # Frozen (its whole group, decoders included) once its first record is out: it holds the lock,
+        # alive, for as long as the second run takes, however fast it would have gone on.
+        os.killpg(first.pid, signal.SIGSTOP)
+        assert first.poll() is None, "the first run ended before it could be stopped"
         second = vl2(*args)
-        assert first.poll() is None, "the first run ended before the second one tried the lock"
         assert second.returncode == EXIT_FATAL and "another vl2 run" in second.stderr
     finally:
         os.killpg(first.pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from vl2cli.cli import COMMAND_SETTINGS, SETTING_FLAGS, app
+from vl2cli.settings import DEFAULT_MAX_NEW_TOKENS
 from vl2cli.tasks.exit_codes import EXIT_FATAL
 
 COMMANDS = (["caption"], ["ask"], ["classify"], ["chat"], ["config", "show"])
@@ -42,7 +43,10 @@ def test_every_setting_shows_its_default(command: list[str]) -> None:
     for name in COMMAND_SETTINGS[" ".join(command)]:
         flag = SETTING_FLAGS[name][0][0].split("/")[0]
         assert "[default: " in rows[flag], f"{' '.join(command)} {flag}: no default shown"
-    assert "[default: 2048]" in rows.get("--max-new-tokens", "[default: 2048]")
+    if "max_new_tokens" in COMMAND_SETTINGS[" ".join(command)]:
+        assert f"[default: {DEFAULT_MAX_NEW_TOKENS}]" in rows["--max-new-tokens"]
+    else:
+        assert "--max-new-tokens" not in rows
 
 
 def test_options_that_do_nothing_for_a_command_are_not_offered() -> None:

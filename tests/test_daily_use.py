@@ -122,7 +122,7 @@ def test_chat_answers_each_question_and_encodes_a_file_once(model: Any, files: l
 
 
 def test_chat_over_a_pipe_prints_one_answer_per_line(hub_env: Any, files: list[Path]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_") or k in ("VL2_HOME", "VL2_EXPORT_DIR")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     env.update(PYTHONPATH=str(REPO_ROOT), HF_HUB_CACHE=str(hub_env.hub_cache), HF_HUB_OFFLINE="1")
     args = [sys.executable, "-m", "vl2cli.cli", "chat", str(files[0]), "--model", str(hub_env.checkpoint),
             "--max-new-tokens", str(TOKENS)]

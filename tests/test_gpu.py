@@ -119,8 +119,33 @@ def test_cuda_graph_decode_equals_dynamic_fp32(monkeypatch, name):
     assert [g.token_ids for g in generations] == [g.token_ids for g in dynamic]
 
 
+#: bf16 keeps 8 significant bits (steps of 2^-8 relative): two kernels' logits for the same step differ by a
+#: few such steps. A choice within 3% of the largest |logit| of generate's best is a near-tie, not an error.
+BF16_NEAR_TIE = 0.03
+
+
+def _assert_same_or_near_tie(model, embeds, mask, got: torch.Tensor, want: torch.Tensor) -> None:
+    """The graph loop's tokens equal generate's for one row, or up to a step where generate's own logits
+    (after the tokens both chose) make the two choices a bf16 near-tie; later tokens then follow each."""
+    differing = (got != want).nonzero()
+    if differing.numel() == 0:
+        return
+    step = int(differing[0])
+    agreed = want[None, :step]
+    full_embeds = torch.cat([embeds, model.llm.get_input_embeddings()(agreed)], dim=1)
+    full_mask = torch.cat([mask, torch.ones_like(agreed, dtype=mask.dtype)], dim=1)
+    positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model.llm(inputs_embeds=full_embeds, attention_mask=full_mask, position_ids=positions).logits[0, -1].float()
+    gap = (logits[int(want[step])] - logits[int(got[step])]).item()
+    assert gap <= BF16_NEAR_TIE * logits.abs().max().item(), (
+        f"step {step}: graph loop chose {int(got[step])}, generate {int(want[step])}, {gap:.3f} apart in generate's logits")
+
+
 @pytest.mark.parametrize("name", fixture_names())
 def test_cuda_graph_decode_bf16_generates_and_is_timed(monkeypatch, name):
+    """bf16 graph loop vs generate: the same tokens, or a near-tie where they part; the speed is printed
+    (run with -s), not asserted: speed targets belong in benchmarks/."""
     from vl2cli.model.decode_loop import StaticCacheDecoder
     from vl2cli.model.videollama2 import VideoLlama2
 
@@ -138,6 +163,8 @@ def test_cuda_graph_decode_bf16_generates_and_is_timed(monkeypatch, name):
     assert int(tokens.max()) < model.llm.config.vocab_size
     width = min(tokens.shape[1], dynamic.shape[1])
     agreement = (tokens[:, :width] == dynamic[:, :width]).float().mean().item()
+    for row in range(len(items)):
+        _assert_same_or_near_tie(model, embeds[row:row + 1], mask[row:row + 1], tokens[row, :width], dynamic[row, :width])
     config.eos_token_id = []  # fixed length for timing
     graph_ms = _ms_per_step(decoder.generate, embeds, mask, config)
     dynamic_ms = _ms_per_step(
@@ -147,8 +174,9 @@ def test_cuda_graph_decode_bf16_generates_and_is_timed(monkeypatch, name):
           f"token agreement with generate {agreement:.0%}")
 
 
-#: fp32 on CUDA with TF32 off: the bound the logits parity above uses.
-CUDA_SCORE_ATOL = 1e-4
+#: fp32 on CUDA with TF32 off: the bound the logits parity above uses, as a floor; relative above it, as
+#: a log-likelihood is a sum reaching -145 (one float32 step there is 1.5e-5; CPU measures 1.2e-7 relative).
+CUDA_SCORE_RTOL, CUDA_SCORE_ATOL = 1e-5, 1e-4
 
 
 @pytest.mark.parametrize("name", fixture_names())
@@ -168,7 +196,7 @@ def test_cuda_batched_label_scores_equal_one_at_a_time(monkeypatch, name):
     batched = model.score_labels_batch(items, instructions, labels)
     for item, instruction, scores in zip(items, instructions, batched):
         alone = model.score_labels(item, instruction, labels)
-        assert scores.log_likelihoods == pytest.approx(alone.log_likelihoods, abs=CUDA_SCORE_ATOL)
+        assert scores.log_likelihoods == pytest.approx(alone.log_likelihoods, rel=CUDA_SCORE_RTOL, abs=CUDA_SCORE_ATOL)
 
 
 # ------------------------------------------------------------------ fast torch encoders on CUDA

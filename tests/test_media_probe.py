@@ -9,12 +9,10 @@ import pytest
 
 from media_helpers import synth
 from media_helpers.unprivileged import CAN_DROP_PRIVILEGES, run_unprivileged
-from media_helpers.fixtures import MEDIA_FIXTURES, golden_json, goldens_of_kind, media_path
+from media_helpers.fixtures import MEDIA_FIXTURES, golden_json, goldens_of_kind, media_path, needs_goldens, needs_media
 from vl2cli.errors import CorruptMediaError, EmptyFileError, MediaError, UnreadableFileError, UnsupportedMediaError
 from vl2cli.media.probe import probe_media
 
-HAVE_FIXTURES = bool(goldens_of_kind("video"))
-needs_fixtures = pytest.mark.skipif(not HAVE_FIXTURES, reason="media fixtures not found (set VL2_MEDIA_FIXTURES)")
 BROKEN_ERRORS = {
     "broken_empty": EmptyFileError,
     "broken_text_renamed": UnsupportedMediaError,
@@ -23,8 +21,8 @@ BROKEN_ERRORS = {
 EXPECTED_KIND = {"video": "video", "image": "image", "wav": "audio"}
 
 
-@needs_fixtures
-@pytest.mark.parametrize("stem", [s for s in goldens_of_kind("video", "image", "wav") if s not in BROKEN_ERRORS])
+@pytest.mark.parametrize("stem", [pytest.param(s, marks=needs_goldens(s))
+                                  for s in goldens_of_kind("video", "image", "wav") if s not in BROKEN_ERRORS])
 def test_fixture_kinds_and_facts(stem: str) -> None:
     meta = golden_json(stem)
     info = probe_media(media_path(stem))
@@ -39,19 +37,39 @@ def test_fixture_kinds_and_facts(stem: str) -> None:
     assert set(info.to_dict()) >= {"path", "kind", "duration_s", "video_codec", "audio_channels"}
 
 
-@needs_fixtures
-@pytest.mark.parametrize("stem,error", sorted(BROKEN_ERRORS.items()))
+@pytest.mark.parametrize("stem,error", [pytest.param(stem, error, marks=needs_media(f"{stem}.mp4"))
+                                         for stem, error in sorted(BROKEN_ERRORS.items())])
 def test_broken_fixtures_raise_typed_errors(stem: str, error: type[MediaError]) -> None:
     with pytest.raises(error) as caught:
         probe_media(MEDIA_FIXTURES / f"{stem}.mp4")
     assert caught.value.path.endswith(f"{stem}.mp4")
 
 
-@needs_fixtures
+def _broken_like_the_fixtures(folder: Path, stem: str) -> Path:
+    """Files broken the way the public broken_* fixtures are, made here (the test needs no golden)."""
+    path = folder / f"{stem}.mp4"
+    if stem == "broken_empty":
+        path.write_bytes(b"")
+    elif stem == "broken_text_renamed":
+        path.write_text("This is a plain text file that was renamed to .mp4.\n" * 20)
+    else:
+        whole = synth.write_video(folder / "whole.mp4", frames=50, with_audio=True).read_bytes()
+        path.write_bytes(whole[: int(len(whole) * 0.3)])
+    return path
+
+
+@pytest.mark.parametrize("stem,error", sorted(BROKEN_ERRORS.items()))
+def test_synthesised_broken_files_raise_typed_errors(tmp_path: Path, stem: str, error: type[MediaError]) -> None:
+    path = _broken_like_the_fixtures(tmp_path, stem)
+    with pytest.raises(error) as caught:
+        probe_media(path)
+    assert caught.value.path.endswith(f"{stem}.mp4")
+
+
 def test_kind_comes_from_the_container_not_the_extension(tmp_path: Path) -> None:
-    disguised = shutil.copy(media_path("speech_espeak_16k_mono_5s"), tmp_path / "speech.mp4")
+    disguised = shutil.copy(synth.write_pcm_wav(tmp_path / "speech.wav"), tmp_path / "speech.mp4")
     assert probe_media(disguised).kind == "audio"
-    image = shutil.copy(media_path("img_smptehdbars_500x300"), tmp_path / "bars.mp4")
+    image = shutil.copy(synth.write_png(tmp_path / "bars.png"), tmp_path / "bars.mp4")
     assert probe_media(image).kind == "image"
 
 

@@ -161,8 +161,11 @@ def test_transient_failures_are_retried_a_bounded_number_of_runs(tmp_path: Path,
     index = ResumeIndex()
     index.add(_record(media, error={"code": "corrupt_media", "message": "x", "attempt": 1}))
     assert index.is_done(key) and not index.is_done(key, retry_failed=True)  # permanent: done
+    assert index.next_attempt(key) == 2  # a retried file's next error record counts that failure
+    index = ResumeIndex()
+    assert index.next_attempt(key) == 1  # never failed: a first attempt
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        assert index.next_attempt(key) == attempt if attempt > 1 else True
+        assert index.next_attempt(key) == attempt
         index.add(_record(media, error={"code": "decode_timeout", "message": "slow", "attempt": attempt}))
         assert index.is_done(key) == (attempt >= MAX_ATTEMPTS), attempt
     assert index.next_attempt(key) == MAX_ATTEMPTS + 1 and index.still_failed() == 1

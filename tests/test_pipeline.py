@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.bench_pipeline import SlowModel
 from media_helpers.faulty_loaders import DECODED_MARK, marking_load
 from media_helpers.fixtures import SIGLIP384_CONFIG
 from media_helpers.synth import write_video
@@ -70,39 +69,79 @@ class OutOfMemoryAbove:
         return self._model.generate(inputs, instructions, **kwargs)
 
 
-def _warm_forkserver() -> None:
-    """Start the decode workers' forkserver once, so pool start-up does not count in a timing."""
-    with DecodePool(SPEC, workers=1) as pool:
-        list(pool.imap([]))
+def _decoded(paths: list[Path]) -> int:
+    """How many of these files a marking_load decoder has finished (it leaves `<path>.decoded`)."""
+    return sum(Path(str(p) + DECODED_MARK).exists() for p in paths)
+
+
+def _happens(condition, limit_s: float = 120.0) -> bool:
+    """Wait for an event another process makes happen; the limit only keeps a broken run from hanging."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _until(condition, what: str) -> None:
+    assert _happens(condition), f"never happened: {what}"
+
+
+class _MarkingPool(DecodePool):
+    """The run's real decode pool, whose workers leave a marker beside each file they finish."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, load_fn=marking_load, **kwargs)
+
+
+class WaitsForTheNextBatch:
+    """The real model, which before working on batch k waits until every file of batch k+1 is decoded:
+    only a loop that decodes while the model works gets past that (a lock-step loop waits forever)."""
+
+    def __init__(self, model: Any, batches: list[list[Path]]) -> None:
+        self._model, self.planned = model, batches
+        self.batches: list[int] = []
+        #: per batch but the last: whether the next batch was decoded while this one waited for the model
+        self.next_batch_ready: list[bool] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, inputs, instructions, **kwargs):
+        index = len(self.batches)
+        self.batches.append(len(inputs))
+        if index + 1 < len(self.planned):
+            following = self.planned[index + 1]  # (an assertion here would only become the batch's error)
+            self.next_batch_ready.append(_happens(lambda: _decoded(following) == len(following)))
+        return self._model.generate(inputs, instructions, **kwargs)
 
 
 # ------------------------------------------------------------------ overlap
-@pytest.mark.slow
 @needs_av_fixture
-def test_decoding_runs_ahead_while_the_model_works(av_model, videos: list[Path]) -> None:
-    """With one decoder and a model as slow per batch as decoding the batch, the run takes about
-    max(decode, model) plus a batch, not their sum (a lock-step loop overlaps one file per batch)."""
-    batch = 4
-    load_media(videos[0], SPEC, threads=1)  # warm the decoders' caches
-    started = time.perf_counter()
-    load_media(videos[0], SPEC, threads=1)
-    per_file = time.perf_counter() - started
-    slow = SlowModel(av_model, seconds_per_batch=batch * per_file)
-    _warm_forkserver()
+def test_decoding_runs_ahead_while_the_model_works(av_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told by the order of events, not by timing: each batch's model call begins only once the next
+    batch's files are decoded, which the run reaches only if its decoders go on while the model works."""
+    batch = 2
+    first = write_video(tmp_path / "clip00.mp4", frames=20, with_audio=True)
+    files = [first] + [Path(shutil.copy(first, tmp_path / f"clip{i:02d}.mp4")) for i in range(1, 3 * batch)]
+    planned = [files[i:i + batch] for i in range(0, len(files), batch)]
+    model = WaitsForTheNextBatch(av_model, planned)
+    monkeypatch.setattr(pipeline, "DecodePool", _MarkingPool)
     task = TaskSpec("caption", max_new_tokens=1)
-    started = time.perf_counter()
-    records = [o.record for o in run_task(slow, videos, task, RunOptions(batch_size=batch, workers=1))]
-    wall = time.perf_counter() - started
-    assert all(r["error"] is None for r in records) and slow.batches == [batch] * (len(videos) // batch)
-    decode = sum(r["timings_ms"]["decode"] for r in records) / 1000  # worker-side time, this very run
-    model = sum(r["timings_ms"]["model"] for r in records) / 1000
-    overlapped = (decode + model - wall) / min(decode, model)
-    # ideal: wall = max + one batch's decode -> 3/4 of the smaller part overlapped; lock-step: 1/4
-    assert overlapped >= 0.5, f"wall {wall:.1f} s, decode {decode:.1f} s, model {model:.1f} s"
+    records = [o.record for o in run_task(model, files, task, RunOptions(batch_size=batch, workers=1))]
+    assert model.next_batch_ready == [True] * (len(planned) - 1)
+    assert [Path(r["path"]).name for r in records] == [f.name for f in files]
+    assert all(r["error"] is None for r in records) and model.batches == [batch] * len(planned)
+    assert _decoded(files) == len(files)
 
 
 def test_decoded_ahead_files_are_bounded(tmp_path: Path) -> None:
-    """While the caller holds on to a result, workers decode ahead up to max_pending files, no further."""
+    """While the caller holds on to a result, workers decode ahead up to max_pending files, no further.
+
+    Counted at known points, not after a pause: once the pool has no worker busy, nothing more can be
+    decoded until the caller takes a result; a pool that ignored the bound would keep its workers busy
+    until every file was done."""
     source = write_video(tmp_path / "clip.mp4", frames=10)
     paths = [str(shutil.copy(source, tmp_path / f"c{i}.mp4")) for i in range(10)]
     max_pending = 4
@@ -113,15 +152,12 @@ def test_decoded_ahead_files_are_bounded(tmp_path: Path) -> None:
     with DecodePool(MediaSpec(num_frames=4, image=SIGLIP, want_audio=False), workers=2, max_pending=max_pending,
                     load_fn=marking_load) as pool:
         results = pool.imap(paths)
-        next(results)  # the caller takes one file and then "works on it" without asking for more
-        deadline = time.monotonic() + 60
-        while decoded() < 1 + max_pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert decoded() == 1 + max_pending  # ran ahead without being asked...
-        time.sleep(1.0)
-        assert decoded() == 1 + max_pending  # ...and no further than the bound
+        for taken in (1, 2):  # the caller takes a file and then "works on it" without asking for more
+            next(results)
+            _until(lambda: decoded() >= taken + max_pending and not pool._busy(), "the workers ran ahead, then idled")
+            assert decoded() == taken + max_pending  # ran ahead without being asked, and no further than the bound
         rest = list(results)
-    assert len(rest) == len(paths) - 1 and decoded() == len(paths)
+    assert len(rest) == len(paths) - 2 and decoded() == len(paths)
 
 
 def test_first_file_is_decoded_before_the_walk_ends(tmp_path: Path) -> None:

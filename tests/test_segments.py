@@ -253,7 +253,7 @@ def _vl2(*args: str) -> list[str]:
 def _env() -> dict[str, str]:
     fixture = reference_root() / AV_FIXTURE
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     env.update(HF_HUB_CACHE=str(fixture / "hub"), HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]))
     return env

@@ -1,16 +1,21 @@
 """Settings: defaults < YAML file < VL2_* environment < flags, with typed checking at every layer."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from vl2cli.errors import ConfigFileError, Vl2Error
-from vl2cli.settings import DEFAULT_MODEL, SETTING_NAMES, env_var_name, resolve_settings
+from vl2cli.settings import DEFAULT_MODEL, SETTING_NAMES, Settings, env_var_name, resolve_settings
 
 
 def _config(tmp_path: Path, text: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "vl2.yaml"
     path.write_text(text)
     return path
@@ -77,11 +82,70 @@ def test_choices_and_ranges_are_checked() -> None:
         resolve_settings({}, env={"VL2_KINDS": "video,hologram"})
 
 
-def test_every_setting_has_an_environment_variable_and_config_key(tmp_path: Path) -> None:
-    assert env_var_name("batch_size") == "VL2_BATCH_SIZE"
-    assert len(SETTING_NAMES) == len(set(SETTING_NAMES))
-    config = _config(tmp_path, "".join(f"{name}: null\n" for name in SETTING_NAMES if name in ("revision", "frames", "prompt")))
-    assert resolve_settings({}, env={}, config_path=config).settings.frames is None
+#: Values the settings module constrains beyond their type (checked in settings._validate).
+_CONSTRAINED = {"device": "cuda:1", "kinds": ["audio", "image"], "decode_timeout": 7.5, "top_p": 0.5}
+#: Sampling knobs are refused unless sampling is on: given with a temperature.
+_COMPANIONS = {"top_p": {"temperature": 0.5}, "seed": {"temperature": 0.5}}
+
+
+def _other_value(field: dataclasses.Field) -> Any:
+    """A valid value unlike the default, derived from the field's type (and choices)."""
+    if field.name in _CONSTRAINED:
+        return _CONSTRAINED[field.name]
+    choices = field.metadata.get("choices")
+    if choices:
+        return next(c for c in choices if c != field.default)
+    base = typing.get_type_hints(Settings)[field.name]
+    args = [a for a in typing.get_args(base) if a is not type(None)]
+    base = args[0] if args and typing.get_origin(base) is not list else base
+    if base is bool:
+        return not field.default
+    if base is int:
+        return (field.default or 2) + 1
+    if base is float:
+        return (field.default or 0.25) * 2
+    if typing.get_origin(base) is list:
+        return ["first*", "second*"]
+    assert base is str, (field.name, base)
+    return f"{field.name}-value"
+
+
+def _as_env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def test_every_setting_has_its_default_when_nothing_is_given() -> None:
+    resolved = resolve_settings({}, env={})
+    defaults = Settings()
+    assert set(resolved.sources) == set(SETTING_NAMES) == {f.name for f in dataclasses.fields(Settings)}
+    for name in SETTING_NAMES:
+        assert getattr(resolved.settings, name) == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(Settings), ids=lambda f: f.name)
+def test_every_setting_round_trips_through_each_layer(tmp_path: Path, field: dataclasses.Field) -> None:
+    """Each of the settings, taken from Settings itself: its YAML key (underscores or dashes), its
+    VL2_<NAME> variable and its flag each give the value, and say which layer it came from."""
+    value = _other_value(field)
+    assert value != getattr(Settings(), field.name), field.name
+    companions = _COMPANIONS.get(field.name, {})
+    variable = env_var_name(field.name)
+    assert variable == "VL2_" + field.name.upper()
+    layers = {
+        "config": dict(config_path=_config(tmp_path, yaml.safe_dump({field.name: value, **companions}))),
+        "config-dashes": dict(config_path=_config(Path(tmp_path / "dashes").resolve(), yaml.safe_dump(
+            {field.name.replace("_", "-"): value, **companions}))),
+        "env": dict(env={variable: _as_env_text(value), **{env_var_name(k): str(v) for k, v in companions.items()}}),
+        "flag": dict(flags={field.name: value, **companions}),
+    }
+    for layer, given in layers.items():
+        resolved = resolve_settings(given.get("flags", {}), env=given.get("env", {}), config_path=given.get("config_path"))
+        assert getattr(resolved.settings, field.name) == value, (layer, field.name)
+        assert resolved.sources[field.name] == layer.split("-")[0], (layer, field.name)
 
 
 @pytest.mark.parametrize("flags", [{"decode_timeout": float("nan")}, {"decode_timeout": float("inf")},

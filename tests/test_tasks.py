@@ -161,8 +161,9 @@ def test_classify_scores_every_label(av_model, media_dir: Path) -> None:
         assert record["labels"] == ["cooking", "sports", "music"]
 
 
-#: fp32 on CPU: batched label scores equal one-at-a-time scores within this (issue 8's bound).
-SCORE_ATOL = 1e-5
+#: fp32 on CPU: batched label scores equal one-at-a-time scores within this: relative, as log-likelihoods
+#: are sums reaching -145 where one float32 step is 1.5e-5 (see tests/test_label_scoring.py).
+SCORE_RTOL, SCORE_ATOL = 1e-6, 1e-5
 
 
 @needs_fixtures
@@ -179,7 +180,7 @@ def test_classify_batched_equals_one_at_a_time(av_model, media_dir: Path) -> Non
             continue
         assert [s["label"] for s in many["label_scores"]] == [s["label"] for s in one["label_scores"]]
         assert [s["log_likelihood"] for s in many["label_scores"]] == \
-               pytest.approx([s["log_likelihood"] for s in one["label_scores"]], abs=SCORE_ATOL)
+               pytest.approx([s["log_likelihood"] for s in one["label_scores"]], rel=SCORE_RTOL, abs=SCORE_ATOL)
 
 
 @needs_fixtures

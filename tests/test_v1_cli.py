@@ -101,7 +101,7 @@ def test_cli_caption_a_folder_with_a_v1_model(tmp_path):
     if fixture.has_audio:
         remux_with_audio(video, fixture.root / "media" / "raw_audio.wav", videos / "with_sound.mov")
     eva, audio = fixture_heads(name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     env.update(HF_HUB_CACHE=str(fixture.root / "hub"), HF_HUB_OFFLINE="1", VL2_V1_EVA_HEADS=str(eva),
                VL2_HOME=str(tmp_path / "home"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     if audio:

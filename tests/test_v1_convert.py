@@ -64,7 +64,7 @@ def test_convert_refuses_a_non_empty_output_folder(monkeypatch, tmp_path):
 
 def test_cli_convert(tmp_path):
     fixture = load_v1_fixture(FIXTURES[0])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VL2_")}
+    env = dict(os.environ)  # conftest.py left only the isolated VL2_* folders (and fixture locations)
     env.update(HF_HUB_CACHE=str(fixture.root / "hub"), HF_HUB_OFFLINE="1", VL2_HOME=str(tmp_path / "home"),
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     script = Path(sys.executable).with_name("vl2")

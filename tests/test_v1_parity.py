@@ -67,7 +67,11 @@ def test_every_encoder_intermediate(monkeypatch, case):
     assert blocks[-1].shape == fixture.case_tensor(case_name, "video_tokens").shape[1:]
 
 
-@pytest.mark.parametrize("name", [n for n in FIXTURES if any(k.endswith(".audio_trunk_in_first8") for k in load_v1_fixture(n).tensors)])
+AUDIO_TRUNK_FIXTURES = [n for n in FIXTURES if any(k.endswith(".audio_trunk_in_first8") for k in load_v1_fixture(n).tensors)]
+
+
+@pytest.mark.parametrize("name", AUDIO_TRUNK_FIXTURES or [
+    pytest.param(None, marks=pytest.mark.skip(reason="no v1 fixture with audio trunk goldens"))])
 def test_imagebind_audio_trunk_input_and_output(monkeypatch, name):
     fixture = load_v1_fixture(name)
     model = load_v1_model(monkeypatch, name)
@@ -166,4 +170,4 @@ def test_label_scoring_is_the_shared_one_batched_equals_alone(monkeypatch, name)
             logprobs = torch.log_softmax(model.llm(inputs_embeds=full).logits[0].double(), dim=-1)
         start = embeds.shape[1] - 1
         expected = sum(logprobs[start + k, t].item() for k, t in enumerate(ids))
-        assert alone.log_likelihoods[1] == pytest.approx(expected, abs=1e-4)
+        assert alone.log_likelihoods[1] == pytest.approx(expected, rel=1e-6, abs=1e-4)  # a sum over tokens

@@ -20,12 +20,12 @@ def _moving_gradient(index: int, width: int, height: int) -> np.ndarray:
 
 
 def write_video(path: Path, *, codec: str = "libx264", frames: int = 30, width: int = 96, height: int = 64,
-                with_audio: bool = False, container_format: str | None = None) -> Path:
-    """A short clip of a moving gradient (and optionally a 440 Hz tone)."""
+                with_audio: bool = False, container_format: str | None = None, audio_layout: str = "mono") -> Path:
+    """A short clip of a moving gradient (and optionally a 440 Hz tone, the same on every channel)."""
     with av.open(str(path), "w", format=container_format) as out:
         video = out.add_stream(codec, rate=FRAME_RATE)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = out.add_stream("aac", rate=AUDIO_RATE, layout="mono") if with_audio else None
+        audio = out.add_stream("aac", rate=AUDIO_RATE, layout=audio_layout) if with_audio else None
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(_moving_gradient(i, width, height), format="rgb24")
             out.mux(video.encode(frame))
@@ -38,15 +38,41 @@ def write_video(path: Path, *, codec: str = "libx264", frames: int = 30, width: 
 
 def write_tone(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
     chunk = 1024
-    t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
-    signal = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    for start in range(0, signal.shape[0], chunk):
-        frame = av.AudioFrame.from_ndarray(signal[None, start:start + chunk], format="fltp", layout="mono")
-        frame.sample_rate = AUDIO_RATE
+    rate = stream.rate
+    layout = stream.layout.name
+    channels = len(stream.layout.channels)
+    t = np.arange(int(seconds * rate)) / rate
+    signal = np.repeat((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], channels, axis=0)
+    for start in range(0, signal.shape[1], chunk):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(signal[:, start:start + chunk]), format="fltp",
+                                           layout=layout)
+        frame.sample_rate = rate
         frame.pts = start
-        frame.time_base = Fraction(1, AUDIO_RATE)
+        frame.time_base = Fraction(1, rate)
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+def write_pcm_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """A mono 16-bit PCM WAV of a 440 Hz tone (what a speech recording looks like to the prober)."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for start in range(0, samples.shape[0], 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def write_png(path: Path, width: int = 120, height: int = 80) -> Path:
+    """A still image (one gradient frame) written as PNG."""
+    from PIL import Image
+
+    Image.fromarray(_moving_gradient(3, width, height)).save(path, format="PNG")
+    return path
 
 
 def write_audio(path: Path, seconds: float = 1.0, codec: str = "aac", container_format: str | None = None) -> Path:
