@@ -2,8 +2,12 @@
 after its parity gate passed, then one manifest per folder.
 
 Graphs are exported in fp32 from fp32 copies of the modules (the released weights are bf16, so the
-upcast is exact); the requested precision applies to TensorRT engines, which are built from those
-graphs. A component that fails to export or to validate is reported and its file removed.
+upcast is exact); the requested precision applies to engines. Full TensorRT builds them from those
+graphs with precision flags, on the GPU that will run them; TensorRT-RTX, strongly typed, builds
+from a graph in the requested dtype (rewritten from the fp32 one and checked against PyTorch in
+onnxruntime first), ahead of time for its target GPUs, on a machine with or without a GPU. An
+engine is checked against PyTorch where a GPU it runs on is here; otherwise its manifest says it
+was built and not run. A component that fails to export or to validate is reported and its file removed.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs
 from .locations import default_engine_dir, default_export_dir, engine_folder_name, model_slug
 from .manifest import KIND_ONNX, KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
 from .onnx_export import EXPORTER, ONNX_OPSET, export_onnx
-from .tensorrt_build import gpu_compute_capability, gpu_name, precision_plan, tensorrt_version, timing_cache_path
+from .tensorrt_build import BuildChoice, choose_builder, gpu_compute_capability, gpu_name, precision_plan, timing_cache_path
 from .validate import VALIDATION_BATCH_SIZES, ParityResult, check_parity
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class ComponentOutcome:
     onnx_parity: ParityResult | None = None
     engine_path: Path | None = None
     engine_parity: ParityResult | None = None
+    #: What is known of an engine that could not be run here (built ahead of time for other GPUs).
+    engine_check: str | None = None
     error: str | None = None
 
     @property
@@ -78,6 +84,8 @@ class ExportReport:
                 out.append(f"  {c.name}: {c.onnx_path.name} {c.onnx_parity.describe()}")
             if c.engine_path is not None and c.engine_parity is not None:
                 out.append(f"  {c.name}: {c.engine_path.name} {c.engine_parity.describe()}")
+            elif c.engine_path is not None:
+                out.append(f"  {c.name}: {c.engine_path.name} {c.engine_check}")
             if c.error:
                 out.append(f"  {c.name}: NOT EXPORTED: {c.error}")
         if self.engine_folder is not None:
@@ -98,18 +106,22 @@ def export_model(
     build_engines: bool | None = None,
     revision: str | None = None,
     device: str | None = None,
+    targets: Sequence[str] | None = None,
 ) -> ExportReport:
-    """Export (and validate) the encoders of a model; `build_engines=None` builds where TensorRT and a GPU exist.
+    """Export (and validate) the encoders of a model; `build_engines=None` builds engines where a
+    TensorRT product can (full TensorRT with a GPU; TensorRT-RTX anywhere).
 
     `out_dir` / `engine_dir` are the roots (`export/`, `engines/`); each model gets its own folder.
+    `targets`: compute capabilities ("8.9", ...) to build TensorRT-RTX engines for (default: all
+    it supports; full TensorRT always builds for the GPU here).
     """
     precision_plan(precision)  # rejects an unknown precision before any work
     if max_batch < 1:
-        raise Vl2Error("--max-batch must be at least 1.")
+        raise Vl2Error(f"max_batch {max_batch}: it must be at least 1.")
     model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
         model_or_id, revision=revision, device=device
     )
-    engine_reason = _engines_unavailable(model)
+    choice, engine_reason = _engine_builder(model, precision, targets)
     if build_engines and engine_reason is not None:  # before any file is (re)written
         raise ExportError(f"cannot build TensorRT engines: {engine_reason}; nothing was exported.")
     specs = component_specs(model)
@@ -136,10 +148,11 @@ def export_model(
     if build_engines is False:
         report.engine_note = "not requested"
     elif engine_reason is not None:
-        report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with --encoder-backend onnxruntime"
+        report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with the onnxruntime encoder backend"
     else:
         good = [o for o in report.components if o.ok]
-        report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch)
+        report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch, choice)
+        report.engine_note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
     return report
 
 
@@ -212,12 +225,10 @@ def _export_one(model: VideoLlama2, spec: ComponentSpec, folder: Path, weights: 
 
 
 # -------------------------------------------------------------------- engines
-def _engines_unavailable(model: VideoLlama2) -> str | None:
-    if tensorrt_version() is None:
-        return "TensorRT is not installed"
-    if not torch.cuda.is_available() or torch.device(model.device).type != "cuda":
-        return "no CUDA GPU (engines are built on the GPU that will run them)"
-    return None
+def _engine_builder(model: VideoLlama2, precision: str, targets: Sequence[str] | None) -> tuple[BuildChoice | None, str | None]:
+    """Which TensorRT product builds here and for which GPUs, or why none can."""
+    cc = gpu_compute_capability(model.device) if torch.device(model.device).type == "cuda" else None
+    return choose_builder(cc, precision, tuple(targets) if targets else None)
 
 
 def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> BatchProfile:
@@ -232,48 +243,83 @@ def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> Batc
     return BatchProfile.up_to(max_batch)
 
 
-def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch) -> Path:
+def _check_graph(model: VideoLlama2, spec: ComponentSpec, graph: Path, precision: str) -> ParityResult:
+    """A reduced-precision graph in onnxruntime against the fp32 PyTorch module, with that precision's gate."""
+    from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session
+
+    module = export_module(model, spec.name, device=model.device)
+    inputs = validation_inputs(model, spec, VALIDATION_BATCH_SIZES, seed=VALIDATION_SEED)
+    session = create_session(graph, model.device)
+    parity = check_parity(_reference(module, model.device), OnnxSessionRunner(session), inputs, precision)
+    del session, module
+    if not parity.passed:
+        raise ExportError(f"{spec.name}: the {precision} graph built for TensorRT-RTX does not reproduce PyTorch: {parity.describe()}")
+    return parity
+
+
+def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch,
+                   choice: BuildChoice) -> Path:
+    from .onnx_precision import reduce_precision
     from .tensorrt_build import EngineRunner, build_engine
 
-    cc, trt_version = gpu_compute_capability(model.device), tensorrt_version()
+    product, targets = choice.product, choice.targets
     engine_root = Path(engine_dir) if engine_dir else default_engine_dir()
-    folder = engine_root / model_slug(model.model_id) / engine_folder_name(cc, trt_version, precision)
+    folder = engine_root / model_slug(model.model_id) / engine_folder_name(targets, product.version, precision, product.name)
     manifest = Manifest(
         KIND_TENSORRT, model.model_id, model.revision, {}, precision=precision, opset=ONNX_OPSET, exporter=EXPORTER,
-        tensorrt_version=trt_version, compute_capability=cc, gpu_name=gpu_name(model.device),
+        tensorrt_product=product.name, tensorrt_version=product.version, compute_capabilities=list(targets),
+        gpu_name=gpu_name(model.device) if choice.local_gpu else None,
         torch_version=torch.__version__, vl2_version=vl2_version,
     )
-    cache = timing_cache_path(engine_root, cc, trt_version)
+    cache = None if product.builds_ahead_of_time else timing_cache_path(engine_root, targets[0], product.version)
     for outcome in good:
         spec = specs[outcome.name]
         onnx_entry = onnx_manifest.components[outcome.name]
         profile = engine_profile(spec, max_batch, model.num_frames)
         plan = folder / f"{spec.name}.plan"
         partial = folder / f"{spec.name}{PARTIAL_SUFFIX}.plan"
+        # strongly typed builders read the precision from the graph: build from a rewritten copy
+        reduced = folder / f"{spec.name}.{precision}{PARTIAL_SUFFIX}.onnx"
+        graph, graph_precision, graph_parity, parity = export_folder / onnx_entry.file, "fp32", None, None
         try:
-            build_engine(
-                export_folder / onnx_entry.file, partial, input_name=spec.input_name, item_shape=spec.item_shape,
-                profile=profile, precision=precision, timing_cache=cache,
+            if product.strongly_typed and precision != "fp32":
+                graph = reduce_precision(graph, reduced, precision)
+                graph_precision, graph_parity = precision, _check_graph(model, spec, graph, precision)
+            built = build_engine(
+                graph, partial, input_name=spec.input_name, item_shape=spec.item_shape,
+                profile=profile, precision=precision, timing_cache=cache, product=product, targets=targets,
             )
-            module = export_module(model, spec.name, device=model.device)
-            sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
-            inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
-            runner = EngineRunner(partial, max_batch=profile.max, device=model.device)
-            parity = check_parity(_reference(module, model.device), runner, inputs, precision)
-            del runner, module
-            if not parity.passed:
-                raise ExportError(f"{spec.name}: the {precision} engine does not reproduce PyTorch: {parity.describe()}")
+            if choice.local_gpu is not None:
+                module = export_module(model, spec.name, device=model.device)
+                sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
+                inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
+                runner = EngineRunner(partial, max_batch=profile.max, device=model.device, product=product.name)
+                parity = check_parity(_reference(module, model.device), runner, inputs, precision)
+                del runner, module
+                if not parity.passed:
+                    raise ExportError(f"{spec.name}: the {precision} engine does not reproduce PyTorch: {parity.describe()}")
+                checked = f"built and checked against PyTorch on {gpu_name(model.device)} (compute capability {choice.local_gpu})"
+            else:
+                checked = (f"built ahead of time for compute capability {', '.join(targets)}, {built.size_bytes} bytes, "
+                           f"{sum(built.layer_types.values())} engine layers; not run: no GPU of those here")
+            if graph_parity is not None:
+                checked += f" (built from a {precision} graph that passed in onnxruntime: {graph_parity.describe()})"
         except Vl2Error as exc:
             partial.unlink(missing_ok=True)
             outcome.error = str(exc)
             log.error("%s", exc)
             continue
+        finally:
+            reduced.unlink(missing_ok=True)
         partial.replace(plan)
-        outcome.engine_path, outcome.engine_parity = plan, parity
+        (folder / f"{spec.name}.layers.txt").write_text(built.layer_listing + "\n", encoding="utf-8")
+        outcome.engine_path, outcome.engine_parity, outcome.engine_check = plan, parity, checked
         manifest.components[spec.name] = ComponentEntry(
             file=plan.name, sha256=sha256_file(plan), weights_sha256=weights[spec.name], input_name=spec.input_name,
-            output_name=spec.output_name, input_shape=spec.symbolic_input_shape(), output_shape=onnx_entry.output_shape,
-            parity=parity.to_dict(), onnx_sha256=onnx_entry.sha256, profile=profile,
+            output_name=spec.output_name, input_shape=[BATCH_AXIS, *spec.item_shape], output_shape=onnx_entry.output_shape,
+            parity=parity.to_dict() if parity else {}, onnx_sha256=onnx_entry.sha256, profile=profile,
+            graph_precision=graph_precision, graph_parity=graph_parity.to_dict() if graph_parity else {},
+            size_bytes=built.size_bytes, layer_types=built.layer_types, checked=checked,
         )
         gc.collect()
     manifest.save(folder)

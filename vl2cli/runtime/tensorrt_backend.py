@@ -1,4 +1,4 @@
-"""The `tensorrt` encoder backend: validated engines from `vl2 export`, run on this GPU.
+"""The `tensorrt` encoder backend: engines from `vl2 export` (full TensorRT or TensorRT-RTX), run on this GPU.
 
 All TensorRT calls live in `vl2cli.exporting.tensorrt_build`; this module only wires engines into
 the encoder interface. A component without a matching engine stays on torch (logged), and an input
@@ -50,8 +50,10 @@ class TensorRTEncoders(RoutedEncoders):
         *,
         details: dict[str, str],
         torch_components: Iterable[tuple[str, str]] = (),
+        product: str = "tensorrt",
     ) -> "TensorRTEncoders":
-        """`plans`: component -> (plan file, per-item input shape, max batch), all already validated."""
+        """`plans`: component -> (plan file, per-item input shape, max batch), all already matched to
+        this GPU; `product`: the TensorRT product that built them ("tensorrt" or "tensorrt-rtx")."""
         from ..exporting.names import AUDIO_ENCODER, CONNECTOR, VISION_TOWER
         from ..exporting.tensorrt_build import EngineRunner
 
@@ -61,7 +63,7 @@ class TensorRTEncoders(RoutedEncoders):
             AUDIO_ENCODER: torch_encoders.encode_audio,
         }
         runners = {
-            name: ShapeGuardedRunner(EngineRunner(path, max_batch=max_batch, device=device), item_shape, fallbacks[name])
+            name: ShapeGuardedRunner(EngineRunner(path, max_batch=max_batch, device=device, product=product), item_shape, fallbacks[name])
             for name, (path, item_shape, max_batch) in plans.items()
         }
         return cls(BACKEND_NAME, torch_encoders, runners, {**dict(torch_components), **details})
