@@ -156,6 +156,55 @@ def export_model(
     return report
 
 
+def build_engines(
+    model_or_id: VideoLlama2 | str,
+    out_dir: Path | str | None = None,
+    *,
+    engine_dir: Path | str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    components: Sequence[str] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    targets: Sequence[str] | None = None,
+    revision: str | None = None,
+    device: str | None = None,
+) -> ExportReport:
+    """Engines from the ONNX graphs an earlier `export_model` left in `out_dir`, without exporting again.
+
+    Only graphs whose manifest entry still matches the loaded weights and file are used; the others
+    are reported as failed. Raises ExportError when no TensorRT product can build here.
+    """
+    precision_plan(precision)
+    if max_batch < 1:
+        raise Vl2Error(f"max_batch {max_batch}: it must be at least 1.")
+    model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
+        model_or_id, revision=revision, device=device
+    )
+    choice, engine_reason = _engine_builder(model, precision, targets)
+    if engine_reason is not None:
+        raise ExportError(f"cannot build TensorRT engines: {engine_reason}.")
+    specs = component_specs(model)
+    selected = _select_components(specs, components)
+    folder = (Path(out_dir) if out_dir else default_export_dir()) / model_slug(model.model_id)
+    report = ExportReport(model.model_id, folder)
+    if not (folder / "manifest.json").is_file():
+        raise ExportError(f"no ONNX export in {folder}: export the model first.")
+    onnx_manifest = Manifest.load(folder)
+    weights = {name: weights_sha256(model.folder, specs[name].weight_prefixes) for name in specs}
+    target = RuntimeTarget(model.model_id, weights)
+    for name in selected:
+        outcome = ComponentOutcome(name)
+        report.components.append(outcome)
+        reason = component_mismatch(onnx_manifest, folder, name, target) if onnx_manifest.kind == KIND_ONNX else "not an ONNX export"
+        if reason is None:
+            outcome.onnx_path = folder / onnx_manifest.components[name].file
+        else:
+            outcome.error = f"{name}: no usable ONNX graph ({reason})"
+    good = [o for o in report.components if o.ok]
+    report.engine_folder = _build_engines(model, specs, good, onnx_manifest, folder, weights, engine_dir, precision, max_batch, choice)
+    report.engine_note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
+    return report
+
+
 def _select_components(specs: dict[str, ComponentSpec], requested: Sequence[str] | None) -> list[str]:
     if not requested:
         return list(specs)

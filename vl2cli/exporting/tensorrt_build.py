@@ -51,6 +51,9 @@ PRODUCT_TITLES = {TENSORRT: "TensorRT", TENSORRT_RTX: "TensorRT-RTX"}
 #: Precisions TensorRT-RTX engines can be built in by vl2: the graph carries the dtype, and ONNX
 #: opset 17 (what vl2 exports, see onnx_export.py) has no bf16 Conv, so no bf16 graph of these encoders.
 RTX_PRECISIONS = ("fp32", "fp16")
+#: Targets TensorRT-RTX cannot build fp32 engines of these encoders for. Its own build error for
+#: Turing (SM75): "FP32 GEMM is not supported", "FP32 3D convolution is not supported".
+RTX_NO_FP32 = ("7.5",)
 #: What to tell a user whose GPU no TensorRT-RTX engine can run on (Hopper: H100/H200 are 9.0).
 FULL_TENSORRT_HINT = (
     "use full TensorRT (pip install tensorrt from NVIDIA's index, pypi.nvidia.com, or an NGC container) "
@@ -201,17 +204,27 @@ def choose_builder(gpu_capability: str | None, precision: str, targets: tuple[st
             return None, ("TensorRT is installed but no CUDA GPU is usable (full TensorRT builds on the GPU that "
                           "will run the engine); TensorRT-RTX (vl2[tensorrt-rtx]) builds ahead of time without one")
         return None, "neither TensorRT nor TensorRT-RTX is installed (TensorRT-RTX: pip extra vl2[tensorrt-rtx])"
-    supported = rtx_compute_capabilities()
-    wanted = tuple(targets) if targets else supported
-    unsupported = [cc for cc in wanted if cc not in supported]
-    if unsupported:
-        return None, (f"TensorRT-RTX {rtx.version} cannot build for compute capability {', '.join(unsupported)} "
-                      f"(it supports {', '.join(supported)}); there, {FULL_TENSORRT_HINT}")
     try:
         precision_plan(precision, TENSORRT_RTX)
     except ExportError as exc:
         return None, str(exc).rstrip(".")
+    supported = rtx_compute_capabilities()
+    wanted = tuple(targets) if targets else rtx_default_targets(precision, supported)
+    unsupported = [cc for cc in wanted if cc not in supported]
+    if unsupported:
+        return None, (f"TensorRT-RTX {rtx.version} cannot build for compute capability {', '.join(unsupported)} "
+                      f"(it supports {', '.join(supported)}); there, {FULL_TENSORRT_HINT}")
+    no_fp32 = [cc for cc in wanted if cc in RTX_NO_FP32] if precision == "fp32" else []
+    if no_fp32:
+        return None, (f"TensorRT-RTX cannot build fp32 engines for compute capability {', '.join(no_fp32)} "
+                      "(Turing: no fp32 GEMM or 3D convolution); build fp16 for it")
     return BuildChoice(rtx, wanted, gpu_capability if gpu_capability in wanted else None), None
+
+
+def rtx_default_targets(precision: str, supported: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Every compute capability TensorRT-RTX supports, less those it cannot build `precision` for."""
+    supported = supported or rtx_compute_capabilities()
+    return tuple(cc for cc in supported if not (precision == "fp32" and cc in RTX_NO_FP32))
 
 
 def gpu_compute_capability(device: torch.device | str | None = None) -> str | None:
