@@ -99,3 +99,12 @@ def test_engines_are_built_validated_and_chosen_by_auto(name, precision, product
     reference = model.torch_encoders.connect(features)
     tokens = backend.connect(features)
     assert (tokens.float() - reference.float()).abs().max().item() <= tolerance * max(1.0, reference.abs().max().item())
+    if product == TENSORRT_RTX:
+        # as if built ahead of time on a machine without this GPU: checked against torch before first use
+        for entry in manifest.components.values():
+            entry.parity = {}
+        manifest.save(report.engine_folder)
+        rechecked = choose_encoder_backend(model.torch_encoders, "auto", model=model, export_dir=tmp_path / "export",
+                                           engine_dir=tmp_path / "engines")
+        assert isinstance(rechecked, TensorRTEncoders)
+        assert all("checked on this GPU" in rechecked.details[c] for c in manifest.components)

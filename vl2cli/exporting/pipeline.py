@@ -292,6 +292,22 @@ def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> Batc
     return BatchProfile.up_to(max_batch)
 
 
+def check_engine_here(model: VideoLlama2, component: str, runner, precision: str) -> ParityResult:
+    """An engine against the fp32 PyTorch module on this GPU, with the export's own gate and inputs.
+
+    For engines built ahead of time (TensorRT-RTX without a GPU of a target capability), which were
+    never run when they were written: the runtime checks them here before it uses them.
+    """
+    spec = component_specs(model)[component]
+    module = export_module(model, component, device=model.device)
+    sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= runner.max_batch)
+    inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
+    parity = check_parity(_reference(module, model.device), runner, inputs, precision)
+    del module
+    gc.collect()
+    return parity
+
+
 def _check_graph(model: VideoLlama2, spec: ComponentSpec, graph: Path, precision: str) -> ParityResult:
     """A reduced-precision graph in onnxruntime against the fp32 PyTorch module, with that precision's gate."""
     from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session

@@ -126,25 +126,32 @@ def _try_tensorrt(torch_encoders: TorchEncoders, model, locator):
     if not best.files:
         return None, (f"no engine in {locator.engine_model_folder} can run here "
                       f"(this GPU: compute capability {cc}; {_refusals(best.refused)})")
+    from ..exporting.tensorrt_build import EngineRunner
     from .tensorrt_backend import TensorRTEncoders
 
     product = best.manifest.tensorrt_product or TENSORRT
-    plans = {
-        name: (path, locator.specs[name].item_shape, best.manifest.components[name].profile.max)
-        for name, path in best.files.items()
-    }
-    details = {name: _engine_detail(best, name) for name in plans}
-    backend = TensorRTEncoders.from_plans(
-        torch_encoders, plans, model.device, details=details, torch_components=best.refused.items(), product=product,
-    )
+    refused = dict(best.refused)
+    runners, details = {}, {}
+    for name, path in best.files.items():
+        entry = best.manifest.components[name]
+        runner = EngineRunner(path, max_batch=entry.profile.max, device=model.device, product=product)
+        detail = f"{best.manifest.precision}, {best.folder.name}"
+        if not entry.engine_parity_checked:
+            # built ahead of time and never run: the export's parity gate, here, before first use
+            from ..exporting.pipeline import check_engine_here
+
+            parity = check_engine_here(model, name, runner, best.manifest.precision)
+            if not parity.passed:
+                refused[name] = f"engine built ahead of time does not reproduce PyTorch on this GPU: {parity.describe()}"
+                log.warning("%s: %s", name, refused[name])
+                continue
+            detail += f", built ahead of time, checked on this GPU: {parity.describe()}"
+        runners[name] = (runner, locator.specs[name].item_shape)
+        details[name] = detail
+    if not runners:
+        return None, f"no engine in {best.folder} passed its check on this GPU ({_refusals(refused)})"
+    backend = TensorRTEncoders.from_runners(torch_encoders, runners, details=details, torch_components=refused.items())
     return backend, None
-
-
-def _engine_detail(usable, component: str) -> str:
-    """Log detail of one engine: precision, folder, and whether it was ever checked against PyTorch."""
-    entry = usable.manifest.components[component]
-    unchecked = "" if entry.engine_parity_checked else ", built ahead of time and never checked against PyTorch on a GPU"
-    return f"{usable.manifest.precision}, {usable.folder.name}{unchecked}"
 
 
 def _try_onnxruntime(torch_encoders: TorchEncoders, model, locator, *, strict_device: bool):

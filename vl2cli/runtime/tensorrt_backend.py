@@ -54,16 +54,32 @@ class TensorRTEncoders(RoutedEncoders):
     ) -> "TensorRTEncoders":
         """`plans`: component -> (plan file, per-item input shape, max batch), all already matched to
         this GPU; `product`: the TensorRT product that built them ("tensorrt" or "tensorrt-rtx")."""
-        from ..exporting.names import AUDIO_ENCODER, CONNECTOR, VISION_TOWER
         from ..exporting.tensorrt_build import EngineRunner
+
+        runners = {
+            name: (EngineRunner(path, max_batch=max_batch, device=device, product=product), item_shape)
+            for name, (path, item_shape, max_batch) in plans.items()
+        }
+        return cls.from_runners(torch_encoders, runners, details=details, torch_components=torch_components)
+
+    @classmethod
+    def from_runners(
+        cls,
+        torch_encoders: TorchEncoders,
+        runners: dict[str, tuple[object, tuple[int, ...]]],
+        *,
+        details: dict[str, str],
+        torch_components: Iterable[tuple[str, str]] = (),
+    ) -> "TensorRTEncoders":
+        """`runners`: component -> (deserialized engine runner, per-item input shape)."""
+        from ..exporting.names import AUDIO_ENCODER, CONNECTOR, VISION_TOWER
 
         fallbacks = {
             VISION_TOWER: torch_encoders.encode_frames,
             CONNECTOR: torch_encoders.connect,
             AUDIO_ENCODER: torch_encoders.encode_audio,
         }
-        runners = {
-            name: ShapeGuardedRunner(EngineRunner(path, max_batch=max_batch, device=device, product=product), item_shape, fallbacks[name])
-            for name, (path, item_shape, max_batch) in plans.items()
+        guarded = {
+            name: ShapeGuardedRunner(runner, item_shape, fallbacks[name]) for name, (runner, item_shape) in runners.items()
         }
-        return cls(BACKEND_NAME, torch_encoders, runners, {**dict(torch_components), **details})
+        return cls(BACKEND_NAME, torch_encoders, guarded, {**dict(torch_components), **details})
