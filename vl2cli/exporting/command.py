@@ -21,14 +21,14 @@ ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 
 EXPORT_HELP = """Export the encoders (vision tower, STC connector, BEATs + audio projector) to ONNX, and to
 TensorRT engines where a TensorRT product can build them: full TensorRT on its GPU, or TensorRT-RTX
-(vl2[tensorrt-rtx]) ahead of time for RTX-class GPUs, with or without a GPU here (never for
+(vl2\\[tensorrt-rtx]) ahead of time for RTX-class GPUs, with or without a GPU here (never for
 H100/H200). Every graph is checked against PyTorch before it is kept, engines too where a GPU they
 run on is here (see docs/export.md); run commands then pick them up with --encoder-backend auto.
 
 [bold]Examples[/bold]
 
   [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-AV[/cyan]
-  [cyan]vl2 export --model ./my-checkpoint --precision bf16 --max-batch 4[/cyan]
+  [cyan]vl2 export --model ./my-checkpoint --precision fp32 --max-batch 4 --gpu-target 8.9[/cyan]
   [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-16F --engines no --component vision_tower[/cyan]
 """
 
