@@ -11,6 +11,7 @@ was built and not run. A component that fails to export or to validate is report
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Sequence
@@ -152,7 +153,7 @@ def export_model(
     else:
         good = [o for o in report.components if o.ok]
         report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch, choice)
-        report.engine_note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
+        report.engine_note = _engine_note(model, choice)
     return report
 
 
@@ -201,7 +202,7 @@ def build_engines(
             outcome.error = f"{name}: no usable ONNX graph ({reason})"
     good = [o for o in report.components if o.ok]
     report.engine_folder = _build_engines(model, specs, good, onnx_manifest, folder, weights, engine_dir, precision, max_batch, choice)
-    report.engine_note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
+    report.engine_note = _engine_note(model, choice)
     return report
 
 
@@ -278,6 +279,17 @@ def _engine_builder(model: VideoLlama2, precision: str, targets: Sequence[str] |
     """Which TensorRT product builds here and for which GPUs, or why none can."""
     cc = gpu_compute_capability(model.device) if torch.device(model.device).type == "cuda" else None
     return choose_builder(cc, precision, tuple(targets) if targets else None)
+
+
+def _engine_note(model: VideoLlama2, choice: BuildChoice) -> str:
+    """What was built, and plainly so where the GPU here runs none of it (an H100 with TensorRT-RTX)."""
+    from .tensorrt_build import FULL_TENSORRT_HINT
+
+    note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
+    cc = gpu_compute_capability(model.device) if torch.device(model.device).type == "cuda" else None
+    if cc is not None and choice.local_gpu is None:
+        note += f"; this GPU (compute capability {cc}) runs none of these engines: {FULL_TENSORRT_HINT}"
+    return note
 
 
 def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> BatchProfile:
@@ -359,6 +371,8 @@ def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, en
                 sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
                 inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
                 runner = EngineRunner(partial, max_batch=profile.max, device=model.device, product=product.name)
+                if not built.layer_listing:  # the builder did not print it: ask the engine inspector
+                    built = dataclasses.replace(built, layer_listing=runner.layer_listing())
                 parity = check_parity(_reference(module, model.device), runner, inputs, precision)
                 del runner, module
                 if not parity.passed:
