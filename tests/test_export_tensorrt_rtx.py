@@ -191,3 +191,27 @@ def test_manifest_records_what_a_reader_needs(root):
     for entry in data["components"].values():
         for key in ("input_shape", "output_shape", "profile", "size_bytes", "layer_types", "checked", "onnx_sha256"):
             assert entry[key]
+
+
+def test_on_hopper_with_only_tensorrt_rtx_export_and_runtime_say_what_to_use(monkeypatch, tmp_path):
+    """An H100/H200 (9.0) here: TensorRT-RTX still builds for its targets, and the export note and the
+    runtime's reason say plainly that none of it runs on this GPU and what does (no GPU needed to check)."""
+    from types import SimpleNamespace
+
+    from vl2cli.exporting import pipeline, tensorrt_build
+    from vl2cli.exporting.tensorrt_build import choose_builder
+    from vl2cli.runtime import selection
+
+    monkeypatch.setattr(tensorrt_build, "installed_products", lambda: {TENSORRT_RTX: RTX})
+    choice, reason = choose_builder("9.0", "fp16")
+    assert reason is None and choice.local_gpu is None and "9.0" not in choice.targets
+    hopper_model = SimpleNamespace(device="cuda", model_id="org/model")
+    monkeypatch.setattr(pipeline, "gpu_compute_capability", lambda device=None: "9.0")
+    note = pipeline._engine_note(hopper_model, choice)
+    assert "this GPU (compute capability 9.0) runs none of these engines" in note and "full TensorRT" in note
+    monkeypatch.setattr(selection.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tensorrt_build, "gpu_compute_capability", lambda device=None: "9.0")
+    no_engines = SimpleNamespace(engine_exports=lambda: [], engine_model_folder=tmp_path)
+    backend, why = selection._try_tensorrt(None, hopper_model, no_engines)
+    assert backend is None
+    assert "never run on compute capability 9.0 (H100/H200)" in why and "NVIDIA's index" in why and "onnxruntime or torch" in why
