@@ -9,7 +9,8 @@ graph that already passed its parity gate:
 * LayerNormalization, Softmax and Erf (exact GELU) stay fp32, with a Cast on each side: the same
   layers full TensorRT pins to fp32 in its fp16 engines (see `tensorrt_build.PINNED_FP32_*`), which
   overflow or lose the small differences that matter in fp16.
-Shapes and integer tensors are left alone. The result is checked against PyTorch like any graph.
+Shapes and integer tensors are left alone; control-flow subgraphs (If/Loop, which vl2's encoders do
+not export) are not rewritten. The result is checked against PyTorch like any graph.
 """
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ from ..errors import ExportError
 #: ONNX ops computed in fp32 inside a reduced-precision graph, with their float inputs cast up.
 FP32_OPS = ("LayerNormalization", "Softmax", "Erf")
 REDUCED_TYPES = ("fp16", "bf16")
+#: Inputs the ONNX spec types as float32 whatever the data's type (Resize's roi and scales).
+FLOAT32_ONLY_INPUTS = {"Resize": (1, 2)}
+#: Above this a graph is saved with its weights in a side file (protobuf's 2 GB limit).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def external_data_path(graph: Path) -> Path:
+    """Where `reduce_precision` puts the weights of a large graph (delete it with the graph)."""
+    return graph.with_name(graph.name + ".data")
 
 
 def _elem_type(precision: str) -> int:
@@ -61,6 +71,9 @@ def reduce_precision(source: Path, target: Path, precision: str) -> Path:
     for node in graph.node:
         if node.op_type in FP32_OPS:
             fp32_initializers.update(node.input[1:])  # LayerNorm scale/bias stay fp32 beside an fp32 input
+        for index in FLOAT32_ONLY_INPUTS.get(node.op_type, ()):
+            if index < len(node.input):
+                fp32_initializers.add(node.input[index])
     initializers = []
     for tensor in graph.initializer:
         initializers.append(tensor if tensor.name in fp32_initializers else _reduce_tensor(tensor, precision))
@@ -129,5 +142,9 @@ def reduce_precision(source: Path, target: Path, precision: str) -> Path:
     if initializer_names & float_inputs:
         raise ExportError(f"{source.name}: a graph input is also an initializer; cannot rewrite it to {precision}.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
+    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        onnx.save(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=external_data_path(target).name)
+    else:
+        onnx.save(model, str(target))
     return target

@@ -336,7 +336,7 @@ def _check_graph(model: VideoLlama2, spec: ComponentSpec, graph: Path, precision
 
 def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch,
                    choice: BuildChoice) -> Path:
-    from .onnx_precision import reduce_precision
+    from .onnx_precision import external_data_path, reduce_precision
     from .tensorrt_build import EngineRunner, build_engine
 
     product, targets = choice.product, choice.targets
@@ -390,6 +390,7 @@ def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, en
             continue
         finally:
             reduced.unlink(missing_ok=True)
+            external_data_path(reduced).unlink(missing_ok=True)
         partial.replace(plan)
         (folder / f"{spec.name}.layers.txt").write_text(built.layer_listing + "\n", encoding="utf-8")
         outcome.engine_path, outcome.engine_parity, outcome.engine_check = plan, parity, checked
