@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -40,27 +39,6 @@ class ShapeGuardedRunner:
 
 class TensorRTEncoders(RoutedEncoders):
     """Components with a matching engine run in TensorRT; the others stay on torch."""
-
-    @classmethod
-    def from_plans(
-        cls,
-        torch_encoders: TorchEncoders,
-        plans: dict[str, tuple[Path, tuple[int, ...], int]],
-        device: torch.device | str,
-        *,
-        details: dict[str, str],
-        torch_components: Iterable[tuple[str, str]] = (),
-        product: str = "tensorrt",
-    ) -> "TensorRTEncoders":
-        """`plans`: component -> (plan file, per-item input shape, max batch), all already matched to
-        this GPU; `product`: the TensorRT product that built them ("tensorrt" or "tensorrt-rtx")."""
-        from ..exporting.tensorrt_build import EngineRunner
-
-        runners = {
-            name: (EngineRunner(path, max_batch=max_batch, device=device, product=product), item_shape)
-            for name, (path, item_shape, max_batch) in plans.items()
-        }
-        return cls.from_runners(torch_encoders, runners, details=details, torch_components=torch_components)
 
     @classmethod
     def from_runners(
