@@ -222,3 +222,34 @@ def test_folder_names(tmp_path):
     assert engine_folder_name("9.0", "10.13.0", "fp16") == "sm90-trt10.13.0-fp16"
     assert engine_folder_name(["8.6", "8.9", "12.0"], "1.7.1.116", "fp16", "tensorrt-rtx") == "sm86_89_120-rtx1.7.1.116-fp16"
     assert timing_cache_path(tmp_path, "8.6", "10.13.0").name == "sm86-trt10.13.0.timing-cache"
+
+
+def test_the_builder_is_chosen_by_product_gpu_and_targets(monkeypatch):
+    """Which product builds, for which GPUs, or why none can: decided from what is installed (faked here)."""
+    from vl2cli.exporting import tensorrt_build
+    from vl2cli.exporting.tensorrt_build import TENSORRT, EngineProduct, choose_builder
+
+    full, rtx = EngineProduct(TENSORRT, "10.13.0"), EngineProduct(TENSORRT_RTX, "1.7.1.116")
+    monkeypatch.setattr(tensorrt_build, "rtx_compute_capabilities", lambda module=None: ("7.5", "8.0", "8.6", "8.9", "12.0"))
+
+    def installed(*products):
+        monkeypatch.setattr(tensorrt_build, "installed_products", lambda: {p.name: p for p in products})
+
+    installed()
+    assert "neither TensorRT nor TensorRT-RTX" in choose_builder("8.9", "fp16")[1]
+    installed(full)
+    choice, _ = choose_builder("9.0", "bf16")
+    assert choice.product == full and choice.targets == ("9.0",) and choice.local_gpu == "9.0"
+    assert "no CUDA GPU is usable" in choose_builder(None, "fp16")[1]
+    assert "only for the GPU here (compute capability 9.0), not for 8.9" in choose_builder("9.0", "fp16", ("8.9",))[1]
+    installed(full, rtx)
+    assert choose_builder("8.9", "fp16")[0].product == full  # a GPU here: full TensorRT builds for it
+    choice, _ = choose_builder(None, "fp16")
+    assert choice.product == rtx and choice.targets == ("7.5", "8.0", "8.6", "8.9", "12.0") and choice.local_gpu is None
+    installed(rtx)
+    assert choose_builder(None, "fp32")[0].targets == ("8.0", "8.6", "8.9", "12.0")  # no fp32 for Turing
+    assert choose_builder("8.6", "fp16")[0].local_gpu == "8.6"
+    assert choose_builder("9.0", "fp16")[0].local_gpu is None  # built for the others, not run here
+    assert "bf16" in choose_builder(None, "bf16")[1]
+    assert "Turing" in choose_builder(None, "fp32", ("7.5",))[1]
+    assert "cannot build for compute capability 9.0" in choose_builder(None, "fp16", ("9.0",))[1]

@@ -200,6 +200,9 @@ def choose_builder(gpu_capability: str | None, precision: str, targets: tuple[st
         return BuildChoice(full, (gpu_capability,), gpu_capability), None
     rtx = products.get(TENSORRT_RTX)
     if rtx is None:
+        if full is not None and gpu_capability is not None:
+            return None, (f"full TensorRT builds only for the GPU here (compute capability {gpu_capability}), not for "
+                          f"{', '.join(targets or ())}; TensorRT-RTX (vl2[tensorrt-rtx]) builds for other GPUs")
         if full is not None:
             return None, ("TensorRT is installed but no CUDA GPU is usable (full TensorRT builds on the GPU that "
                           "will run the engine); TensorRT-RTX (vl2[tensorrt-rtx]) builds ahead of time without one")
