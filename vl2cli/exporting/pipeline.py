@@ -382,7 +382,7 @@ def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, en
                 checked = (f"built ahead of time for compute capability {', '.join(targets)}, {built.size_bytes} bytes, "
                            f"{sum(built.layer_types.values())} engine layers; not run: no GPU of those here")
             if graph_parity is not None:
-                checked += f" (built from a {precision} graph that passed in onnxruntime: {graph_parity.describe()})"
+                checked += f" (built from the {precision} graph, which passed in onnxruntime: {graph_parity.describe()})"
         except Vl2Error as exc:
             partial.unlink(missing_ok=True)
             outcome.error = str(exc)

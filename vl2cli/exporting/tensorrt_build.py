@@ -369,8 +369,9 @@ def build_engine(
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     pinned = _pin_layers(trt, network, plan) if plan.pinned_layer_types or plan.pinned_unary_ops else 0
-    log.info("%s: %s %s engine for %s, %d layers pinned to fp32", onnx_path.name.split(".")[0], product.describe(), precision,
-             ", ".join(f"sm{cc.replace('.', '')}" for cc in targets) or "this GPU", pinned)
+    how = "strongly typed: dtypes from the graph" if product.strongly_typed else f"{pinned} layers pinned to fp32"
+    log.info("%s: %s %s engine for %s (%s)", onnx_path.name.split(".")[0], product.describe(), precision,
+             ", ".join(f"sm{cc.replace('.', '')}" for cc in targets) or "this GPU", how)
     optimization_profile = builder.create_optimization_profile()
     optimization_profile.set_shape(
         input_name, (profile.min, *item_shape), (profile.opt, *item_shape), (profile.max, *item_shape)
