@@ -31,7 +31,7 @@ from vl2cli.exporting.components import AUDIO_ENCODER, CONNECTOR, VISION_TOWER, 
 from vl2cli.exporting.discovery import ExportLocator  # noqa: E402
 from vl2cli.exporting.manifest import KIND_TENSORRT, Manifest, sha256_file  # noqa: E402
 from vl2cli.exporting.onnx_precision import FP32_OPS, reduce_precision  # noqa: E402
-from vl2cli.exporting.pipeline import build_engines, engine_profile, export_model  # noqa: E402
+from vl2cli.exporting.pipeline import engine_profile, engines_from_export, export_model  # noqa: E402
 from vl2cli.exporting.tensorrt_build import parse_layer_listing, rtx_compute_capabilities, rtx_default_targets  # noqa: E402
 from vl2cli.runtime.selection import choose_encoder_backend  # noqa: E402
 
@@ -52,7 +52,7 @@ def _engines(name: str, precision: str, root: Path):
     if key not in _built:
         model, onnx_report = exported(name, root)
         assert onnx_report.ok, onnx_report.lines()
-        report = build_engines(model, root / "export", engine_dir=root / "engines", precision=precision, max_batch=MAX_BATCH)
+        report = engines_from_export(model, root / "export", engine_dir=root / "engines", precision=precision, max_batch=MAX_BATCH)
         _built[key] = (model, report)
     return _built[key]
 
@@ -155,15 +155,15 @@ def test_the_runtime_refuses_engines_it_cannot_run_here_and_falls_back(root, tmp
 @pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
 def test_targets_are_chosen_or_refused_clearly(root, tmp_path):
     model, _ = exported(FIXTURES[0], root)
-    one = build_engines(model, root / "export", engine_dir=tmp_path, precision="fp16", components=[CONNECTOR],
+    one = engines_from_export(model, root / "export", engine_dir=tmp_path, precision="fp16", components=[CONNECTOR],
                         max_batch=MAX_BATCH, targets=["8.9"])
     assert one.ok and Manifest.load(one.engine_folder).compute_capabilities == ["8.9"]
     assert one.engine_folder.name == f"sm89-rtx{RTX.version}-fp16"
     assert "9.0" not in rtx_compute_capabilities()
     with pytest.raises(ExportError, match="cannot build for compute capability 9.0.*full TensorRT"):
-        build_engines(model, root / "export", engine_dir=tmp_path, targets=["9.0"])
+        engines_from_export(model, root / "export", engine_dir=tmp_path, targets=["9.0"])
     with pytest.raises(ExportError, match="fp32 engines for compute capability 7.5"):
-        build_engines(model, root / "export", engine_dir=tmp_path, precision="fp32", targets=["7.5"])
+        engines_from_export(model, root / "export", engine_dir=tmp_path, precision="fp32", targets=["7.5"])
 
 
 @pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")

@@ -157,7 +157,7 @@ def export_model(
     return report
 
 
-def build_engines(
+def engines_from_export(
     model_or_id: VideoLlama2 | str,
     out_dir: Path | str | None = None,
     *,
