@@ -137,7 +137,8 @@ def _try_tensorrt(torch_encoders: TorchEncoders, model, locator):
         runner = EngineRunner(path, max_batch=entry.profile.max, device=model.device, product=product)
         detail = f"{best.manifest.precision}, {best.folder.name}"
         if not entry.engine_parity_checked:
-            # built ahead of time and never run: the export's parity gate, here, before first use
+            # built ahead of time and never run: the export's parity gate, here, before it is used (every
+            # load: nothing is written back to a manifest that may be read-only or shared by many workers)
             from ..exporting.pipeline import check_engine_here
 
             parity = check_engine_here(model, name, runner, best.manifest.precision)
