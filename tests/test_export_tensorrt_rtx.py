@@ -159,6 +159,10 @@ def test_targets_are_chosen_or_refused_clearly(root, tmp_path):
                         max_batch=MAX_BATCH, targets=["8.9"])
     assert one.ok and Manifest.load(one.engine_folder).compute_capabilities == ["8.9"]
     assert one.engine_folder.name == f"sm89-rtx{RTX.version}-fp16"
+    two = engines_from_export(model, root / "export", engine_dir=tmp_path, precision="fp16", components=[VISION_TOWER],
+                              max_batch=MAX_BATCH, targets=["8.9"])
+    assert two.engine_folder == one.engine_folder
+    assert set(Manifest.load(two.engine_folder).components) == {CONNECTOR, VISION_TOWER}, "the earlier engine is kept"
     assert "9.0" not in rtx_compute_capabilities()
     with pytest.raises(ExportError, match="cannot build for compute capability 9.0.*full TensorRT"):
         engines_from_export(model, root / "export", engine_dir=tmp_path, targets=["9.0"])

@@ -348,6 +348,8 @@ def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, en
         gpu_name=gpu_name(model.device) if choice.local_gpu else None,
         torch_version=torch.__version__, vl2_version=vl2_version,
     )
+    attempted = {o.name for o in good}
+    manifest.components.update(_earlier_engines(folder, model, weights, skip=attempted))
     cache = None if product.builds_ahead_of_time else timing_cache_path(engine_root, targets[0], product.version)
     for outcome in good:
         spec = specs[outcome.name]
@@ -402,5 +404,27 @@ def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, en
             size_bytes=built.size_bytes, layer_types=built.layer_types, checked=checked,
         )
         gc.collect()
-    manifest.save(folder)
+    if manifest.components:
+        manifest.save(folder)
+    else:  # nothing built: an earlier manifest (if any) stays as it was
+        log.warning("no engine was built; %s is left as it was", folder)
     return folder
+
+
+def _earlier_engines(folder: Path, model: VideoLlama2, weights: dict[str, str], *, skip: set[str]) -> dict[str, ComponentEntry]:
+    """Entries of this folder's earlier manifest to keep: components not rebuilt now whose plan is
+    unedited and was built from the same weights (an export of one component keeps the others)."""
+    try:
+        previous = Manifest.load(folder) if (folder / "manifest.json").is_file() else None
+    except Vl2Error:
+        return {}
+    if previous is None or previous.kind != KIND_TENSORRT:
+        return {}
+    kept = {}
+    for name, entry in previous.components.items():
+        if name in skip or entry.weights_sha256 != weights.get(name):
+            continue
+        path = folder / entry.file
+        if path.is_file() and sha256_file(path) == entry.sha256:
+            kept[name] = entry
+    return kept
