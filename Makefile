@@ -58,7 +58,7 @@ $(BIN)/vl2: pyproject.toml requirements/lock-cpu.txt requirements/lock-gpu.txt
 		grep -vE '$(if $(filter cpu,$(TORCH)),$(CUDA_ONLY),^$$)' $(LOCK) > $(VENV)/lock.txt; \
 		$(BIN)/python -m pip install -q -r $(VENV)/lock.txt && $(BIN)/python -m pip install -q --no-deps -e . ; \
 	else echo "install: $(LOCK) was resolved for $(LOCK_FOR), this is $(HERE_FOR): installing the ranges of pyproject.toml"; \
-		$(BIN)/python -m pip install -q -e '.[dev,ray,$(ORT)]'; fi
+		$(BIN)/python -m pip install -q -e '.[dev,ray,tensorrt-rtx,$(ORT)]'; fi
 	touch $(BIN)/vl2
 
 # Which interpreter `make install` would use (and why not: empty when none qualifies).

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 #: extras of every lock, then the onnxruntime build that names the lock file
-COMMON_EXTRAS = ("dev", "ray")
+COMMON_EXTRAS = ("dev", "ray", "tensorrt-rtx")
 FLAVOURS = ("cpu", "gpu")
 PROJECT = "vl2"
 

@@ -42,18 +42,33 @@ def test_the_model_comes_from_vl2_model_or_the_config_file(tmp_path: Path) -> No
 
 
 def test_engines_yes_without_tensorrt_refuses_before_writing_anything(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    from vl2cli.exporting.tensorrt_build import tensorrt_version
-
     import torch
 
-    if tensorrt_version() is not None and torch.cuda.is_available():
-        pytest.skip("TensorRT and a GPU are here: engines can be built")
+    from vl2cli.exporting.tensorrt_build import choose_builder, gpu_compute_capability
+
+    choice, _ = choose_builder(gpu_compute_capability() if torch.cuda.is_available() else None, "fp16")
+    if choice is not None:
+        pytest.skip(f"{choice.product.describe()} is here: engines can be built")
     export_dir = tmp_path / "export"
     run = vl2("export", "--model", _checkpoint(), "--engines", "yes", "--export-dir", str(export_dir))
     assert run.returncode == EXIT_FATAL
     assert "cannot build TensorRT engines" in run.stderr and "nothing was exported" in run.stderr
     assert not export_dir.exists() or not any(export_dir.rglob("*")), "nothing may be written or rewritten"
+
+
+def test_engines_yes_that_cannot_be_built_refuses_before_writing_anything(tmp_path: Path) -> None:
+    """Where TensorRT-RTX is the builder: a precision it cannot build is refused before any file is written."""
+    from vl2cli.exporting.tensorrt_build import TENSORRT, TENSORRT_RTX, installed_product
+
+    if installed_product(TENSORRT_RTX) is None or installed_product(TENSORRT) is not None:
+        pytest.skip("needs TensorRT-RTX as the only TensorRT product")
+    export_dir = tmp_path / "export"
+    run = vl2("export", "--model", _checkpoint(), "--engines", "yes", "--precision", "bf16", "--export-dir", str(export_dir))
+    assert run.returncode == EXIT_FATAL
+    assert "cannot build TensorRT engines" in run.stderr and "bf16" in run.stderr and "nothing was exported" in run.stderr
+    assert not export_dir.exists() or not any(export_dir.rglob("*"))
+    hopper = vl2("export", "--model", _checkpoint(), "--engines", "yes", "--gpu-target", "9.0", "--export-dir", str(export_dir))
+    assert hopper.returncode == EXIT_FATAL and "full TensorRT" in hopper.stderr
 
 
 def test_an_export_where_every_component_fails_is_fatal_and_writes_no_manifest(tmp_path: Path, monkeypatch) -> None:

@@ -57,3 +57,12 @@ def test_make_takes_the_first_python_that_satisfies_requires_python(tmp_path: Pa
     assert chosen("python3 python3.12") == "python3.12"
     assert chosen("python3.12 python3") == "python3.12"
     assert chosen("python3 python3.99") == ""  # none qualifies: install stops with a message
+
+
+def test_the_tensorrt_rtx_extra_is_the_two_wheels_with_an_upper_bound() -> None:
+    """NVIDIA's `tensorrt-rtx` / `tensorrt-rtx-cu13` are source meta-packages; the libraries and the
+    bindings are real wheels, of one version (engines are tied to it), bounded so a lock moves on purpose."""
+    requirements = PYPROJECT["project"]["optional-dependencies"]["tensorrt-rtx"]
+    assert _names(requirements) == {"tensorrt-rtx-cu13-libs", "tensorrt-rtx-cu13-bindings"}
+    bounds = {re.sub(r"^[a-z0-9-]+", "", r.lower()) for r in requirements}
+    assert len(bounds) == 1 and "<" in next(iter(bounds))

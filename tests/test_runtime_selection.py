@@ -17,7 +17,7 @@ from vl2cli.exporting.discovery import ExportLocator
 from vl2cli.exporting.locations import engine_folder_name, model_slug
 from vl2cli.exporting.manifest import KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, sha256_file, weights_sha256
 from vl2cli.exporting.pipeline import export_model
-from vl2cli.exporting.tensorrt_build import build_engine, tensorrt_version
+from vl2cli.exporting.tensorrt_build import TENSORRT_RTX, build_engine, installed_product, installed_products, tensorrt_version
 from vl2cli.model.encoders import TorchEncoders
 from vl2cli.model.videollama2 import VideoLlama2
 from vl2cli.runtime.selection import attach_encoder_backend, choose_encoder_backend
@@ -25,6 +25,8 @@ from vl2cli.runtime.selection import attach_encoder_backend, choose_encoder_back
 FIXTURES = fixture_names()
 pytestmark = pytest.mark.skipif(not FIXTURES, reason="no reference fixtures found")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+#: Any TensorRT product: full TensorRT, or TensorRT-RTX (which builds engines without a GPU).
+HAS_ANY_TENSORRT = bool(installed_products())
 
 
 def test_unknown_backend_name_is_a_user_error():
@@ -79,11 +81,11 @@ def test_explicit_onnxruntime_without_export_says_how_to_make_one(tmp_path):
         choose_encoder_backend(model.torch_encoders, "onnxruntime", model=model, export_dir=tmp_path)
 
 
-@pytest.mark.skipif(HAS_TENSORRT, reason="checks the message where TensorRT is absent")
+@pytest.mark.skipif(HAS_ANY_TENSORRT, reason="checks the messages where no TensorRT product is installed")
 def test_explicit_tensorrt_without_tensorrt_is_refused_clearly(tmp_path):
     model = fixture_model(FIXTURES[0])
     assert tensorrt_version() is None
-    with pytest.raises(EngineMismatchError, match="TensorRT is not installed"):
+    with pytest.raises(EngineMismatchError, match="neither TensorRT nor TensorRT-RTX is installed"):
         choose_encoder_backend(model.torch_encoders, "tensorrt", model=model, engine_dir=tmp_path)
     with pytest.raises(ExportError, match="TensorRT is not installed"):
         build_engine(tmp_path / "g.onnx", tmp_path / "g.plan", input_name="x", item_shape=(1,),
@@ -95,17 +97,22 @@ def test_explicit_tensorrt_without_tensorrt_is_refused_clearly(tmp_path):
 def test_engine_folder_for_another_gpu_is_refused_with_its_reason(tmp_path):
     model = fixture_model(FIXTURES[0])
     spec = component_specs(model)[VISION_TOWER]
-    folder = tmp_path / model_slug(model.model_id) / engine_folder_name("0.1", "0.0.0", "fp16")
+    rtx = installed_product(TENSORRT_RTX)
+    version = rtx.version if rtx else "0.0.0"
+    folder = tmp_path / model_slug(model.model_id) / engine_folder_name("0.1", version, "fp16", TENSORRT_RTX)
     folder.mkdir(parents=True)
     plan = folder / "vision_tower.plan"
     plan.write_bytes(b"not a real engine: it must never be deserialized")
     entry = ComponentEntry(plan.name, sha256_file(plan), weights_sha256(model.folder, spec.weight_prefixes), spec.input_name,
                            spec.output_name, spec.symbolic_input_shape(), ["batch"], profile=BatchProfile.up_to(4))
-    Manifest(KIND_TENSORRT, model.model_id, None, {VISION_TOWER: entry}, precision="fp16", tensorrt_version="0.0.0",
-             compute_capability="0.1").save(folder)
+    Manifest(KIND_TENSORRT, model.model_id, None, {VISION_TOWER: entry}, precision="fp16", tensorrt_product=TENSORRT_RTX,
+             tensorrt_version=version, compute_capabilities=["0.1"]).save(folder)
     (usable,) = ExportLocator(model, tmp_path / "export", tmp_path).engine_exports()
     assert not usable.files
-    assert "compute capability 0.1" in usable.refused[VISION_TOWER]
+    if rtx is None:
+        assert "TensorRT-RTX 0.0.0, which is not installed here" in usable.refused[VISION_TOWER]
+    else:  # the product matches: the GPU (none here, or one of another capability) is the reason
+        assert "compute capability 0.1" in usable.refused[VISION_TOWER]
 
 
 def test_component_failing_its_parity_gate_is_not_kept(tmp_path, monkeypatch):

@@ -20,13 +20,15 @@ from .tensorrt_build import PRECISIONS
 ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 
 EXPORT_HELP = """Export the encoders (vision tower, STC connector, BEATs + audio projector) to ONNX, and to
-TensorRT engines where TensorRT and a GPU are present. Every file is checked against PyTorch before
-it is kept (see docs/export.md); run commands then pick it up with --encoder-backend auto.
+TensorRT engines where a TensorRT product can build them: full TensorRT on its GPU, or TensorRT-RTX
+(vl2\\[tensorrt-rtx]) ahead of time for RTX-class GPUs, with or without a GPU here (never for
+H100/H200). Every graph is checked against PyTorch before it is kept, engines too where a GPU they
+run on is here (see docs/export.md); run commands then pick them up with --encoder-backend auto.
 
 [bold]Examples[/bold]
 
   [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-AV[/cyan]
-  [cyan]vl2 export --model ./my-checkpoint --precision bf16 --max-batch 4[/cyan]
+  [cyan]vl2 export --model ./my-checkpoint --precision fp32 --max-batch 4 --gpu-target 8.9[/cyan]
   [cyan]vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-16F --engines no --component vision_tower[/cyan]
 """
 
@@ -45,18 +47,23 @@ def export_command(
     engine_dir: Annotated[Optional[Path], typer.Option(
         "--engine-dir", help="root for TensorRT engines [dim]\\[env VL2_ENGINE_DIR; default beside the export root][/dim]",
         show_default=False)] = None,
-    precision: Annotated[str, typer.Option("--precision", help=f"TensorRT engine precision: {', '.join(PRECISIONS)} (ONNX graphs are always fp32)")] = DEFAULT_PRECISION,
+    precision: Annotated[str, typer.Option("--precision", help=(
+        f"engine precision: {', '.join(PRECISIONS)} (exported ONNX graphs are fp32; TensorRT-RTX builds fp16 "
+        "from an fp16 copy of the graph and has no bf16)"))] = DEFAULT_PRECISION,
     component: Annotated[Optional[list[str]], typer.Option(
         "--component", help=f"only these components: {', '.join(ALL_COMPONENTS)} (repeatable; default all the model has)",
         show_default=False)] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", help="largest batch of videos / audio clips an engine takes")] = DEFAULT_MAX_BATCH,
     engines: Annotated[str, typer.Option("--engines", help="build TensorRT engines: auto (where possible), yes (fail if not), no")] = "auto",
+    gpu_target: Annotated[Optional[list[str]], typer.Option(
+        "--gpu-target", help="compute capability to build TensorRT-RTX engines for, e.g. 8.9 (repeatable; default all it supports)",
+        show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda when available)", show_default=False)] = None,
 ) -> None:
     """Export the encoders to ONNX (and TensorRT), validated against PyTorch."""
     raise typer.Exit(run_export(
         model=model, revision=revision, export_dir=export_dir, engine_dir=engine_dir, precision=precision,
-        components=component, max_batch=max_batch, engines=engines, device=device, config=config,
+        components=component, max_batch=max_batch, engines=engines, device=device, config=config, targets=gpu_target,
     ))
 
 
@@ -65,7 +72,7 @@ export_command.__doc__ = EXPORT_HELP
 
 def run_export(*, model: str | None, revision: str | None, export_dir: Path | None, engine_dir: Path | None,
                precision: str, components: list[str] | None, max_batch: int, engines: str, device: str | None,
-               config: Path | None = None) -> int:
+               config: Path | None = None, targets: list[str] | None = None) -> int:
     """The command body; returns the exit code (0 all kept, 1 some component failed, 2 nothing done).
 
     The model, revision, device and folders resolve as for the run commands (flag > VL2_* > config file
@@ -85,7 +92,7 @@ def run_export(*, model: str | None, revision: str | None, export_dir: Path | No
         report = export_model(
             settings.model, settings.export_dir, engine_dir=settings.engine_dir, precision=precision,
             components=components, max_batch=max_batch, build_engines=ENGINE_CHOICES[engines],
-            revision=settings.revision, device=None if settings.device == "auto" else settings.device,
+            revision=settings.revision, device=None if settings.device == "auto" else settings.device, targets=targets,
         )
     except Vl2Error as exc:
         typer.echo(f"vl2: error: {exc}", err=True)

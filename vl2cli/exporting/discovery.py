@@ -15,7 +15,7 @@ from ..model.videollama2 import VideoLlama2
 from .components import ComponentSpec, component_specs
 from .locations import default_engine_dir, default_export_dir, model_slug
 from .manifest import MANIFEST_FILE, KIND_ONNX, KIND_TENSORRT, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
-from .tensorrt_build import gpu_compute_capability, tensorrt_version
+from .tensorrt_build import gpu_compute_capability, installed_products
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,10 @@ class ExportLocator:
             self._file_hashes[path] = sha256_file(path)
         return self._file_hashes[path]
 
-    def target(self, manifest: Manifest, *, compute_capability: str | None = None, trt_version: str | None = None) -> RuntimeTarget:
+    def target(self, manifest: Manifest, *, compute_capability: str | None = None,
+               products: dict[str, str] | None = None) -> RuntimeTarget:
         weights = {name: self.weights_hash(name) for name in self.specs if name in manifest.components}
-        return RuntimeTarget(self.model.model_id, weights, compute_capability, trt_version)
+        return RuntimeTarget(self.model.model_id, weights, compute_capability, dict(products or {}))
 
     # ------------------------------------------------------------------ onnx
     def onnx_export(self) -> UsableExport:
@@ -102,7 +103,9 @@ class ExportLocator:
 
     def engine_exports(self) -> list[UsableExport]:
         """Every engine folder of this model, each with its usable plans and refusals, best first."""
-        cc, trt_version = gpu_compute_capability(self.model.device), tensorrt_version()
+        on_gpu = str(self.model.device).startswith("cuda")
+        cc = gpu_compute_capability(self.model.device) if on_gpu else None
+        products = {name: product.version for name, product in installed_products().items()}
         found = []
         root = self.engine_model_folder
         folders = sorted(p for p in root.iterdir() if (p / MANIFEST_FILE).is_file()) if root.is_dir() else []
@@ -117,7 +120,7 @@ class ExportLocator:
                 usable.refused = {n: "not a TensorRT manifest" for n in self.specs}
                 found.append(usable)
                 continue
-            target = self.target(manifest, compute_capability=cc, trt_version=trt_version)
+            target = self.target(manifest, compute_capability=cc, products=products)
             for name in self.specs:
                 reason = component_mismatch(manifest, folder, name, target, current_onnx_sha256=self.current_onnx_hash(name))
                 if reason is None:

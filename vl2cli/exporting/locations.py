@@ -58,6 +58,13 @@ def model_slug(model_id: str) -> str:
     return _UNSAFE.sub("_", model_id.replace("/", "--"))
 
 
-def engine_folder_name(compute_capability: str, tensorrt_version: str, precision: str) -> str:
-    """One engine folder per GPU architecture x TensorRT version x precision (design brief)."""
-    return f"sm{compute_capability.replace('.', '')}-trt{tensorrt_version}-{precision}"
+def engine_folder_name(compute_capabilities, tensorrt_version: str, precision: str, product: str = "tensorrt") -> str:
+    """One engine folder per GPU architecture(s) x TensorRT product and version x precision.
+
+    Full TensorRT: `sm90-trt10.13.0-fp16`; TensorRT-RTX, built for several GPUs ahead of time:
+    `sm75_86_89_120-rtx1.7.1.116-fp16`.
+    """
+    ccs = [compute_capabilities] if isinstance(compute_capabilities, str) else list(compute_capabilities)
+    gpus = "sm" + "_".join(cc.replace(".", "") for cc in ccs)
+    tag = "rtx" if product == "tensorrt-rtx" else "trt"
+    return f"{gpus}-{tag}{tensorrt_version}-{precision}"

@@ -2,11 +2,16 @@
 after its parity gate passed, then one manifest per folder.
 
 Graphs are exported in fp32 from fp32 copies of the modules (the released weights are bf16, so the
-upcast is exact); the requested precision applies to TensorRT engines, which are built from those
-graphs. A component that fails to export or to validate is reported and its file removed.
+upcast is exact); the requested precision applies to engines. Full TensorRT builds them from those
+graphs with precision flags, on the GPU that will run them; TensorRT-RTX, strongly typed, builds
+from a graph in the requested dtype (rewritten from the fp32 one and checked against PyTorch in
+onnxruntime first), ahead of time for its target GPUs, on a machine with or without a GPU. An
+engine is checked against PyTorch where a GPU it runs on is here; otherwise its manifest says it
+was built and not run. A component that fails to export or to validate is reported and its file removed.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Sequence
@@ -23,7 +28,7 @@ from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs
 from .locations import default_engine_dir, default_export_dir, engine_folder_name, model_slug
 from .manifest import KIND_ONNX, KIND_TENSORRT, BatchProfile, ComponentEntry, Manifest, RuntimeTarget, component_mismatch, sha256_file, weights_sha256
 from .onnx_export import EXPORTER, ONNX_OPSET, export_onnx
-from .tensorrt_build import gpu_compute_capability, gpu_name, precision_plan, tensorrt_version, timing_cache_path
+from .tensorrt_build import BuildChoice, choose_builder, gpu_compute_capability, gpu_name, precision_plan, timing_cache_path
 from .validate import VALIDATION_BATCH_SIZES, ParityResult, check_parity
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ class ComponentOutcome:
     onnx_parity: ParityResult | None = None
     engine_path: Path | None = None
     engine_parity: ParityResult | None = None
+    #: What is known of an engine that could not be run here (built ahead of time for other GPUs).
+    engine_check: str | None = None
     error: str | None = None
 
     @property
@@ -78,6 +85,8 @@ class ExportReport:
                 out.append(f"  {c.name}: {c.onnx_path.name} {c.onnx_parity.describe()}")
             if c.engine_path is not None and c.engine_parity is not None:
                 out.append(f"  {c.name}: {c.engine_path.name} {c.engine_parity.describe()}")
+            elif c.engine_path is not None:
+                out.append(f"  {c.name}: {c.engine_path.name} {c.engine_check}")
             if c.error:
                 out.append(f"  {c.name}: NOT EXPORTED: {c.error}")
         if self.engine_folder is not None:
@@ -98,18 +107,22 @@ def export_model(
     build_engines: bool | None = None,
     revision: str | None = None,
     device: str | None = None,
+    targets: Sequence[str] | None = None,
 ) -> ExportReport:
-    """Export (and validate) the encoders of a model; `build_engines=None` builds where TensorRT and a GPU exist.
+    """Export (and validate) the encoders of a model; `build_engines=None` builds engines where a
+    TensorRT product can (full TensorRT with a GPU; TensorRT-RTX anywhere).
 
     `out_dir` / `engine_dir` are the roots (`export/`, `engines/`); each model gets its own folder.
+    `targets`: compute capabilities ("8.9", ...) to build TensorRT-RTX engines for (default: all
+    it supports; full TensorRT always builds for the GPU here).
     """
     precision_plan(precision)  # rejects an unknown precision before any work
     if max_batch < 1:
-        raise Vl2Error("--max-batch must be at least 1.")
+        raise Vl2Error(f"max_batch {max_batch}: it must be at least 1.")
     model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
         model_or_id, revision=revision, device=device
     )
-    engine_reason = _engines_unavailable(model)
+    choice, engine_reason = _engine_builder(model, precision, targets)
     if build_engines and engine_reason is not None:  # before any file is (re)written
         raise ExportError(f"cannot build TensorRT engines: {engine_reason}; nothing was exported.")
     specs = component_specs(model)
@@ -136,10 +149,60 @@ def export_model(
     if build_engines is False:
         report.engine_note = "not requested"
     elif engine_reason is not None:
-        report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with --encoder-backend onnxruntime"
+        report.engine_note = f"skipped ({engine_reason}); the ONNX graphs run with the onnxruntime encoder backend"
     else:
         good = [o for o in report.components if o.ok]
-        report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch)
+        report.engine_folder = _build_engines(model, specs, good, manifest, folder, weights, engine_dir, precision, max_batch, choice)
+        report.engine_note = _engine_note(model, choice)
+    return report
+
+
+def engines_from_export(
+    model_or_id: VideoLlama2 | str,
+    out_dir: Path | str | None = None,
+    *,
+    engine_dir: Path | str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    components: Sequence[str] | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    targets: Sequence[str] | None = None,
+    revision: str | None = None,
+    device: str | None = None,
+) -> ExportReport:
+    """Engines from the ONNX graphs an earlier `export_model` left in `out_dir`, without exporting again.
+
+    Only graphs whose manifest entry still matches the loaded weights and file are used; the others
+    are reported as failed. Raises ExportError when no TensorRT product can build here.
+    """
+    precision_plan(precision)
+    if max_batch < 1:
+        raise Vl2Error(f"max_batch {max_batch}: it must be at least 1.")
+    model = model_or_id if isinstance(model_or_id, VideoLlama2) else VideoLlama2.from_pretrained(
+        model_or_id, revision=revision, device=device
+    )
+    choice, engine_reason = _engine_builder(model, precision, targets)
+    if engine_reason is not None:
+        raise ExportError(f"cannot build TensorRT engines: {engine_reason}.")
+    specs = component_specs(model)
+    selected = _select_components(specs, components)
+    folder = (Path(out_dir) if out_dir else default_export_dir()) / model_slug(model.model_id)
+    report = ExportReport(model.model_id, folder)
+    if not (folder / "manifest.json").is_file():
+        raise ExportError(f"no ONNX export in {folder}: export the model first.")
+    onnx_manifest = Manifest.load(folder)
+    weights = {name: weights_sha256(model.folder, specs[name].weight_prefixes) for name in specs}
+    target = RuntimeTarget(model.model_id, weights)
+    for name in selected:
+        outcome = ComponentOutcome(name)
+        report.components.append(outcome)
+        reason = component_mismatch(onnx_manifest, folder, name, target) if onnx_manifest.kind == KIND_ONNX else "not an ONNX export"
+        if reason is None:
+            outcome.onnx_path = folder / onnx_manifest.components[name].file
+        else:
+            outcome.error = f"{name}: no usable ONNX graph ({reason})"
+    good = [o for o in report.components if o.ok]
+    report.engine_folder = _build_engines(model, specs, good, onnx_manifest, folder, weights, engine_dir, precision, max_batch, choice)
+    report.engine_note = _engine_note(model, choice)
     return report
 
 
@@ -212,12 +275,21 @@ def _export_one(model: VideoLlama2, spec: ComponentSpec, folder: Path, weights: 
 
 
 # -------------------------------------------------------------------- engines
-def _engines_unavailable(model: VideoLlama2) -> str | None:
-    if tensorrt_version() is None:
-        return "TensorRT is not installed"
-    if not torch.cuda.is_available() or torch.device(model.device).type != "cuda":
-        return "no CUDA GPU (engines are built on the GPU that will run them)"
-    return None
+def _engine_builder(model: VideoLlama2, precision: str, targets: Sequence[str] | None) -> tuple[BuildChoice | None, str | None]:
+    """Which TensorRT product builds here and for which GPUs, or why none can."""
+    cc = gpu_compute_capability(model.device) if torch.device(model.device).type == "cuda" else None
+    return choose_builder(cc, precision, tuple(targets) if targets else None)
+
+
+def _engine_note(model: VideoLlama2, choice: BuildChoice) -> str:
+    """What was built, and plainly so where the GPU here runs none of it (an H100 with TensorRT-RTX)."""
+    from .tensorrt_build import FULL_TENSORRT_HINT
+
+    note = f"{choice.product.describe()} for compute capability {', '.join(choice.targets)}"
+    cc = gpu_compute_capability(model.device) if torch.device(model.device).type == "cuda" else None
+    if cc is not None and choice.local_gpu is None:
+        note += f"; this GPU (compute capability {cc}) runs none of these engines: {FULL_TENSORRT_HINT}"
+    return note
 
 
 def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> BatchProfile:
@@ -232,49 +304,127 @@ def engine_profile(spec: ComponentSpec, max_batch: int, num_frames: int) -> Batc
     return BatchProfile.up_to(max_batch)
 
 
-def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch) -> Path:
+def check_engine_here(model: VideoLlama2, component: str, runner, precision: str) -> ParityResult:
+    """An engine against the fp32 PyTorch module on this GPU, with the export's own gate and inputs.
+
+    For engines built ahead of time (TensorRT-RTX without a GPU of a target capability), which were
+    never run when they were written: the runtime checks them here before it uses them.
+    """
+    spec = component_specs(model)[component]
+    module = export_module(model, component, device=model.device)
+    sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= runner.max_batch)
+    inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
+    parity = check_parity(_reference(module, model.device), runner, inputs, precision)
+    del module
+    gc.collect()
+    return parity
+
+
+def _check_graph(model: VideoLlama2, spec: ComponentSpec, graph: Path, precision: str) -> ParityResult:
+    """A reduced-precision graph in onnxruntime against the fp32 PyTorch module, with that precision's gate."""
+    from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session
+
+    module = export_module(model, spec.name, device=model.device)
+    inputs = validation_inputs(model, spec, VALIDATION_BATCH_SIZES, seed=VALIDATION_SEED)
+    session = create_session(graph, model.device)
+    parity = check_parity(_reference(module, model.device), OnnxSessionRunner(session), inputs, precision)
+    del session, module
+    if not parity.passed:
+        raise ExportError(f"{spec.name}: the {precision} graph built for TensorRT-RTX does not reproduce PyTorch: {parity.describe()}")
+    return parity
+
+
+def _build_engines(model, specs, good, onnx_manifest, export_folder, weights, engine_dir, precision, max_batch,
+                   choice: BuildChoice) -> Path:
+    from .onnx_precision import external_data_path, reduce_precision
     from .tensorrt_build import EngineRunner, build_engine
 
-    cc, trt_version = gpu_compute_capability(model.device), tensorrt_version()
+    product, targets = choice.product, choice.targets
     engine_root = Path(engine_dir) if engine_dir else default_engine_dir()
-    folder = engine_root / model_slug(model.model_id) / engine_folder_name(cc, trt_version, precision)
+    folder = engine_root / model_slug(model.model_id) / engine_folder_name(targets, product.version, precision, product.name)
     manifest = Manifest(
         KIND_TENSORRT, model.model_id, model.revision, {}, precision=precision, opset=ONNX_OPSET, exporter=EXPORTER,
-        tensorrt_version=trt_version, compute_capability=cc, gpu_name=gpu_name(model.device),
+        tensorrt_product=product.name, tensorrt_version=product.version, compute_capabilities=list(targets),
+        gpu_name=gpu_name(model.device) if choice.local_gpu else None,
         torch_version=torch.__version__, vl2_version=vl2_version,
     )
-    cache = timing_cache_path(engine_root, cc, trt_version)
+    attempted = {o.name for o in good}
+    manifest.components.update(_earlier_engines(folder, model, weights, skip=attempted))
+    cache = None if product.builds_ahead_of_time else timing_cache_path(engine_root, targets[0], product.version)
     for outcome in good:
         spec = specs[outcome.name]
         onnx_entry = onnx_manifest.components[outcome.name]
         profile = engine_profile(spec, max_batch, model.num_frames)
         plan = folder / f"{spec.name}.plan"
         partial = folder / f"{spec.name}{PARTIAL_SUFFIX}.plan"
+        # strongly typed builders read the precision from the graph: build from a rewritten copy
+        reduced = folder / f"{spec.name}.{precision}{PARTIAL_SUFFIX}.onnx"
+        graph, graph_precision, graph_parity, parity = export_folder / onnx_entry.file, "fp32", None, None
         try:
-            build_engine(
-                export_folder / onnx_entry.file, partial, input_name=spec.input_name, item_shape=spec.item_shape,
-                profile=profile, precision=precision, timing_cache=cache,
+            if product.strongly_typed and precision != "fp32":
+                graph = reduce_precision(graph, reduced, precision)
+                graph_precision, graph_parity = precision, _check_graph(model, spec, graph, precision)
+            built = build_engine(
+                graph, partial, input_name=spec.input_name, item_shape=spec.item_shape,
+                profile=profile, precision=precision, timing_cache=cache, product=product, targets=targets,
             )
-            module = export_module(model, spec.name, device=model.device)
-            sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
-            inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
-            runner = EngineRunner(partial, max_batch=profile.max, device=model.device)
-            parity = check_parity(_reference(module, model.device), runner, inputs, precision)
-            del runner, module
-            if not parity.passed:
-                raise ExportError(f"{spec.name}: the {precision} engine does not reproduce PyTorch: {parity.describe()}")
+            if choice.local_gpu is not None:
+                module = export_module(model, spec.name, device=model.device)
+                sizes = tuple(b for b in VALIDATION_BATCH_SIZES if b <= profile.max)
+                inputs = validation_inputs(model, spec, sizes, seed=VALIDATION_SEED, device=model.device)
+                runner = EngineRunner(partial, max_batch=profile.max, device=model.device, product=product.name)
+                if not built.layer_listing:  # the builder did not print it: ask the engine inspector
+                    built = dataclasses.replace(built, layer_listing=runner.layer_listing())
+                parity = check_parity(_reference(module, model.device), runner, inputs, precision)
+                del runner, module
+                if not parity.passed:
+                    raise ExportError(f"{spec.name}: the {precision} engine does not reproduce PyTorch: {parity.describe()}")
+                checked = f"built and checked against PyTorch on {gpu_name(model.device)} (compute capability {choice.local_gpu})"
+            else:
+                checked = (f"built ahead of time for compute capability {', '.join(targets)}, {built.size_bytes} bytes, "
+                           f"{sum(built.layer_types.values())} engine layers; not run: no GPU of those here")
+            if graph_parity is not None:
+                checked += f" (built from the {precision} graph, which passed in onnxruntime: {graph_parity.describe()})"
         except Vl2Error as exc:
             partial.unlink(missing_ok=True)
             outcome.error = str(exc)
             log.error("%s", exc)
             continue
+        finally:
+            reduced.unlink(missing_ok=True)
+            external_data_path(reduced).unlink(missing_ok=True)
         partial.replace(plan)
-        outcome.engine_path, outcome.engine_parity = plan, parity
+        (folder / f"{spec.name}.layers.txt").write_text(built.layer_listing + "\n", encoding="utf-8")
+        outcome.engine_path, outcome.engine_parity, outcome.engine_check = plan, parity, checked
         manifest.components[spec.name] = ComponentEntry(
             file=plan.name, sha256=sha256_file(plan), weights_sha256=weights[spec.name], input_name=spec.input_name,
-            output_name=spec.output_name, input_shape=spec.symbolic_input_shape(), output_shape=onnx_entry.output_shape,
-            parity=parity.to_dict(), onnx_sha256=onnx_entry.sha256, profile=profile,
+            output_name=spec.output_name, input_shape=[BATCH_AXIS, *spec.item_shape], output_shape=onnx_entry.output_shape,
+            parity=parity.to_dict() if parity else {}, onnx_sha256=onnx_entry.sha256, profile=profile,
+            graph_precision=graph_precision, graph_parity=graph_parity.to_dict() if graph_parity else {},
+            size_bytes=built.size_bytes, layer_types=built.layer_types, checked=checked,
         )
         gc.collect()
-    manifest.save(folder)
+    if manifest.components:
+        manifest.save(folder)
+    else:  # nothing built: an earlier manifest (if any) stays as it was
+        log.warning("no engine was built; %s is left as it was", folder)
     return folder
+
+
+def _earlier_engines(folder: Path, model: VideoLlama2, weights: dict[str, str], *, skip: set[str]) -> dict[str, ComponentEntry]:
+    """Entries of this folder's earlier manifest to keep: components not rebuilt now whose plan is
+    unedited and was built from the same weights (an export of one component keeps the others)."""
+    try:
+        previous = Manifest.load(folder) if (folder / "manifest.json").is_file() else None
+    except Vl2Error:
+        return {}
+    if previous is None or previous.kind != KIND_TENSORRT:
+        return {}
+    kept = {}
+    for name, entry in previous.components.items():
+        if name in skip or entry.weights_sha256 != weights.get(name):
+            continue
+        path = folder / entry.file
+        if path.is_file() and sha256_file(path) == entry.sha256:
+            kept[name] = entry
+    return kept

@@ -4,8 +4,9 @@
 after `VideoLlama2.from_pretrained`: the model core always comes with its torch encoders, and this
 module (above it in the layers) swaps `model.encoders` for an exported backend where one fits.
 
-`auto`: TensorRT when an engine folder's manifest matches this model, GPU and TensorRT version,
-else onnxruntime when a matching ONNX export exists (and its provider suits the model's device),
+`auto`: TensorRT when an engine folder's manifest matches this model, an installed TensorRT product
+(full TensorRT or TensorRT-RTX) of the version that built it, and a GPU of one of the compute
+capabilities it was built for, else onnxruntime when a matching ONNX export exists (and its provider suits the model's device),
 else torch; the log says which and why. `tensorrt` / `onnxruntime` asked for explicitly but not
 possible raise an error saying what to do. A stale or foreign file is refused, never loaded.
 Exports are looked up in `export_dir` / `engine_dir` (default: see `vl2cli.exporting.locations`).
@@ -102,31 +103,55 @@ def _refusals(refused: dict[str, str]) -> str:
 
 def _try_tensorrt(torch_encoders: TorchEncoders, model, locator):
     """(backend, None) with the best matching engine folder, else (None, why)."""
-    from ..exporting.tensorrt_build import tensorrt_version
+    from ..exporting.manifest import HOPPER
+    from ..exporting.tensorrt_build import FULL_TENSORRT_HINT, TENSORRT, gpu_compute_capability, installed_products
 
-    if tensorrt_version() is None:
-        return None, "TensorRT is not installed"
+    products = installed_products()
+    if not products:
+        return None, "neither TensorRT nor TensorRT-RTX is installed"
     if not torch.cuda.is_available() or torch.device(model.device).type != "cuda":
-        return None, "TensorRT needs the model on a CUDA GPU"
+        return None, "TensorRT engines need the model on a CUDA GPU"
+    cc = gpu_compute_capability(model.device)
+    only_rtx = TENSORRT not in products
     exports = locator.engine_exports()
     if not exports:
-        return None, f"no engines in {locator.engine_model_folder} (run `vl2 export --model {model.model_id}` on this machine)"
+        reason = f"no engines in {locator.engine_model_folder} (export them with vl2 export)"
+        if only_rtx and cc == HOPPER:
+            reason += f"; only TensorRT-RTX is installed, and its engines never run on compute capability {cc} (H100/H200): {FULL_TENSORRT_HINT}"
+        return None, reason
     for usable in exports:
         if usable.refused:
             log.warning("refusing engines in %s: %s", usable.folder, _refusals(usable.refused))
     best = exports[0]
     if not best.files:
-        return None, f"no engine in {locator.engine_model_folder} matches this model, GPU and TensorRT version"
+        return None, (f"no engine in {locator.engine_model_folder} can run here "
+                      f"(this GPU: compute capability {cc}; {_refusals(best.refused)})")
+    from ..exporting.tensorrt_build import EngineRunner
     from .tensorrt_backend import TensorRTEncoders
 
-    plans = {
-        name: (path, locator.specs[name].item_shape, best.manifest.components[name].profile.max)
-        for name, path in best.files.items()
-    }
-    details = {name: f"{best.manifest.precision}, {best.folder.name}" for name in plans}
-    backend = TensorRTEncoders.from_plans(
-        torch_encoders, plans, model.device, details=details, torch_components=best.refused.items()
-    )
+    product = best.manifest.tensorrt_product or TENSORRT
+    refused = dict(best.refused)
+    runners, details = {}, {}
+    for name, path in best.files.items():
+        entry = best.manifest.components[name]
+        runner = EngineRunner(path, max_batch=entry.profile.max, device=model.device, product=product)
+        detail = f"{best.manifest.precision}, {best.folder.name}"
+        if not entry.engine_parity_checked:
+            # built ahead of time and never run: the export's parity gate, here, before it is used (every
+            # load: nothing is written back to a manifest that may be read-only or shared by many workers)
+            from ..exporting.pipeline import check_engine_here
+
+            parity = check_engine_here(model, name, runner, best.manifest.precision)
+            if not parity.passed:
+                refused[name] = f"engine built ahead of time does not reproduce PyTorch on this GPU: {parity.describe()}"
+                log.warning("%s: %s", name, refused[name])
+                continue
+            detail += f", built ahead of time, checked on this GPU: {parity.describe()}"
+        runners[name] = (runner, locator.specs[name].item_shape)
+        details[name] = detail
+    if not runners:
+        return None, f"no engine in {best.folder} passed its check on this GPU ({_refusals(refused)})"
+    backend = TensorRTEncoders.from_runners(torch_encoders, runners, details=details, torch_components=refused.items())
     return backend, None
 
 

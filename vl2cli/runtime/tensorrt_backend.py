@@ -1,4 +1,4 @@
-"""The `tensorrt` encoder backend: validated engines from `vl2 export`, run on this GPU.
+"""The `tensorrt` encoder backend: engines from `vl2 export` (full TensorRT or TensorRT-RTX), run on this GPU.
 
 All TensorRT calls live in `vl2cli.exporting.tensorrt_build`; this module only wires engines into
 the encoder interface. A component without a matching engine stays on torch (logged), and an input
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -42,26 +41,23 @@ class TensorRTEncoders(RoutedEncoders):
     """Components with a matching engine run in TensorRT; the others stay on torch."""
 
     @classmethod
-    def from_plans(
+    def from_runners(
         cls,
         torch_encoders: TorchEncoders,
-        plans: dict[str, tuple[Path, tuple[int, ...], int]],
-        device: torch.device | str,
+        runners: dict[str, tuple[object, tuple[int, ...]]],
         *,
         details: dict[str, str],
         torch_components: Iterable[tuple[str, str]] = (),
     ) -> "TensorRTEncoders":
-        """`plans`: component -> (plan file, per-item input shape, max batch), all already validated."""
+        """`runners`: component -> (deserialized engine runner, per-item input shape)."""
         from ..exporting.names import AUDIO_ENCODER, CONNECTOR, VISION_TOWER
-        from ..exporting.tensorrt_build import EngineRunner
 
         fallbacks = {
             VISION_TOWER: torch_encoders.encode_frames,
             CONNECTOR: torch_encoders.connect,
             AUDIO_ENCODER: torch_encoders.encode_audio,
         }
-        runners = {
-            name: ShapeGuardedRunner(EngineRunner(path, max_batch=max_batch, device=device), item_shape, fallbacks[name])
-            for name, (path, item_shape, max_batch) in plans.items()
+        guarded = {
+            name: ShapeGuardedRunner(runner, item_shape, fallbacks[name]) for name, (runner, item_shape) in runners.items()
         }
-        return cls(BACKEND_NAME, torch_encoders, runners, {**dict(torch_components), **details})
+        return cls(BACKEND_NAME, torch_encoders, guarded, {**dict(torch_components), **details})
