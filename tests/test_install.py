@@ -66,3 +66,18 @@ def test_the_tensorrt_rtx_extra_is_the_two_wheels_with_an_upper_bound() -> None:
     assert _names(requirements) == {"tensorrt-rtx-cu13-libs", "tensorrt-rtx-cu13-bindings"}
     bounds = {re.sub(r"^[a-z0-9-]+", "", r.lower()) for r in requirements}
     assert len(bounds) == 1 and "<" in next(iter(bounds))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_install_installs_the_lock_where_it_was_resolved(tmp_path: Path) -> None:
+    """On the Python and platform a lock names, `make install` installs that lock (exact versions), then
+    vl2 itself without dependencies; the lock's every pin is inside pyproject's ranges (test_stack_version)."""
+    lock = (REPO_ROOT / "requirements" / "lock-cpu.txt").read_text()
+    resolved_for = re.search(r"^# resolved-for: (\S+)$", lock, re.M).group(1)
+    here = f"python{sys.version_info.major}.{sys.version_info.minor}-{sys.platform}-{__import__('platform').machine()}"
+    venv = tmp_path / "venv"
+    dry = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), f"VENV={venv}", f"PYTHON={sys.executable}", "ORT=cpu",
+                          f"GPU_WHEELS={tmp_path / 'wheels'}", "install"], capture_output=True, text=True, check=True).stdout
+    # the recipe compares the lock's platform with the one the Makefile computes for this Python
+    assert f'[ "{resolved_for}" = "{here}" ]' in dry
+    assert f"-r {venv}/lock.txt" in dry and "install -q --no-deps -e ." in dry
