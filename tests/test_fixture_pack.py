@@ -117,6 +117,12 @@ def small_folder(tmp_path):
     (folder / "a.safetensors").write_bytes(_safetensors(tensors, dtypes))
     (folder / "sub" / "copy.safetensors").write_bytes((folder / "a.safetensors").read_bytes())
     (folder / "notes.txt").write_text("plain bytes\n")
+    t = np.arange(8000) / 8000  # 1 s of the README's chirp, rounded as ffmpeg does, plus a little noise
+    chirp = np.floor(0.3 * np.sin(2 * np.pi * (100 + 50 * t) * t) * 32768 + 0.5) + rng.integers(-1, 2, 8000)
+    samples = np.stack([chirp, rng.integers(-3000, 3000, 8000)], axis=1).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 2, 8000, 32000, 4, 16)
+    (folder / "tone.wav").write_bytes(b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt " + struct.pack("<I", 16)
+                                      + fmt + b"data" + struct.pack("<I", len(samples)) + samples)
     (folder / "empty.bin").write_bytes(b"")
     return folder
 
@@ -127,7 +133,9 @@ def test_pack_rebuilds_a_folder_exactly_with_the_compact_encodings(small_folder,
                  for t in f["store"]["tensors"]}
     assert encodings == {"pixel_values": "levels", "near_pixel_values": "raw", "waveform": "int16", "noise": "raw",
                          "ids": "raw"}
-    assert {f["path"]: f["store"]["kind"] for f in manifest["files"]}["sub/copy.safetensors"] == "copy"
+    stores = {f["path"]: f["store"] for f in manifest["files"]}
+    assert stores["sub/copy.safetensors"]["kind"] == "copy"
+    assert [c.get("signal") for c in stores["tone.wav"]["samples"]["predictor"]["channels"]] == ["chirp", None]
     root = unpacked("small", tmp_path / "packs", tmp_path / "cache")
     assert _files(root).keys() == _files(small_folder).keys()
     for rel, path in _files(small_folder).items():
