@@ -101,11 +101,12 @@ def _levels_to_pixels(levels: np.ndarray, mean: list[float], std: list[float], a
 # ---------------------------------------------------------------- predicted tensors
 # A tensor computed from others (an fbank from its waveform, a resampled waveform from its wav, a test tone from
 # its formula) is stored as the difference between its bits and those of a prediction: the prediction, made in
-# float64 from data already rebuilt, is rounded to a grid (float32 values, 23 mantissa bits; or 32 bits for
-# float64 tensors; or integers), and the residual is the golden's integer bits minus the grid value's. The
-# prediction may differ by a few ULP between machines (libm, SIMD); values lying so close to a grid boundary
-# (within 2**-40 relative) that this could move them to the other grid value are stored whole ("exceptions").
-# Constants of the predictions (window, mel filters) are stored in the manifest, not recomputed.
+# float64 from data already rebuilt, is rounded to a grid (float32's 23 mantissa bits, or integers), and the
+# residual is the golden's integer bits minus the grid value's. The prediction may differ by a few ULP between
+# machines (libm, SIMD, another numpy's FFT); values lying so close to a grid boundary (within 2**-40 relative)
+# that this could move them to the other grid value are stored whole ("exceptions"), and the packer keeps a
+# prediction only if the tensor also rebuilds with torch's FFTs and log (other_numerics). Constants of the
+# predictions (window, mel filters) are stored in the manifest, not recomputed.
 NEAR = 2.0 ** -40
 #: The FFTs and log the predictions use (swapped for other implementations by the packer's robustness check).
 NUMERICS = {"rfft": np.fft.rfft, "irfft": np.fft.irfft, "log": np.log}
