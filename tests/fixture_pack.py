@@ -11,7 +11,8 @@ variable names (`VL2_REFERENCE_FIXTURES`, `VL2_REFERENCE_V1_FIXTURES`, `VL2_MEDI
 the set unpacked into `.fixtures/` in the checkout (done once per pack content; several processes starting at
 once each build in a temporary folder and the first rename wins).
 
-Packing (from folders of the shared format): `python tests/fixture_pack.py --from ../shared/fixtures`.
+Packing (from folders of the shared format): `python tests/fixture_pack.py --from ../shared/fixtures`;
+unpacking and checking the packed sets (what the tests do on first use): `python tests/fixture_pack.py`.
 """
 from __future__ import annotations
 
@@ -645,15 +646,20 @@ def manifest_text(manifest: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Pack fixture folders of the shared format into tests/fixtures/.")
-    parser.add_argument("--from", dest="source", type=Path, required=True,
+    parser = argparse.ArgumentParser(description="Pack fixture folders of the shared format into tests/fixtures/, "
+                                                 "or (without --from) unpack and check the packed sets.")
+    parser.add_argument("--from", dest="source", type=Path,
                         help="folder holding reference/, reference-v1/ and media/ (e.g. ../shared/fixtures)")
     parser.add_argument("--set", dest="sets", action="append", choices=sorted(SETS), help="only this set (repeatable)")
     args = parser.parse_args(argv)
     for name in args.sets or list(SETS):
         started = time.perf_counter()
+        if args.source is None:
+            folder = unpacked(name)
+            print(f"{name}: {folder} ({time.perf_counter() - started:.1f} s; every file checked when it was built)")
+            continue
         manifest = pack(name, args.source / name)
-        size = pack_paths(name)[1].stat().st_size
+        size = sum(p.stat().st_size for p in pack_paths(name))
         original = sum(f["size"] for f in manifest["files"])
         print(f"{name}: {len(manifest['files'])} files, {original} bytes -> {size} bytes packed "
               f"({time.perf_counter() - started:.0f} s, rebuild checked)")
