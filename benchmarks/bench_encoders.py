@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fixtures() -> list[Path]:
-    root = Path(os.environ.get("VL2_REFERENCE_FIXTURES") or ROOT.parent / "shared" / "fixtures" / "reference")
+    from tests.fixture_pack import reference_root
+
+    root = reference_root()
     return sorted(p for p in root.iterdir() if (p / "checkpoint").is_dir()) if root.is_dir() else []
 
 

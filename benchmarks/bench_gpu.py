@@ -129,8 +129,10 @@ class E2ERun:
 
 
 def media_root() -> Path:
-    """The media fixtures folder (`VL2_MEDIA_FIXTURES`, else the shared one beside the repo)."""
-    return Path(os.environ.get("VL2_MEDIA_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "media")
+    """The media fixtures folder (`VL2_MEDIA_FIXTURES`, else the set packed in tests/fixtures/)."""
+    from tests.fixture_pack import media_root as packed_or_overridden
+
+    return packed_or_overridden()
 
 
 def smoke_requirements() -> list[Path]:

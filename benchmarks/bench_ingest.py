@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from benchmarks.run import BenchResult
+from tests.fixture_pack import media_root
 from vl2cli.constants import AUDIO_WINDOW_SAMPLES, BEATS_FBANK_STD
 from vl2cli.media.audio import INT16_SCALE, kaldi_fbank, round_to_bfloat16, video_audio_waveform
 from vl2cli.media.image import ImageProcessorSpec
@@ -42,7 +43,7 @@ from vl2cli.media.sampling import sample_frame_indices
 from vl2cli.media.workers import DecodePool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MEDIA = Path(os.environ.get("VL2_MEDIA_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures" / "media")).resolve()
+MEDIA = media_root().resolve()  # VL2_MEDIA_FIXTURES, else the set packed in tests/fixtures/
 NUM_FRAMES = 16  # VideoLLaMA2.1-7B-AV
 #: Runs per file for the latency medians (VL2_BENCH_REPEATS overrides).
 REPEATS = int(os.environ.get("VL2_BENCH_REPEATS", "5"))

@@ -43,9 +43,9 @@ class SlowModel:
 
 
 def _paths() -> tuple[Path, Path]:
-    reference = Path(os.environ.get("VL2_REFERENCE_FIXTURES") or ROOT.parent / "shared" / "fixtures" / "reference")
-    media = Path(os.environ.get("VL2_MEDIA_FIXTURES") or ROOT.parent / "shared" / "fixtures" / "media")
-    return reference / FIXTURE, media
+    from tests.fixture_pack import media_root, reference_root
+
+    return reference_root() / FIXTURE, media_root()
 
 
 def _sources(media: Path) -> list[Path]:

@@ -22,7 +22,6 @@ the meta device; a test checks that at the fixture's sizes they equal the fixtur
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,8 +106,10 @@ FULL_AV_SHAPE = ModelShape(
 
 
 def reference_root() -> Path:
-    """The reference fixtures folder (`VL2_REFERENCE_FIXTURES`, else the shared one beside the repo)."""
-    return Path(os.environ.get("VL2_REFERENCE_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "reference")
+    """The reference fixtures folder (`VL2_REFERENCE_FIXTURES`, else the set packed in tests/fixtures/)."""
+    from tests.fixture_pack import reference_root as packed_or_overridden
+
+    return packed_or_overridden()
 
 
 def template_root() -> Path:

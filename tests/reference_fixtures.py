@@ -1,11 +1,11 @@
 """Locating and loading the upstream-written reference fixtures (tiny checkpoints + goldens).
 
-`VL2_REFERENCE_FIXTURES` points at another folder of the same format; by default the shared one.
+`VL2_REFERENCE_FIXTURES` points at another folder of the same format; by default the set packed in
+`tests/fixtures/` (unpacked on first use, see fixture_pack.py).
 """
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixture_pack import reference_root
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def reference_root() -> Path:
-    return Path(os.environ.get("VL2_REFERENCE_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "reference")
 
 
 def fixture_names() -> list[str]:

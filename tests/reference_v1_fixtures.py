@@ -1,24 +1,21 @@
 """Locating and loading the Video-LLaMA (v1) reference fixtures (tiny upstream-written checkpoints + goldens).
 
-`VL2_REFERENCE_V1_FIXTURES` points at another folder of the same format; by default the shared one.
+`VL2_REFERENCE_V1_FIXTURES` points at another folder of the same format; by default the set packed in
+`tests/fixtures/` (unpacked on first use, see fixture_pack.py).
 Tests iterate whatever fixtures and cases the folder holds: nothing here names a fixture or a case.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
+from fixture_pack import reference_v1_root
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def reference_v1_root() -> Path:
-    return Path(os.environ.get("VL2_REFERENCE_V1_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "reference-v1")
 
 
 def v1_fixture_names() -> list[str]:

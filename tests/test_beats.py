@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from reference_fixtures import reference_root
 from safetensors.torch import load_file
 
 from vl2cli.errors import CheckpointError, UnsupportedModelError
@@ -21,9 +21,7 @@ from vl2cli.model.beats import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_FIXTURES = Path(
-    os.environ.get("VL2_REFERENCE_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "reference")
-)
+REFERENCE_FIXTURES = reference_root()
 AV_FIXTURE = REFERENCE_FIXTURES / "siglip-qwen2-av"
 AUDIO_TOWER_PREFIX = "model.audio_tower."
 

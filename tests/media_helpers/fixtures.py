@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
+from fixture_pack import media_root
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MEDIA_FIXTURES = Path(os.environ.get("VL2_MEDIA_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures" / "media")).resolve()
+#: `VL2_MEDIA_FIXTURES`, else the set packed in tests/fixtures/ (fixture_pack.media_root).
+MEDIA_FIXTURES = media_root().resolve()
 GOLDEN = MEDIA_FIXTURES / "golden"
 
 #: The processors the goldens were made with (fixtures/media/README.md, "Image processors").
