@@ -89,7 +89,7 @@ $(OLDEST_DIR)/.staged: requirements/oldest.txt
 	touch $@
 
 test-oldest: $(OLDEST_DIR)/.staged
-	PYTHONPATH=$(OLDEST_DIR) VL2_EXPECT_TRANSFORMERS=$$(sed -n 's/^transformers==//p' requirements/oldest.txt) \
+	PYTHONPATH=$(OLDEST_DIR) VL2_TEST_EXPECT_TRANSFORMERS=$$(sed -n 's/^transformers==//p' requirements/oldest.txt) \
 		$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(OLDEST_SELECT) tests/test_stack_version.py $(OLDEST_TESTS)
 
 # The suite on the newest releases of everything (upper bounds ignored), in its own venv: drift found

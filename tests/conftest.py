@@ -19,6 +19,8 @@ import pytest
 ISOLATED_FOLDERS = {"VL2_HOME": "home", "VL2_EXPORT_DIR": "export", "VL2_ENGINE_DIR": "engines"}
 #: Where the test fixtures are (read by the test modules themselves): kept.
 FIXTURE_LOCATIONS = ("VL2_MEDIA_FIXTURES", "VL2_REFERENCE_FIXTURES", "VL2_REFERENCE_V1_FIXTURES")
+#: Variables that steer the suite itself (e.g. make test-oldest's VL2_TEST_EXPECT_TRANSFORMERS): kept.
+TEST_CONTROL_PREFIX = "VL2_TEST_"
 _scratch: list[str] = []
 
 
@@ -28,7 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for variable, folder in ISOLATED_FOLDERS.items():
         os.environ[variable] = os.path.join(root, folder)
     for name in [n for n in os.environ if n.startswith("VL2_")]:
-        if name not in ISOLATED_FOLDERS and name not in FIXTURE_LOCATIONS:
+        if name not in ISOLATED_FOLDERS and name not in FIXTURE_LOCATIONS and not name.startswith(TEST_CONTROL_PREFIX):
             del os.environ[name]  # a user's setting (VL2_BATCH_SIZE, VL2_CONFIG, VL2_V1_LLM, ...)
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = os.environ.get("VL2_EXPECT_TRANSFORMERS")
+EXPECTED = os.environ.get("VL2_TEST_EXPECT_TRANSFORMERS")
 
 
-@pytest.mark.skipif(not EXPECTED, reason="VL2_EXPECT_TRANSFORMERS not set (only make test-oldest sets it)")
+@pytest.mark.skipif(not EXPECTED, reason="VL2_TEST_EXPECT_TRANSFORMERS not set (only make test-oldest sets it)")
 def test_the_staged_transformers_is_the_one_imported() -> None:
     import transformers
 
