@@ -176,11 +176,14 @@ def environment_facts(dry_run: bool, commit: str, staged: list[str]) -> dict:
             facts["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
     except Exception as error:  # a broken torch is itself the finding
         facts["torch_error"] = repr(error)
-    for module in ("transformers", "huggingface_hub", "timm", "onnxruntime", "av", "decord", "jsonschema"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("transformers", "huggingface_hub", "timm", "onnxruntime", "onnxruntime-gpu", "av", "decord",
+                 "jsonschema", "tensorrt", "tensorrt-rtx-cu13-bindings"):
         try:
-            facts[module] = __import__(module).__version__
-        except Exception:
-            facts[module] = None
+            facts[name] = version(name)
+        except PackageNotFoundError:
+            facts[name] = None
     return facts
 
 
