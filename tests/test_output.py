@@ -145,8 +145,8 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumes(tmp_path: Path) ->
     other.write_bytes(b"1")
     out = tmp_path / "out.jsonl"
     with JsonlWriter(out) as writer:
-        writer.write(_record(path))
-        writer.write(_record(other))  # the run goes on after it
+        writer.write(_record(path, output="x", modality="video"))
+        writer.write(_record(other, output="y", modality="video"))  # the run goes on after it
     text = out.read_bytes().decode("utf-8")  # still valid UTF-8 throughout
     assert len(text.splitlines()) == 2
     index = ResumeIndex.from_output(out)

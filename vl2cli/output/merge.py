@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from ..errors import Vl2Error
 from .record import ResumeKey, key_of_record
-from .writer import encode_record, read_records
+from .reader import SkippedLines, read_records
+from .writer import encode_record
 
 MergeFormat = Literal["jsonl", "parquet"]
 MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
@@ -22,11 +23,26 @@ MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
 
 @dataclass
 class Merged:
-    """The records kept (one per resume key, ordered by path) and how many lines were not records."""
+    """The records kept (one per resume key, ordered by path) and how many lines were not records
+    (`warnings`: one line per input file that had some, naming them)."""
 
     records: list[dict[str, Any]]
     superseded: int
     foreign: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def merge_key(record: dict[str, Any]) -> ResumeKey:
+    """What a record is about: its resume key, or — for a file that could not be stat'ed (no `file`
+    stamp, e.g. a listed file that does not exist) — its path and request, so it is merged too."""
+    key = key_of_record(record)
+    if key is not None:
+        return key
+    model = record["model"]
+    labels = record["labels"]
+    return (record["path"], "unstamped", record["task"], record["prompt"],
+            tuple(labels) if labels is not None else None, model["id"], model["revision"], record["frames"],
+            record["modality_requested"], repr(record.get("segment")))
 
 
 def latest_records(paths: Iterable[str | Path]) -> Merged:
@@ -37,16 +53,17 @@ def latest_records(paths: Iterable[str | Path]) -> Merged:
     """
     latest: dict[ResumeKey, dict[str, Any]] = {}
     seen = foreign = 0
+    warnings = []
     for path in paths:
-        for record in read_records(path):
-            key = key_of_record(record)
-            if key is None:
-                foreign += 1
-                continue
+        skipped = SkippedLines()
+        for record in read_records(path, on_skipped=skipped):
             seen += 1
-            latest[key] = record
+            latest[merge_key(record)] = record
+        foreign += len(skipped)
+        if (warning := skipped.describe(path)) is not None:
+            warnings.append(warning)
     ordered = sorted(latest.items(), key=lambda item: (PurePath(item[0][0]).parts, repr(item[0][1:])))
-    return Merged([record for _, record in ordered], seen - len(latest), foreign)
+    return Merged([record for _, record in ordered], seen - len(latest), foreign, warnings)
 
 
 def _replace_with(out: Path, write: Any) -> None:

@@ -3,16 +3,17 @@
 Each record is written with a single `write` of the whole line followed by fsync, so a run killed
 at any moment leaves at most one unterminated line at the end. The file is never rewritten: when the
 previous run left such a partial line, a newline is appended so the next record starts on its own
-line (readers skip the one line that does not parse).
+line (the reader, output/reader.py, skips the one line that does not parse).
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
+
+from .reader import read_records  # noqa: F401  (the one reader of outputs; kept importable from here)
 
 STDOUT_NAME = "-"
 NEWLINE = b"\n"
@@ -88,18 +89,3 @@ class JsonlWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def read_records(path: str | Path, *, on_skipped: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Every record of a JSONL file in order, skipping lines that do not parse as a JSON object
-    (`on_skipped(line_number)` hears of each, for callers that report them)."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = None
-            if isinstance(value, dict):
-                yield value
-            elif on_skipped is not None and raw.strip():
-                on_skipped(number)

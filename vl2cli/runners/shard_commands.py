@@ -36,6 +36,8 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
     _, left, _ = report_lines(shard_folder)
     parts = shard_folder.parts()
     merged = latest_records(parts)
+    for warning in merged.warnings:
+        print(f"vl2: warning: {warning}", file=stderr, flush=True)
     write_merged(merged.records, out, fmt)
     dropped = f"; {merged.superseded} earlier record(s) of the same files dropped" if merged.superseded else ""
     print(f"vl2: merged {len(merged.records)} records from {len(parts)} part file(s) into {out}{dropped}",

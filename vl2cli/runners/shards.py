@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..errors import Vl2Error
-from ..output.writer import STDOUT_NAME, read_records
+from ..output.reader import read_records
+from ..output.writer import STDOUT_NAME
 
 log = logging.getLogger(__name__)
 

@@ -237,6 +237,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
             index = ResumeIndex.from_output(settings.out)
+            if (skipped := index.skipped.describe(settings.out)) is not None:
+                console.log(f"vl2: warning: {skipped}")
         writer = None if single or as_list else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
         subtitles = None
         if settings.format != "jsonl":
