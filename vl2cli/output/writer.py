@@ -4,12 +4,19 @@ Each record is written with a single `write` of the whole line followed by fsync
 at any moment leaves at most one unterminated line at the end. The file is never rewritten: when the
 previous run left such a partial line, a newline is appended so the next record starts on its own
 line (the reader, output/reader.py, skips the one line that does not parse).
+
+Before each record the writer checks that its path still names the file it opened (same device and
+inode): an editor or sync tool that replaced the file (copy, then rename over it) or removed it would
+otherwise receive nothing while the run reports success. The run stops with OutputReplacedError
+instead, and no record is written into a file no name reaches.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+
+from ..errors import OutputReplacedError
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,10 +62,15 @@ class JsonlWriter:
         self.repaired_partial_line = False
         self._fd: int | None = None
         self._stdout = stdout
+        self._identity: tuple[int, int] | None = None
+        #: records appended by this writer
+        self.written = 0
         if self.to_stdout:
             return
         Path(self.out).parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        opened = os.fstat(self._fd)
+        self._identity = (opened.st_dev, opened.st_ino)
         if ends_with_partial_line(self.out):
             _write_all(self._fd, NEWLINE)
             os.fsync(self._fd)
@@ -76,8 +88,25 @@ class JsonlWriter:
             stream.write(line.decode("utf-8"))
             stream.flush()
             return
+        self.check_still_named()
         _write_all(self._fd, line)
         os.fsync(self._fd)
+        self.written += 1
+
+    def check_still_named(self) -> None:
+        """Raise OutputReplacedError when the output path no longer names the file being appended to."""
+        if self._fd is None:
+            return
+        try:
+            now = os.stat(self.out)
+            named = (now.st_dev, now.st_ino) == self._identity
+        except OSError:
+            named = False
+        if not named:
+            raise OutputReplacedError(
+                f"{self.out} was replaced or removed while this run was writing it (an editor or a sync tool "
+                f"that copies and renames?); stopped without writing further records ({self.written} were appended "
+                "to the file that had that name); run again to carry on from what the file now holds")
 
     def close(self) -> None:
         if self._fd is not None:
