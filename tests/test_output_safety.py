@@ -55,3 +55,54 @@ def test_an_output_replaced_mid_run_stops_the_run_and_nothing_goes_into_the_unli
     assert listing.copied is not None
     assert (tmp_path / "opened").read_bytes() == listing.copied  # no record went into the file no name reaches
     assert out.read_bytes() == listing.copied
+
+
+def _segment_record(source: Path, text: str) -> dict:
+    return {"path": str(source), "error": None, "output": text,
+            "segment": {"index": 0, "start_s": 0.0, "end_s": 30.0, "count": 1, "by": "30s"}}
+
+
+def _subtitles(source: Path, text: str, **options) -> tuple[list[Path], list[str]]:
+    from vl2cli.output.subtitles import SubtitleFiles
+
+    files = SubtitleFiles("srt", **options)
+    files.add(source, _segment_record(source, text))
+    files.close()
+    return files.written, files.refused
+
+
+def test_subtitles_never_replace_a_file_vl2_did_not_write(tmp_path: Path) -> None:
+    source = tmp_path / "clip.mp4"
+    mine = tmp_path / "clip.srt"
+    mine.write_text("1\n00:00:00,000 --> 00:00:01,000\nmy own subtitles\n")
+    written, refused = _subtitles(source, "hello")
+    assert written == [] and len(refused) == 1 and "was not written by vl2" in refused[0]
+    assert mine.read_text().endswith("my own subtitles\n")
+    written, refused = _subtitles(source, "hello", overwrite=True)  # asked for: replaced
+    assert written == [mine] and "hello" in mine.read_text()
+    written, refused = _subtitles(source, "again")  # vl2's own file now (its sidecar vouches): rewritten on resume
+    assert written == [mine] and "again" in mine.read_text() and not refused
+    mine.write_text(mine.read_text() + "\n2\n00:00:01,000 --> 00:00:02,000\nedited by hand\n")
+    written, refused = _subtitles(source, "third")  # changed since vl2 wrote it: the user's now
+    assert written == [] and "edited by hand" in mine.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clip.srt.vl2", "clip.srt"]  # no temporary left
+
+
+def test_subtitles_are_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    source = archive / "clip.mp4"
+    (archive / "clip.srt").symlink_to(outside)
+    written, refused = _subtitles(source, "hello")
+    assert written == [] and "is a symlink" in refused[0] and outside.read_text() == "precious"
+    # a planted sidecar that vouches for the target does not help: the link is still not followed
+    from vl2cli.output.subtitles import sidecar_path
+    import hashlib
+    sidecar_path(archive / "clip.srt").write_text(json.dumps({"sha256": hashlib.sha256(b"precious").hexdigest()}))
+    written, refused = _subtitles(source, "hello")
+    assert written == [] and outside.read_text() == "precious"
+    written, refused = _subtitles(source, "hello", overwrite=True)  # replaces the link itself, not its target
+    assert outside.read_text() == "precious" and not (archive / "clip.srt").is_symlink()
+    assert "hello" in (archive / "clip.srt").read_text()

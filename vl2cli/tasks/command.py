@@ -243,7 +243,9 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         subtitles = None
         if settings.format != "jsonl":
             subtitles = SubtitleFiles(settings.format, out_dir=settings.out_dir,  # type: ignore[arg-type]
-                                      earlier=settings.out if index is not None else None)
+                                      earlier=settings.out if index is not None else None,
+                                      overwrite=settings.overwrite,
+                                      on_refused=lambda message: console.log(f"vl2: error: {message}"))
             stack.callback(subtitles.close)
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
@@ -285,6 +287,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                            complete=not summary.unreadable_folders)
     if index is not None:
         summary.failed_in_output = index.still_failed()
+    if subtitles is not None:
+        summary.subtitles_refused = len(subtitles.refused)
     if summary.total == 0:
         console.log("vl2: warning: no media files found in the inputs")
     if not single:
