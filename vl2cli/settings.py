@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .constants import FRAMES_LIMIT
 from .errors import ConfigFileError, Vl2Error
 
 #: The audio-visual checkpoint: it answers about sound as well as pictures.
@@ -50,6 +51,45 @@ _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 SettingSource = Literal["default", "config", "env", "flag"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: low..high, inclusive unless `low_open` (docs/cli.md lists them)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def text(self) -> str:
+        low = f"above {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}"
+        return f"{low} and at most {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+#: Every numeric setting's range. A value outside it is refused before any work: a million frames or a
+#: seed past 2**32 would otherwise fail deep inside torch (an abort, or every file a model_error).
+RANGES: dict[str, Range] = {
+    "frames": Range(1, FRAMES_LIMIT),
+    "batch_size": Range(1, 1024),
+    "workers": Range(1, 256),
+    "max_new_tokens": Range(1, 65536),
+    "top_k": Range(1, 10000),
+    "decode_timeout": Range(0, 86400, low_open=True),
+    "temperature": Range(0, 100),
+    "top_p": Range(0, 1, low_open=True),
+    "seed": Range(0, 2**32 - 1),
+}
+#: Labels a classify run takes at most (each is scored by its own forward pass).
+MAX_LABELS = 10000
 
 
 def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -178,12 +218,10 @@ def _validate(settings: Settings) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(settings, f.name) not in choices:
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
-    for name in ("batch_size", "workers", "frames", "max_new_tokens", "top_k"):
+    for name, allowed in RANGES.items():
         value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise Vl2Error(f"{name}: must be at least 1 (got {value})")
-    if not math.isfinite(settings.decode_timeout) or settings.decode_timeout <= 0:
-        raise Vl2Error(f"decode_timeout: must be a positive number of seconds (got {settings.decode_timeout})")
+        if value is not None and not allowed.holds(value):
+            raise Vl2Error(f"{name}: must be {allowed.text()} (got {value})")
     if not _DEVICE_PATTERN.fullmatch(settings.device):
         raise Vl2Error(f"device: {settings.device!r} is not one of auto, cpu, cuda, cuda:N")
     if not settings.out:
@@ -197,10 +235,6 @@ def _validate(settings: Settings) -> None:
 def _validate_sampling(settings: Settings) -> None:
     """Sampling knobs in range, and none given while sampling is off (they would do nothing)."""
     temperature, top_p = settings.temperature, settings.top_p
-    if temperature is not None and (not math.isfinite(temperature) or temperature < 0):
-        raise Vl2Error(f"temperature: must be 0 (greedy) or more (got {temperature})")
-    if top_p is not None and not (0 < top_p <= 1):
-        raise Vl2Error(f"top_p: must be in (0, 1] (got {top_p})")
     if not temperature and (top_p is not None or settings.seed is not None):
         given = "top_p" if top_p is not None else "seed"
         raise Vl2Error(f"{given}: only used when sampling; set temperature above 0 too (greedy is the default)")
@@ -210,17 +244,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of setting names (safe_load only); unknown keys are an error, not ignored."""
     import yaml
 
+    from .bounded_files import read_small_file, reason
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path).decode("utf-8")
     except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+        raise ConfigFileError(f"{path}: cannot read the config file ({reason(exc)})") from None
     except UnicodeDecodeError as exc:
         raise ConfigFileError(f"{path}: the config file is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise ConfigFileError(f"{path}: not valid YAML (nested too deep)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..errors import Vl2Error
+from ..bounded_files import read_small_file
 from ..output.reader import read_records
 from ..output.writer import STDOUT_NAME
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 LAYOUT_NAME = "shards.json"
 PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.jsonl")
 _SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: The most shards a run may be split into (Slurm's own MaxArraySize defaults to 1001); a layout that
+#: claims more is refused rather than walked shard by shard.
+MAX_SHARDS = 100_000
 SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
 
 
@@ -52,6 +56,8 @@ class Shard:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ShardError(f"shard: {self.index}/{self.count} is not a shard; K/N needs 0 <= K < N")
+        if self.count > MAX_SHARDS:
+            raise ShardError(f"shard: {self.index}/{self.count}: at most {MAX_SHARDS} shards")
 
     @classmethod
     def parse(cls, text: str) -> "Shard":
@@ -204,14 +210,18 @@ class ShardFolder:
     def layout(self) -> dict[str, int] | None:
         """{"shards": N, "array_min": M} as recorded by the first task, or None (no sharded run here)."""
         try:
-            payload = json.loads(self.layout_path.read_text(encoding="utf-8"))
+            payload = json.loads(read_small_file(self.layout_path).decode("utf-8"))
         except FileNotFoundError:
             return None
+        except RecursionError:
+            raise ShardError(f"{self.layout_path}: cannot read the shard layout (nested too deep)") from None
         except (OSError, ValueError) as exc:
             raise ShardError(f"{self.layout_path}: cannot read the shard layout ({exc})") from None
-        if not (isinstance(payload, dict) and isinstance(payload.get("shards"), int) and payload["shards"] >= 1
-                and isinstance(payload.get("array_min"), int)):
-            raise ShardError(f"{self.layout_path}: not a vl2 shard layout (needs integer shards and array_min)")
+        if not (isinstance(payload, dict) and isinstance(payload.get("shards"), int)
+                and not isinstance(payload["shards"], bool) and 1 <= payload["shards"] <= MAX_SHARDS
+                and isinstance(payload.get("array_min"), int) and not isinstance(payload["array_min"], bool)):
+            raise ShardError(f"{self.layout_path}: not a vl2 shard layout (needs integer shards from 1 to "
+                             f"{MAX_SHARDS} and an integer array_min)")
         return {"shards": payload["shards"], "array_min": payload["array_min"]}
 
     def claim(self, count: int, array_min: int) -> dict[str, int]:
@@ -266,8 +276,8 @@ class ShardFolder:
 
     def _marker(self, shard: Shard) -> dict[str, Any] | None:
         try:
-            payload = json.loads(self.marker_path(shard).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            payload = json.loads(read_small_file(self.marker_path(shard)).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
         return payload if isinstance(payload, dict) else None
 

@@ -226,6 +226,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
+        summary.bad_list_entries += warning.reason == "bad_list_entry"
         console.log(f"vl2: warning: {warning.message}")
 
     with ExitStack() as stack:

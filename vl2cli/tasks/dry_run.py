@@ -40,7 +40,7 @@ def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, se
 
     def on_warning(warning: WalkWarning) -> None:
         nonlocal unreadable_folders
-        unreadable_folders += warning.reason == "unreadable_folder"
+        unreadable_folders += warning.reason in ("unreadable_folder", "bad_list_entry")
         print(f"vl2: warning: {warning.message}", file=stderr, flush=True)
 
     index = None
