@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,17 @@ class _ListThatReplacesTheOutput(io.StringIO):
 
     def __init__(self, paths: list[Path], out: Path) -> None:
         super().__init__()
-        self.paths, self.out, self.copied = paths, out, None
+        self.paths, self.out, self.copied, self.given = paths, out, None, 0
 
-    def __iter__(self) -> Iterator[str]:
-        for number, path in enumerate(self.paths):
-            if number == 2:
-                self.copied = self.out.read_bytes()
-                self.out.with_name("copy").write_bytes(self.copied)
-                os.replace(self.out.with_name("copy"), self.out)
-            yield f"{path}\n"
+    def readline(self, size: int | None = -1) -> str:  # noqa: ARG002 (a path line is always short)
+        if self.given == len(self.paths):
+            return ""
+        if self.given == 2:
+            self.copied = self.out.read_bytes()
+            self.out.with_name("copy").write_bytes(self.copied)
+            os.replace(self.out.with_name("copy"), self.out)
+        self.given += 1
+        return f"{self.paths[self.given - 1]}\n"
 
 
 @needs_checkpoint
@@ -106,3 +107,29 @@ def test_subtitles_are_never_written_through_a_planted_symlink(tmp_path: Path) -
     written, refused = _subtitles(source, "hello", overwrite=True)  # replaces the link itself, not its target
     assert outside.read_text() == "precious" and not (archive / "clip.srt").is_symlink()
     assert "hello" in (archive / "clip.srt").read_text()
+
+
+@needs_checkpoint
+def test_a_listed_file_that_does_not_exist_is_recorded_once_until_it_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vl2cli.output.merge import latest_records
+
+    use_fixture_hub(monkeypatch, load_reference(AV_FIXTURE))
+    out = tmp_path / "out.jsonl"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'gone.mp4'}\n{tmp_path / 'no' / 'such' / 'folder.mp4'}\n")
+    settings = _settings(out, files_from=str(listing))
+    for night in range(3):
+        log = io.StringIO()
+        execute("caption", [], settings, stderr=log)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(records) == 2, (night, records)  # recorded by the first run only
+        assert {r["error"]["code"] for r in records} == {"unreadable_file"}
+        if night:
+            assert "0 done, 2 skipped" in log.getvalue(), log.getvalue()
+    merged = latest_records([out])  # and merge keeps them
+    assert len(merged.records) == 2 and merged.foreign == 0
+    (tmp_path / "gone.mp4").write_bytes(b"not a video")  # it exists now: tried again
+    execute("caption", [], settings, stderr=io.StringIO())
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and records[-1]["path"] == str(tmp_path / "gone.mp4") and records[-1]["file"] is not None
