@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from ..errors import Vl2Error
-from .record import ResumeKey, key_of_record
+from .record import ResumeKey, key_of_record, printable
 from .reader import SkippedLines, read_records
 from .writer import encode_record
 
@@ -96,7 +96,8 @@ def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise Vl2Error("Parquet output needs pyarrow, which is not installed: pip install 'vl2[parquet]'") from None
-    table = pa.Table.from_pylist(records)
+    # Parquet strings are UTF-8: a non-UTF-8 file name's bytes are kept visible as \xNN escapes
+    table = pa.Table.from_pylist([printable(record) for record in records])
     _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
 
 

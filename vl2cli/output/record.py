@@ -120,6 +120,31 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
         return None
 
 
+def printable_text(text: str) -> str:
+    """`text` as valid Unicode: the bytes of a file name that is not UTF-8 (surrogate escapes, as os.fsdecode
+    gives them and records keep them) shown as `\\xNN`, so HTML and Parquet can hold it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable(value: Any) -> Any:
+    """A record (or any JSON value) with every string made `printable_text`."""
+    if isinstance(value, str):
+        return printable_text(value)
+    if isinstance(value, dict):
+        return {printable_text(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
 def media_facts(info: Any) -> dict[str, Any] | None:
     """The record's `media` object from a probe result (MediaInfo or its dict)."""
     if info is None:

@@ -19,6 +19,7 @@ from typing import Any
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
 from ..output.reader import SkippedLines, read_records
+from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
 from .rows import latest_records, summarise
 
@@ -37,6 +38,7 @@ def _when(segment: dict[str, Any] | None) -> str | None:
 
 
 def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
+    record = printable(record)  # a file name that is not UTF-8: its bytes shown as \xNN
     path = str(record.get("path", ""))
     error = record.get("error")
     output = record.get("output")
@@ -87,5 +89,5 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Write the report next to nothing else: one file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(results, **options), encoding="utf-8")
+    out.write_text(build_report(results, **options), encoding="utf-8", errors="backslashreplace")
     return out

@@ -1,0 +1,68 @@
+"""`vl2 report` and `vl2 merge` render any record vl2 can write: frames of extreme shapes, file names
+that are not UTF-8, every error kind, files that could not be stat'ed."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from media_helpers.synth import write_video
+from vl2cli.output import FileStamp, JsonlWriter, Request, build_record
+from vl2cli.output.merge import latest_records, write_merged
+from vl2cli.report.page import build_report, write_report
+
+REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
+MEDIA = {"kind": "video", "has_video": True, "has_audio": False}
+
+
+def _record(path: Path, **fields) -> dict:
+    stamp = FileStamp.of(path) if os.path.lexists(path) else None
+    return build_record(REQUEST, path=str(path), stamp=stamp, vl2_version="0", **fields)
+
+
+def test_a_report_of_extreme_frame_shapes_draws_every_row(tmp_path: Path) -> None:
+    wide_image = tmp_path / "wide.png"
+    Image.fromarray(np.full((3, 4097, 3), 200, dtype=np.uint8)).save(wide_image)
+    tall_image = tmp_path / "tall.png"
+    Image.fromarray(np.full((4097, 3, 3), 90, dtype=np.uint8)).save(tall_image)
+    wide_video = write_video(tmp_path / "wide.mp4", width=4098, height=4, frames=4)
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(wide_image, output="a line", modality="image", media={**MEDIA, "kind": "image"}))
+        writer.write(_record(tall_image, output="a post", modality="image", media={**MEDIA, "kind": "image"}))
+        writer.write(_record(wide_video, output="a strip", modality="video", media=MEDIA))
+    html = build_report(out)
+    assert html.count("data:image/jpeg;base64,") == 3, "every row gets its frames"
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_merged_to_parquet(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/clip-\xff\xfe.png"
+    Image.fromarray(np.full((8, 8, 3), 10, dtype=np.uint8)).save(raw)
+    odd = Path(os.fsdecode(raw))
+    gone = Path(os.fsdecode(os.fsencode(tmp_path) + b"/gone-\xe9.mp4"))
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:  # as vl2 writes them: the name's bytes as \udcXX escapes
+        writer.write(_record(odd, output="dark", modality="image", media={**MEDIA, "kind": "image"}))
+        writer.write(_record(gone, error={"code": "unreadable_file", "message": f"{gone}: cannot read (No such file)"}))
+        for code in ("decode_timeout", "decoder_crash", "model_error", "worker_lost", "corrupt_media"):
+            other = tmp_path / f"{code}.mp4"
+            other.write_bytes(b"x")
+            writer.write(_record(other, error={"code": code, "message": "failed", "attempt": 2}))
+    report = write_report(out, tmp_path / "report.html")
+    text = report.read_text(encoding="utf-8")  # valid UTF-8 throughout
+    assert "clip-\\\\xff\\\\xfe.png" in text and "gone-\\\\xe9.mp4" in text
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    merged = latest_records([out])
+    assert len(merged.records) == 7
+    write_merged(merged.records, tmp_path / "all.parquet", "parquet")
+    paths = pq.read_table(tmp_path / "all.parquet").column("path").to_pylist()
+    assert str(tmp_path) + "/clip-\\xff\\xfe.png" in paths and len(paths) == 7
+    write_merged(merged.records, tmp_path / "all.jsonl")  # JSONL keeps the very bytes
+    assert os.fsencode(json.loads((tmp_path / "all.jsonl").read_text().splitlines()[0])["path"]) == raw
