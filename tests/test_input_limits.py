@@ -117,3 +117,19 @@ def test_a_shard_layout_claiming_absurd_counts_is_refused(tmp_path: Path) -> Non
         shards_report(tmp_path, stdout=io.StringIO())
     with pytest.raises(ShardError, match="at most"):
         Shard.parse(f"0/{10**12}")
+
+
+def test_segment_lengths_have_a_lower_and_an_upper_bound() -> None:
+    from vl2cli.tasks.segmenting import Segmenting
+
+    for text in ("500ms", "0.2", "25h"):
+        with pytest.raises(Vl2Error, match=r"^segment: .* a segment must be at least 1 s and at most 86400 s"):
+            Segmenting.parse(text)
+    with pytest.raises(Vl2Error, match="leave at least 1 s between window starts"):
+        Segmenting.parse("10s", overlap="9.5s")
+    with pytest.raises(Vl2Error, match="^segment_max"):
+        Segmenting.parse("scenes", max_length="200ms", min_length="100ms")
+    from vl2cli.media.segments import fixed_windows
+
+    length = Segmenting.parse("2s500ms").length_s
+    assert [s.end_s for s in fixed_windows(10.0, length)] == [2.5, 5.0, 7.5, 10.0]
