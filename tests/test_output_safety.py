@@ -19,7 +19,7 @@ AV_FIXTURE = "siglip-qwen2-av"
 needs_checkpoint = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
 
 
-def _settings(out: Path, **more):
+def _settings(out: Path | str, **more):
     flags = {"model": str(reference_root() / AV_FIXTURE / "checkpoint"), "out": str(out), "quiet": True,
              "workers": 1, "batch_size": 1, **more}
     return resolve_settings(flags, env={}).settings
@@ -133,3 +133,48 @@ def test_a_listed_file_that_does_not_exist_is_recorded_once_until_it_exists(
     execute("caption", [], settings, stderr=io.StringIO())
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and records[-1]["path"] == str(tmp_path / "gone.mp4") and records[-1]["file"] is not None
+
+
+@needs_checkpoint
+def test_a_dry_run_plans_only_its_shard_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vl2cli.runners.shards import file_id, input_roots, shard_of
+
+    use_fixture_hub(monkeypatch, load_reference(AV_FIXTURE))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    names = [f"clip{i:02d}.mp4" for i in range(12)]
+    for name in names:
+        (archive / name).write_bytes(b"x")
+    roots = input_roots([archive])
+    mine = sorted(str(archive / n) for n in names if shard_of(file_id(archive / n, roots), 3) == 1)
+    assert 0 < len(mine) < len(names)
+    parts = tmp_path / "parts"
+    for attempt in range(2):  # before and after the shard folder exists
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = execute("caption", [archive], _settings(f"{parts}/", shard="1/3"), dry_run=True,
+                       stdout=stdout, stderr=stderr)
+        assert code == 0, stderr.getvalue()
+        assert sorted(line.split(None, 1)[1] for line in stdout.getvalue().splitlines()) == mine
+        assert not (parts / "shards.json").exists()  # a dry run claims no layout
+        parts.mkdir(exist_ok=True)
+
+
+def test_the_same_question_twice_is_asked_once() -> None:
+    from vl2cli.tasks.command import task_spec
+
+    settings = resolve_settings({}, env={}).settings
+    assert task_spec("ask", settings, questions=["who?", "where?", "who?"]).questions == ("who?", "where?")
+    once = task_spec("ask", settings, questions=["who?", "who?"])
+    assert once.prompt == "who?" and once.questions == ()
+
+
+def test_merge_refuses_to_write_over_the_shard_layout(tmp_path: Path) -> None:
+    from vl2cli.errors import Vl2Error
+    from vl2cli.runners.shard_commands import merge_shards
+
+    layout = tmp_path / "shards.json"
+    layout.write_text(json.dumps({"shards": 2, "array_min": 0}))
+    for name in ("shards.json", "part-0-of-2.done", "part-1-of-2.jsonl"):
+        with pytest.raises(Vl2Error, match="must not replace the shard folder's own files"):
+            merge_shards(tmp_path, tmp_path / name, stderr=io.StringIO())
+    assert json.loads(layout.read_text()) == {"shards": 2, "array_min": 0}

@@ -320,12 +320,13 @@ def _shard_from_slurm(array: SlurmArray, folder: ShardFolder) -> tuple[Shard, in
 
 
 def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[str | Path],
-                        env: Mapping[str, str] | None = None) -> ShardedOutput | None:
+                        env: Mapping[str, str] | None = None, *, dry_run: bool = False) -> ShardedOutput | None:
     """The shard this run is, or None for an ordinary run.
 
     `shard_setting` ("K/N") wins; without it a Slurm array task shards itself when `out` is a folder
     (an array whose tasks each write their own file is left alone). `out` ending in "/" without
     either is shard 0/1 (an existing folder named without the slash stays an error, as before). The shard's marker is cleared: it is rewritten when this run ends complete.
+    `dry_run`: the same shard, checked against the folder's layout, but nothing is written.
     """
     env = os.environ if env is None else env
     slash = _names_a_folder(out)
@@ -348,8 +349,14 @@ def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[st
         shard, array_min = _shard_from_slurm(array, folder)
     else:
         shard, array_min = Shard(0, 1), 0
-    folder.claim(shard.count, array_min)
-    folder.clear_marker(shard)
+    if dry_run:
+        layout = folder.layout()
+        if layout is not None and layout["shards"] != shard.count:
+            raise ShardError(f"{folder.root} holds a run split into {layout['shards']} shards, not {shard.count}; "
+                             f"use the same shard count or another output folder")
+    else:
+        folder.claim(shard.count, array_min)
+        folder.clear_marker(shard)
     return ShardedOutput(folder, shard, input_roots(inputs))
 
 

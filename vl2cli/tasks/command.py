@@ -134,6 +134,7 @@ def sampling_of(settings: Settings) -> Sampling | None:
 def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:
     """The TaskSpec a command's settings ask for (ask: `prompt`, or several `questions`)."""
     labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    questions = tuple(dict.fromkeys(questions))  # `-q same -q same` asks it once (one record per file and question)
     if task == "ask" and len(questions) == 1:
         prompt, questions = questions[0], ()
     sampling = sampling_of(settings) if task != "classify" else None
@@ -208,7 +209,11 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     if dry_run:
         from .dry_run import dry_run as plan_only
 
-        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr)
+        sharded = plan_sharded_output(settings.shard, settings.out, inputs, dry_run=True)
+        if sharded is not None:  # the shard's own files, resumed from its own part file
+            settings = dataclasses.replace(settings, out=str(sharded.part))
+        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr,
+                         keep=sharded.keeps if sharded is not None else None)
     console = _Console(quiet=settings.quiet, stderr=stderr)
     sharded = plan_sharded_output(settings.shard, settings.out, inputs)
     if sharded is not None:  # from here on the run's output is the shard's part file

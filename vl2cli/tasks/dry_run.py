@@ -11,7 +11,7 @@ and a summary line on stderr. Only the checkpoint's `config.json` is read (for t
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,7 +33,7 @@ def _line(action: str, path: Path, prompt: str | None, several: bool) -> str:
 
 
 def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, settings: Settings, model: Any, *,
-            stdout: TextIO, stderr: TextIO) -> int:
+            stdout: TextIO, stderr: TextIO, keep: Callable[[Path], bool] | None = None) -> int:
     """Print the plan; exit 0 (or 1 when a folder could not be read, as the run would)."""
     counts = {"process": 0, "skip": 0, "error": 0}
     unreadable_folders = 0
@@ -52,7 +52,7 @@ def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, se
     several = len(spec.prompts) > 1
     planned, requests = plan_run(model, inputs, spec, run_options(settings), is_done=is_done, on_warning=on_warning,
                                  recursive=settings.recursive, include=settings.include, exclude=settings.exclude,
-                                 kinds=settings.kinds, listed=listed)
+                                 kinds=settings.kinds, listed=listed, keep=keep)
     for plan in planned:
         action = "process" if plan.pending else "skip" if plan.outcome.skipped else "error"
         for request in plan.requests or requests[:1]:
