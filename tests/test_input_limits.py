@@ -133,3 +133,13 @@ def test_segment_lengths_have_a_lower_and_an_upper_bound() -> None:
 
     length = Segmenting.parse("2s500ms").length_s
     assert [s.end_s for s in fixed_windows(10.0, length)] == [2.5, 5.0, 7.5, 10.0]
+
+
+def test_settings_that_do_nothing_without_another_are_refused() -> None:
+    for flags, said in (({"out_dir": "subs"}, "out_dir: only used for subtitle files"),
+                        ({"segment_overlap": "5s"}, "segment_overlap: only used with fixed-length segments"),
+                        ({"segment": "scenes", "segment_overlap": "5s"}, "segment_overlap: only used"),
+                        ({"ray_address": "auto"}, "ray_address: only used with engine ray")):
+        with pytest.raises(Vl2Error, match=said):
+            resolve_settings(flags, env={})
+    resolve_settings({"out_dir": "subs", "format": "srt", "segment": "60s", "segment_overlap": "5s"}, env={})

@@ -227,9 +227,21 @@ def _validate(settings: Settings) -> None:
     if not settings.out:
         raise Vl2Error("out: must name a file, or - for stdout")
     _validate_sampling(settings)
+    _validate_combinations(settings)
     bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
     if bad_kinds:
         raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
+
+
+def _validate_combinations(settings: Settings) -> None:
+    """Settings that do nothing without another one are refused, not silently ignored."""
+    if settings.out_dir is not None and settings.format == "jsonl":
+        raise Vl2Error("out_dir: only used for subtitle files; set format to srt or vtt too (or leave out_dir unset)")
+    if settings.segment_overlap not in (None, "", "0") and (not settings.segment
+                                                            or settings.segment.strip().lower() == "scenes"):
+        raise Vl2Error("segment_overlap: only used with fixed-length segments; set segment to a length (e.g. 60s)")
+    if settings.ray_address is not None and settings.engine != "ray":
+        raise Vl2Error("ray_address: only used with engine ray")
 
 
 def _validate_sampling(settings: Settings) -> None:
