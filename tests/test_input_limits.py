@@ -143,3 +143,18 @@ def test_settings_that_do_nothing_without_another_are_refused() -> None:
         with pytest.raises(Vl2Error, match=said):
             resolve_settings(flags, env={})
     resolve_settings({"out_dir": "subs", "format": "srt", "segment": "60s", "segment_overlap": "5s"}, env={})
+
+
+@pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
+@pytest.mark.parametrize("junk", ['{"model": [1, {"b": "x"', "[" * 100000])
+def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) -> None:
+    import shutil
+
+    from vl2cli.model.videollama2 import _load_tokenizer
+
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(reference_root() / AV_FIXTURE / "checkpoint", folder,
+                    ignore=shutil.ignore_patterns("*.safetensors"))
+    (folder / "tokenizer.json").write_text(junk)
+    with pytest.raises(CheckpointError, match="cannot load the tokenizer"):
+        _load_tokenizer(folder)
