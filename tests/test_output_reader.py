@@ -125,7 +125,8 @@ def test_merge_report_and_shards_read_past_hostile_lines(tmp_path: Path, media: 
     (folder / "part-0-of-1.jsonl").write_bytes(out.read_bytes())
     listing = io.StringIO()
     assert shards_report(folder, stdout=listing) == 1
-    assert "incomplete (2 records, no completion marker" in listing.getvalue(), listing.getvalue()
+    assert f"incomplete (2 records, {len(hostile)} line(s) not vl2 records, skipped, no completion marker" \
+        in listing.getvalue(), listing.getvalue()
     stderr = io.StringIO()
     assert merge_shards(folder, tmp_path / "all.jsonl", stderr=stderr) == 1
     assert "merged 2 records" in stderr.getvalue() and "not vl2 records" in stderr.getvalue()

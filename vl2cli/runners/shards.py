@@ -28,7 +28,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..errors import Vl2Error
 from ..bounded_files import read_small_file
-from ..output.reader import read_records
+from ..output.reader import SkippedLines, read_records
 from ..output.writer import STDOUT_NAME
 
 log = logging.getLogger(__name__)
@@ -185,14 +185,19 @@ class ShardState:
     state: ShardStateName
     records: int
     marker: dict[str, Any] | None
+    #: lines of the part file that are not records (skipped by the reader)
+    skipped: int = 0
 
     def line(self) -> str:
+        skipped = f", {self.skipped} line(s) not vl2 records, skipped" if self.skipped else ""
         if self.state == "complete":
             marker = self.marker or {}
             failed = f", {marker.get('failed_in_part')} ending in an error" if marker.get("failed_in_part") else ""
-            return f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}; {self.shard.part_name})"
+            return (f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}{skipped}; "
+                    f"{self.shard.part_name})")
         if self.state == "incomplete":
-            return f"shard {self.shard}: incomplete ({self.records} records, no completion marker; {self.shard.part_name})"
+            return (f"shard {self.shard}: incomplete ({self.records} records{skipped}, no completion marker; "
+                    f"{self.shard.part_name})")
         return f"shard {self.shard}: missing (no {self.shard.part_name})"
 
 
@@ -262,9 +267,10 @@ class ShardFolder:
             shard = Shard(index, layout["shards"])
             marker = self._marker(shard)
             part = self.part_path(shard)
-            records = sum(1 for _ in read_records(part)) if part.exists() else 0
+            skipped = SkippedLines()
+            records = sum(1 for _ in read_records(part, on_skipped=skipped)) if part.exists() else 0
             state: ShardStateName = "complete" if marker is not None else "incomplete" if part.exists() else "missing"
-            states.append(ShardState(shard, state, records, marker))
+            states.append(ShardState(shard, state, records, marker, len(skipped)))
         return layout, states
 
     def parts(self) -> list[Path]:
