@@ -16,7 +16,7 @@ from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import REPO_ROOT, reference_root
 from vl2cli.output import FileStamp, JsonlWriter, Request, ResumeIndex, build_record, load_schema, resume_key
 from vl2cli.output.merge import latest_records
-from vl2cli.output.reader import MAX_DEPTH, MAX_LINE_BYTES, SkippedLines, read_records
+from vl2cli.output.reader import MAX_LINE_BYTES, SkippedLines, read_records
 from vl2cli.output.schema import record_problem
 
 REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
@@ -74,7 +74,7 @@ def _planted(tmp_path: Path, media: Path) -> tuple[Path, Path, list[bytes]]:
 
 def test_the_validator_agrees_with_jsonschema(tmp_path: Path, media: Path) -> None:
     validator = jsonschema.Draft202012Validator(load_schema())
-    values = [json.loads(line) for line in _hostile(media)[:-4] if not line.startswith(b"[[")]
+    values = [json.loads(line) for line in _hostile(media)[:-4] if not line.startswith(b"[[") and b'"x"' not in line]
     values += [_good(media), _good(media, error={"code": "x", "message": "y", "attempt": 1}, output=None),
                _good(media, output=None), _good(media, schema_version=1), _good(media, schema_version=True),
                _good(media, frames=1.5), _good(media, frames=0), _good(media, labels=["a", 1]), {"note": 1}, [1]]
@@ -93,7 +93,7 @@ def test_resume_skips_every_hostile_line_and_names_them(tmp_path: Path, media: P
     assert f"skipped {len(hostile)} line(s) that are not vl2 records (line 2, 3, 4, 5, 6 and {len(hostile) - 5} more" \
         in warning and "record.error: expected object or null" in warning
     reasons = {line.number: line.reason for line in index.skipped.lines}
-    assert reasons[4] == "nested too deep" and reasons[5] == "nested too deep"
+    assert reasons[4] == "nested too deep" and reasons[5] == "record.media.x: nested too deep"
     assert "not JSON" in reasons[7]  # NaN is not JSON
 
 
@@ -105,7 +105,6 @@ def test_a_line_longer_than_the_bound_is_skipped_without_reading_it_whole(tmp_pa
     skipped = SkippedLines()
     assert [r["output"] for r in read_records(out, on_skipped=skipped)] == ["a cat"]
     assert [(line.number, line.reason) for line in skipped.lines] == [(1, f"longer than {MAX_LINE_BYTES} bytes")]
-    assert MAX_DEPTH < 100
 
 
 def test_merge_report_and_shards_read_past_hostile_lines(tmp_path: Path, media: Path) -> None:

@@ -19,8 +19,9 @@ from .schema import record_problem
 #: A record line longer than this is not one vl2 wrote (a record holds one answer, at most a few
 #: thousand labels); it is skipped without being held in memory whole.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-#: Deepest nesting of a record (record -> label_scores -> score -> field is 3); deeper lines are skipped.
-MAX_DEPTH = 16
+# Nesting: the schema fixes the depth of every field (record -> label_scores -> score -> field is 3)
+# but `media`, whose extra fields may nest schema.OPEN_VALUE_DEPTH deep; a deeper line is skipped, and
+# one past json's own recursion limit too.
 #: Line numbers named in a summary of skipped lines (the count is always whole).
 NAMED_LINES = 5
 _CHUNK = 1024 * 1024
@@ -60,21 +61,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a parsed value, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > MAX_DEPTH:
-            return depth
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
-
-
 def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(the record, None) or (None, why this line is not one)."""
     try:
@@ -83,8 +69,6 @@ def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "nested too deep"
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None, f"not JSON ({str(exc)[:80]})"
-    if _depth(value) > MAX_DEPTH:
-        return None, "nested too deep"
     problem = record_problem(value)
     if problem is not None:
         return None, problem
