@@ -158,3 +158,14 @@ def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) 
     (folder / "tokenizer.json").write_text(junk)
     with pytest.raises(CheckpointError, match="cannot load the tokenizer"):
         _load_tokenizer(folder)
+
+
+def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
+    from vl2cli.settings import MAX_LABELS
+    from vl2cli.tasks.command import task_spec
+
+    many = tmp_path / "labels.txt"
+    many.write_text("".join(f"label {i}\n" for i in range(MAX_LABELS + 1)))
+    with pytest.raises(InputError, match=f"labels: at most {MAX_LABELS} labels"):
+        task_spec("classify", resolve_settings({"labels": [f"@{many}"]}, env={}).settings)
+    assert (REPO_ROOT / "docs" / "cli.md").read_text().count(f"at most {MAX_LABELS} labels") == 1

@@ -22,7 +22,7 @@ from ..output.record import Sampling, key_of_record
 from ..output.resume import ResumeIndex
 from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
-from ..settings import Settings
+from ..settings import MAX_LABELS, Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
 from .lazy_model import LazyModel
@@ -134,6 +134,8 @@ def sampling_of(settings: Settings) -> Sampling | None:
 def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:
     """The TaskSpec a command's settings ask for (ask: `prompt`, or several `questions`)."""
     labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    if labels is not None and len(labels) > MAX_LABELS:
+        raise InputError(f"labels: at most {MAX_LABELS} labels (got {len(labels)})")
     questions = tuple(dict.fromkeys(questions))  # `-q same -q same` asks it once (one record per file and question)
     if task == "ask" and len(questions) == 1:
         prompt, questions = questions[0], ()
