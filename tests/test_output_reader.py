@@ -147,3 +147,11 @@ def test_a_dry_run_over_a_hostile_output_warns_and_plans(tmp_path: Path) -> None
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert run.stdout.splitlines() == [f"process {clip}"]
     assert f"skipped {len(_hostile(clip))} line(s) that are not vl2 records" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_an_output_that_is_not_a_regular_file_is_not_read_back(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: reading it would wait forever
+    assert list(read_records(fifo)) == [] and len(ResumeIndex.from_output(fifo)) == 0
+    assert list(read_records("/dev/null")) == []

@@ -9,6 +9,8 @@ hostile or damaged line never stops a run, a report or a merge.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +96,13 @@ def _lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
 def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] | None = None
                  ) -> Iterator[dict[str, Any]]:
     """Every record of a vl2 JSONL output in order; `on_skipped` hears of each non-blank line that is
-    not a valid record (SkippedLines collects and describes them)."""
-    with open(path, "rb") as handle:
+    not a valid record (SkippedLines collects and describes them). An output that is not a regular
+    file (`--out /dev/stdout`, a FIFO) holds no records to read back: it is not read (nor waited on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return
+    with os.fdopen(fd, "rb") as handle:
         for number, raw in _lines(handle):
             if raw is None:
                 if on_skipped is not None:
