@@ -32,19 +32,6 @@ class Merged:
     warnings: list[str] = field(default_factory=list)
 
 
-def merge_key(record: dict[str, Any]) -> ResumeKey:
-    """What a record is about: its resume key, or — for a file that could not be stat'ed (no `file`
-    stamp, e.g. a listed file that does not exist) — its path and request, so it is merged too."""
-    key = key_of_record(record)
-    if key is not None:
-        return key
-    model = record["model"]
-    labels = record["labels"]
-    return (record["path"], "unstamped", record["task"], record["prompt"],
-            tuple(labels) if labels is not None else None, model["id"], model["revision"], record["frames"],
-            record["modality_requested"], repr(record.get("segment")))
-
-
 def latest_records(paths: Iterable[str | Path]) -> Merged:
     """The last record per resume key over `paths` read in order, as `ResumeIndex` reads an output.
 
@@ -57,8 +44,12 @@ def latest_records(paths: Iterable[str | Path]) -> Merged:
     for path in paths:
         skipped = SkippedLines()
         for record in read_records(path, on_skipped=skipped):
+            key = key_of_record(record)  # every record the reader passes has one (file: null ones too)
+            if key is None:
+                foreign += 1
+                continue
             seen += 1
-            latest[merge_key(record)] = record
+            latest[key] = record
         foreign += len(skipped)
         if (warning := skipped.describe(path)) is not None:
             warnings.append(warning)
