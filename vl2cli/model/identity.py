@@ -68,6 +68,8 @@ class CheckpointIdentity:
 def config_num_frames(raw: dict, source: str | Path) -> int:
     """config.json's `num_frames` (the default when absent), range-checked as the `frames` setting is."""
     value = raw.get("num_frames") or DEFAULT_NUM_FRAMES
+    if isinstance(value, float) and value.is_integer():  # 8.0: what int() always took
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= FRAMES_LIMIT:
         raise CheckpointError(f"{source}: num_frames {value!r} is not a frame count vl2 supports "
                               f"(an integer from 1 to {FRAMES_LIMIT})")
