@@ -66,3 +66,18 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_merged_to_parquet(tmp_path
     assert str(tmp_path) + "/clip-\\xff\\xfe.png" in paths and len(paths) == 7
     write_merged(merged.records, tmp_path / "all.jsonl")  # JSONL keeps the very bytes
     assert os.fsencode(json.loads((tmp_path / "all.jsonl").read_text().splitlines()[0])["path"]) == raw
+
+
+def test_a_report_takes_odd_but_valid_times_and_timings(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for path in (first, second):
+        path.write_bytes(b"x")
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write({**_record(first, error={"code": "corrupt_media", "message": "x"}),
+                      "created_at": "2026-01-01T00:00:00", "timings_ms": {"decode": None, "model": None, "total": 10**400}})
+        writer.write({**_record(second, error={"code": "corrupt_media", "message": "y"}),
+                      "created_at": "2026-01-01T00:00:10+00:00"})
+    html = build_report(out, max_sheets=0)
+    summary = json.loads(html.split('"summary": ', 1)[1].split(', "page_size"', 1)[0])
+    assert summary["failed"] == 2 and summary["span_s"] == 10.0
