@@ -81,3 +81,26 @@ def test_a_report_takes_odd_but_valid_times_and_timings(tmp_path: Path) -> None:
     html = build_report(out, max_sheets=0)
     summary = json.loads(html.split('"summary": ', 1)[1].split(', "page_size"', 1)[0])
     assert summary["failed"] == 2 and summary["span_s"] == 10.0
+
+
+def test_extreme_numbers_in_valid_records_are_shown_or_skipped_never_a_crash(tmp_path: Path) -> None:
+    from vl2cli.output import ResumeIndex
+    from vl2cli.output.reader import SkippedLines, read_records
+    from vl2cli.output.subtitles import subtitle_line, timestamp
+
+    video = write_video(tmp_path / "clip.mp4", frames=4)
+    out = tmp_path / "out.jsonl"
+    far = {"index": 0, "start_s": 0, "end_s": 1e308, "count": 1, "by": "60s"}
+    with JsonlWriter(out) as writer:
+        writer.write({**_record(video, output="far", modality="video", media=MEDIA), "segment": far})
+        writer.write({**_record(video, output="many", modality="video", media=MEDIA), "frames": 10**9})
+    with open(out, "ab") as handle:  # an integer no float holds, where a segment bound is made a float
+        handle.write(json.dumps({**_record(video, output="huge", modality="video", media=MEDIA),
+                                 "segment": {**far, "start_s": 10**400}}).encode() + b"\n")
+    skipped = SkippedLines()
+    records = list(read_records(out, on_skipped=skipped))
+    assert [r["output"] for r in records] == ["far", "many"] and "out of range" in skipped.lines[0].reason
+    assert len(ResumeIndex.from_output(out)) == 2
+    assert timestamp(1e308) == "99999:00:00.000" and subtitle_line(records[0]).startswith("[00:00:00.000 - 99999:")
+    html = build_report(out)
+    assert html.count("data:image/jpeg;base64,") == 2  # 10**9 frames asked: the sheet shows at most 512

@@ -63,10 +63,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Integers vl2 writes (sizes, nanosecond times, counts) fit 64 bits; a longer one is not vl2's and
+#: would overflow where it is made a float (a segment bound).
+_MAX_INT_DIGITS = 20
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
 def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(the record, None) or (None, why this line is not one)."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
     except RecursionError:
         return None, "nested too deep"
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

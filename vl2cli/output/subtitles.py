@@ -28,6 +28,8 @@ from .reader import read_records
 SubtitleFormat = Literal["srt", "vtt"]
 SUBTITLE_FORMATS: tuple[SubtitleFormat, ...] = ("srt", "vtt")
 _MS_PER_S = 1000
+#: The latest time a timestamp shows (99 999 hours); later ones (a record's 1e308) are shown as this.
+_MAX_TIMESTAMP_S = 99999 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Cue:
 
 def timestamp(seconds: float, *, decimal: str = ".", always_hours: bool = True) -> str:
     """`HH:MM:SS.mmm` (SRT passes `decimal=","`)."""
-    total_ms = int(round(max(seconds, 0.0) * _MS_PER_S))
+    total_ms = int(round(min(max(seconds, 0.0), _MAX_TIMESTAMP_S) * _MS_PER_S))
     hours, rest = divmod(total_ms, 3600 * _MS_PER_S)
     minutes, rest = divmod(rest, 60 * _MS_PER_S)
     secs, ms = divmod(rest, _MS_PER_S)

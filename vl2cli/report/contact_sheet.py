@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..constants import FRAMES_LIMIT
+
 #: Height of one frame in the strip, in pixels (the page shows them at this size or smaller).
 FRAME_HEIGHT = 72
 #: Widest a frame is drawn, in heights (a 4097x3 video would otherwise be 98 000 pixels wide, past JPEG's
@@ -22,6 +24,8 @@ FRAME_HEIGHT = 72
 MAX_ASPECT = 4
 JPEG_MAX_WIDTH = 65000
 _JPEG_QUALITY = 80
+#: Segment bounds are capped here before frames are sampled again (a year: past any file's end).
+_LATEST_BOUND_S = 365 * 86400.0
 #: Error codes for files that never decoded: there is nothing to show, and trying again is wasted time.
 _UNREADABLE_CODES = frozenset({"empty_file", "unsupported_media", "corrupt_media", "unreadable_file",
                                "no_video_stream"})
@@ -82,8 +86,10 @@ def contact_sheet(record: dict[str, Any], *, height: int = FRAME_HEIGHT, video_b
         from ..media.video import decode_video_frames
 
         segment = record.get("segment") or {}
-        start, end = segment.get("start_s"), segment.get("end_s")
-        frames = int(record.get("frames") or 8)
+        # bounds past any file's end (a record may say 1e308) are the file's end for sampling
+        start, end = (None if bound is None else min(float(bound), _LATEST_BOUND_S)
+                      for bound in (segment.get("start_s"), segment.get("end_s")))
+        frames = min(int(record.get("frames") or 8), FRAMES_LIMIT)  # a record's frames is not bounded by the schema
         decoded = decode_video_frames(path, lambda total, fps: sample_frame_indices(total, fps, frames, start, end),
                                       video_backend)  # type: ignore[arg-type]
         return Sheet(_strip(list(decoded.frames), height), note, list(decoded.indices))
