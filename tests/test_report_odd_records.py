@@ -104,3 +104,26 @@ def test_extreme_numbers_in_valid_records_are_shown_or_skipped_never_a_crash(tmp
     assert timestamp(1e308) == "99999:00:00.000" and subtitle_line(records[0]).startswith("[00:00:00.000 - 99999:")
     html = build_report(out)
     assert html.count("data:image/jpeg;base64,") == 2  # 10**9 frames asked: the sheet shows at most 512
+
+
+def test_a_segment_count_past_belief_does_not_stop_resume(tmp_path: Path) -> None:
+    from vl2cli.output import ResumeIndex, resume_key
+
+    video = write_video(tmp_path / "clip.mp4", frames=4)
+    out = tmp_path / "out.jsonl"
+    segment = {"index": 0, "start_s": 0, "end_s": 1, "count": 10**18, "by": "60s"}
+    with JsonlWriter(out) as writer:
+        writer.write({**_record(video, output="one of many", modality="video", media=MEDIA), "segment": segment})
+    index = ResumeIndex.from_output(out)
+    assert index.known_segments(resume_key(FileStamp.of(video), REQUEST), "60s") is None
+
+
+def test_records_that_do_not_fit_one_parquet_table_are_one_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from vl2cli.errors import Vl2Error
+
+    video = write_video(tmp_path / "clip.mp4", frames=4)
+    first = _record(video, output="a", modality="video", media={**MEDIA, "extra": 1})
+    second = {**first, "media": {**MEDIA, "extra": {"nested": "text"}}}
+    with pytest.raises(Vl2Error, match="do not fit one Parquet table.*merge to JSONL instead"):
+        write_merged([first, second], tmp_path / "all.parquet", "parquet")

@@ -88,7 +88,10 @@ def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
     except ImportError:
         raise Vl2Error("Parquet output needs pyarrow, which is not installed: pip install 'vl2[parquet]'") from None
     # Parquet strings are UTF-8: a non-UTF-8 file name's bytes are kept visible as \xNN escapes
-    table = pa.Table.from_pylist([printable(record) for record in records])
+    try:
+        table = pa.Table.from_pylist([printable(record) for record in records])
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # e.g. one field a number here, text there
+        raise Vl2Error(f"the records do not fit one Parquet table ({exc}); merge to JSONL instead") from None
     _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
 
 

@@ -79,7 +79,9 @@ class ResumeIndex:
         if not seen:
             return None
         count = next(iter(seen.values()))["count"]
-        if sorted(seen) != list(range(count)) or any(s["count"] != count for s in seen.values()):
+        if len(seen) != count or any(s["count"] != count for s in seen.values()):  # (a record's count may be huge)
+            return None
+        if sorted(seen) != list(range(count)):
             return None
         return [seen[i] for i in range(count)]
 
