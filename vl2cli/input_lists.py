@@ -3,7 +3,8 @@
 Archive jobs hand over lists rather than folders. A listed path is taken like a path typed on the
 command line (a file is always taken, a folder is walked with the run's filters), except that a
 listed file that does not exist is not fatal: the list may be older than the archive, so the file
-gets an `unreadable_file` error record and the run goes on (once: later runs skip it until it exists). Lists are read lazily, line by line.
+gets an `unreadable_file` error record and the run goes on (once: later runs skip it until it exists).
+Lists are read lazily, line by line.
 
 A list file must be a regular file of at most 2 GiB (a FIFO, `/dev/zero` or a folder is refused at
 once: pipe such a list into `-` instead); a line longer than MAX_LINE_CHARS ends the run with an

@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-
-from ..errors import OutputReplacedError
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import OutputReplacedError
 from .reader import read_records  # noqa: F401  (the one reader of outputs; kept importable from here)
 
 STDOUT_NAME = "-"
