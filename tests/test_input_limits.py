@@ -169,3 +169,10 @@ def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"labels: at most {MAX_LABELS} labels"):
         task_spec("classify", resolve_settings({"labels": [f"@{many}"]}, env={}).settings)
     assert (REPO_ROOT / "docs" / "cli.md").read_text().count(f"at most {MAX_LABELS} labels") == 1
+
+
+def test_the_help_of_each_ranged_setting_states_its_range() -> None:
+    from vl2cli.settings import setting_help
+
+    for name, allowed in RANGES.items():
+        assert setting_help(name).endswith(f"({allowed.text()})"), name

@@ -346,8 +346,10 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
 
 
 def setting_help(name: str) -> str:
-    """One-line description of a setting (shared by the CLI help and the docs)."""
-    return next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+    """One-line description of a setting (shared by the CLI help and the docs), with its range if it has one."""
+    text = next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+    allowed = RANGES.get(name)
+    return f"{text} ({allowed.text()})" if allowed is not None else text
 
 
 def setting_type(name: str) -> Any:
