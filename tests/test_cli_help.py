@@ -73,4 +73,4 @@ def test_sampling_knobs_without_sampling_are_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["caption", str(tmp_path), "--seed", "3", "--dry-run"])
     assert result.exit_code == EXIT_FATAL and "set temperature above 0" in result.output
     result = runner.invoke(app, ["caption", str(tmp_path), "--temperature", "0.5", "--top-p", "1.5", "--dry-run"])
-    assert result.exit_code == EXIT_FATAL and "top_p: must be in (0, 1]" in result.output
+    assert result.exit_code == EXIT_FATAL and "top_p: must be above 0 and at most 1" in result.output

@@ -145,8 +145,8 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumes(tmp_path: Path) ->
     other.write_bytes(b"1")
     out = tmp_path / "out.jsonl"
     with JsonlWriter(out) as writer:
-        writer.write(_record(path))
-        writer.write(_record(other))  # the run goes on after it
+        writer.write(_record(path, output="x", modality="video"))
+        writer.write(_record(other, output="y", modality="video"))  # the run goes on after it
     text = out.read_bytes().decode("utf-8")  # still valid UTF-8 throughout
     assert len(text.splitlines()) == 2
     index = ResumeIndex.from_output(out)
@@ -176,3 +176,42 @@ def test_transient_failures_are_retried_a_bounded_number_of_runs(tmp_path: Path,
         writer.write(_record(media, error={"code": "model_error", "message": "out of memory", "attempt": 1}))
     jsonschema.validate(next(iter(read_records(out))), load_schema())
     assert not ResumeIndex.from_output(out).is_done(key)
+
+
+def test_lock_is_keyed_on_the_file_so_a_hard_link_meets_it(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    linked = tmp_path / "elsewhere" / "same.jsonl"
+    os.link(out, linked)  # another name of the same file: another real path, the same inode
+    with OutputLock(out):
+        with pytest.raises(OutputLockedError, match="hard link"):
+            OutputLock(linked).acquire()
+    with OutputLock(linked):  # freed with the first run
+        with pytest.raises(OutputLockedError):
+            OutputLock(out).acquire()
+    with OutputLock(tmp_path / "new" / "absent.jsonl"):  # an output not there yet is created and locked
+        assert (tmp_path / "new" / "absent.jsonl").is_file()
+    with OutputLock("/dev/null"):  # not a regular file: nothing to lock on it
+        pass
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_the_writer_stops_when_its_path_no_longer_names_its_file(tmp_path: Path, media: Path, how: str) -> None:
+    from vl2cli.errors import OutputReplacedError
+
+    out = tmp_path / "out.jsonl"
+    writer = JsonlWriter(out)
+    writer.write(_record(media, output="one", modality="video"))
+    first = out.read_bytes()
+    os.link(out, tmp_path / "the-opened-file")
+    if how == "replaced":  # what editors and sync tools do: write a copy, rename it over the original
+        (tmp_path / "copy").write_bytes(first)
+        os.replace(tmp_path / "copy", out)
+    else:
+        out.unlink()
+    with pytest.raises(OutputReplacedError, match=f"{out} was replaced or removed while this run was writing it"):
+        writer.write(_record(media, output="two", modality="video"))
+    writer.close()
+    assert (tmp_path / "the-opened-file").read_bytes() == first  # nothing went into the file no name reached
+    assert not out.exists() or out.read_bytes() == first

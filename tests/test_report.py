@@ -61,12 +61,12 @@ def run_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken.write_text("not a video")
     gone = Path(shutil.copy(long_video, folder / "gone.mp4"))
     segmenting = Segmenting.parse("40s")
-    records = [_record(long_video, output=text, modality="video", media={"kind": "video", "duration_s": 200.0},
+    records = [_record(long_video, output=text, modality="video", media={"kind": "video", "duration_s": 200.0, "has_video": True, "has_audio": False},
                        segment=segmenting.record_form(segment))
                for text, segment in zip(CAPTIONS, segmenting.cut(str(long_video)))]
-    records.append(_record(image, output="a green square", modality="image", media={"kind": "image"}))
+    records.append(_record(image, output="a green square", modality="image", media={"kind": "image", "has_video": True, "has_audio": False}))
     records.append(_record(broken, error={"code": "unsupported_media", "message": f"{broken}: not a video file"}))
-    records.append(_record(gone, output="a lost file", modality="video", media={"kind": "video"}))
+    records.append(_record(gone, output="a lost file", modality="video", media={"kind": "video", "has_video": True, "has_audio": False}))
     gone.unlink()
     out = folder / "results.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -202,7 +202,7 @@ def test_lines_that_are_not_records_are_said_and_a_file_of_none_is_refused(run_o
     mixed.write_text(run_output.read_text() + "this line is not JSON\n" + '{"note": "a foreign object"}\n')
     warnings: list[str] = []
     build_report(mixed, max_sheets=0, on_warning=warnings.append)
-    assert len(warnings) == 1 and "1 line(s) are not JSON and 1 object(s) are not vl2 records" in warnings[0]
+    assert len(warnings) == 1 and "skipped 2 line(s) that are not vl2 records" in warnings[0], warnings
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('not json\n{"note": "x"}\n')
     with pytest.raises(Vl2Error, match="no vl2 records in it"):

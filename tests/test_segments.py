@@ -203,9 +203,13 @@ def test_subtitle_formats() -> None:
 
 
 def test_subtitle_files_fill_in_segments_from_earlier_records(tmp_path: Path) -> None:
-    def record(index: int, text: str) -> dict:
-        return {"path": "/v/long.mp4", "error": None, "output": text,
-                "segment": {"index": index, "start_s": 60.0 * index, "end_s": 60.0 * index + 60, "count": 3, "by": "60s"}}
+    from vl2cli.output.record import Request, build_record
+
+    def record(index: int, text: str) -> dict:  # as a run writes it (the earlier output is read through the schema)
+        request = Request("caption", None, None, "m", None, 4, "auto")
+        return build_record(request, path="/v/long.mp4", stamp=None, vl2_version="0", output=text, modality="video",
+                            segment={"index": index, "start_s": 60.0 * index, "end_s": 60.0 * index + 60, "count": 3,
+                                     "by": "60s"})
 
     earlier = tmp_path / "out.jsonl"
     earlier.write_text(json.dumps(record(0, "zero")) + "\n")

@@ -58,3 +58,7 @@ V1_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 V1_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 V1_NUM_FRAMES = 8
 V1_IMAGE_SIZE = 224
+
+#: The most frames per video vl2 accepts (a setting or a model config.json): upstream models use 8 or 16;
+#: far more would not fit any GPU (each frame is hundreds of tokens) and aborts deep inside torch.
+FRAMES_LIMIT = 512

@@ -41,7 +41,7 @@ class WalkWarning:
     """Something skipped while walking: reported, never fatal."""
 
     path: str
-    reason: Literal["symlink_loop", "unreadable_folder", "broken_symlink"]
+    reason: Literal["symlink_loop", "unreadable_folder", "broken_symlink", "bad_list_entry"]
     message: str
 
 

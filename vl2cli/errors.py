@@ -95,5 +95,9 @@ class OutputLockedError(Vl2Error):
     """Another vl2 run holds the lock on this output file."""
 
 
+class OutputReplacedError(Vl2Error):
+    """The output's path no longer names the file the run is appending to (replaced or removed)."""
+
+
 class ConfigFileError(Vl2Error):
     """The YAML settings file is unreadable or has unknown keys."""

@@ -3,7 +3,13 @@
 Archive jobs hand over lists rather than folders. A listed path is taken like a path typed on the
 command line (a file is always taken, a folder is walked with the run's filters), except that a
 listed file that does not exist is not fatal: the list may be older than the archive, so the file
-gets an `unreadable_file` error record and the run goes on. Lists are read lazily, line by line.
+gets an `unreadable_file` error record and the run goes on (once: later runs skip it until it exists).
+Lists are read lazily, line by line.
+
+A list file must be a regular file of at most 2 GiB (a FIFO, `/dev/zero` or a folder is refused at
+once: pipe such a list into `-` instead); a line longer than MAX_LINE_CHARS ends the run with an
+InputError (that is not a list of paths), and a line holding a NUL byte (no path can) is skipped
+with a warning.
 """
 from __future__ import annotations
 
@@ -13,11 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .bounded_files import LIST_FILE_MAX_BYTES, open_regular, reason
 from .discover import MEDIA_KINDS, WalkWarning, iter_media
 from .errors import InputError
 
 #: The name that means "read the list from standard input" (as an input or as `--files-from -`).
 STDIN_NAME = "-"
+#: The longest line a list may hold (PATH_MAX is 4096 bytes; a longer line is not a path).
+MAX_LINE_CHARS = 16384
 
 
 def read_path_list(source: str | Path, *, stdin: TextIO | None = None) -> Iterator[str]:
@@ -27,24 +36,34 @@ def read_path_list(source: str | Path, *, stdin: TextIO | None = None) -> Iterat
     list file cannot be opened (checked at the call, before any path is yielded).
     """
     if str(source) == STDIN_NAME:
-        return _lines(stdin or sys.stdin)
+        return _lines(stdin or sys.stdin, "stdin")
     try:
-        handle = open(source, encoding="utf-8", errors="surrogateescape", newline="")
+        fd = open_regular(source, LIST_FILE_MAX_BYTES)
     except OSError as exc:
-        raise InputError(f"{source}: cannot read the list of files ({exc.strerror})") from None
-    return _closing_lines(handle)
+        hint = "; pipe it into - instead" if not isinstance(exc, FileNotFoundError) else ""
+        raise InputError(f"{source}: cannot read the list of files ({reason(exc)}){hint}") from None
+    handle = open(fd, encoding="utf-8", errors="surrogateescape", newline="")
+    return _closing_lines(handle, str(source))
 
 
-def _lines(handle: TextIO) -> Iterator[str]:
-    for line in handle:
+def _lines(handle: TextIO, name: str) -> Iterator[str]:
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            raise InputError(f"{name}: line {number} of the list of files is longer than {MAX_LINE_CHARS} "
+                             "characters; not a list of paths (one per line)")
         path = line.rstrip("\r\n")
         if path:
             yield path
 
 
-def _closing_lines(handle: TextIO) -> Iterator[str]:
+def _closing_lines(handle: TextIO, name: str) -> Iterator[str]:
     with handle:
-        yield from _lines(handle)
+        yield from _lines(handle, name)
 
 
 def each_once(files: Iterable[Path]) -> Iterator[Path]:
@@ -75,6 +94,12 @@ def iter_listed(
     kinds = tuple(kinds)
     seen: set[Path] = set()
     for entry in entries:
+        if "\0" in str(entry):
+            shown = str(entry).replace("\0", "\\0")
+            if on_warning is not None:
+                on_warning(WalkWarning(shown, "bad_list_entry",
+                                       f"listed path {shown!r} holds a NUL byte, which no file name can; skipped"))
+            continue
         path = Path(os.path.abspath(entry))
         found: Iterable[Path] = [path]
         if path.is_dir():

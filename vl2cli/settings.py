@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .constants import FRAMES_LIMIT
 from .errors import ConfigFileError, Vl2Error
 
 #: The audio-visual checkpoint: it answers about sound as well as pictures.
@@ -50,6 +51,45 @@ _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 SettingSource = Literal["default", "config", "env", "flag"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: low..high, inclusive unless `low_open` (docs/cli.md lists them)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def text(self) -> str:
+        low = f"above {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}"
+        return f"{low} and at most {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+#: Every numeric setting's range. A value outside it is refused before any work: a million frames or a
+#: seed past 2**32 would otherwise fail deep inside torch (an abort, or every file a model_error).
+RANGES: dict[str, Range] = {
+    "frames": Range(1, FRAMES_LIMIT),
+    "batch_size": Range(1, 1024),
+    "workers": Range(1, 256),
+    "max_new_tokens": Range(1, 65536),
+    "top_k": Range(1, 10000),
+    "decode_timeout": Range(0, 86400, low_open=True),
+    "temperature": Range(0, 100),
+    "top_p": Range(0, 1, low_open=True),
+    "seed": Range(0, 2**32 - 1),
+}
+#: Labels a classify run takes at most (each is scored by its own forward pass).
+MAX_LABELS = 10000
 
 
 def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -178,29 +218,35 @@ def _validate(settings: Settings) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(settings, f.name) not in choices:
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
-    for name in ("batch_size", "workers", "frames", "max_new_tokens", "top_k"):
+    for name, allowed in RANGES.items():
         value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise Vl2Error(f"{name}: must be at least 1 (got {value})")
-    if not math.isfinite(settings.decode_timeout) or settings.decode_timeout <= 0:
-        raise Vl2Error(f"decode_timeout: must be a positive number of seconds (got {settings.decode_timeout})")
+        if value is not None and not allowed.holds(value):
+            raise Vl2Error(f"{name}: must be {allowed.text()} (got {value})")
     if not _DEVICE_PATTERN.fullmatch(settings.device):
         raise Vl2Error(f"device: {settings.device!r} is not one of auto, cpu, cuda, cuda:N")
     if not settings.out:
         raise Vl2Error("out: must name a file, or - for stdout")
     _validate_sampling(settings)
+    _validate_combinations(settings)
     bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
     if bad_kinds:
         raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
 
 
+def _validate_combinations(settings: Settings) -> None:
+    """Settings that do nothing without another one are refused, not silently ignored."""
+    if settings.out_dir is not None and settings.format == "jsonl":
+        raise Vl2Error("out_dir: only used for subtitle files; set format to srt or vtt too (or leave out_dir unset)")
+    if settings.segment_overlap not in (None, "", "0") and (not settings.segment
+                                                            or settings.segment.strip().lower() == "scenes"):
+        raise Vl2Error("segment_overlap: only used with fixed-length segments; set segment to a length (e.g. 60s)")
+    if settings.ray_address is not None and settings.engine != "ray":
+        raise Vl2Error("ray_address: only used with engine ray")
+
+
 def _validate_sampling(settings: Settings) -> None:
     """Sampling knobs in range, and none given while sampling is off (they would do nothing)."""
     temperature, top_p = settings.temperature, settings.top_p
-    if temperature is not None and (not math.isfinite(temperature) or temperature < 0):
-        raise Vl2Error(f"temperature: must be 0 (greedy) or more (got {temperature})")
-    if top_p is not None and not (0 < top_p <= 1):
-        raise Vl2Error(f"top_p: must be in (0, 1] (got {top_p})")
     if not temperature and (top_p is not None or settings.seed is not None):
         given = "top_p" if top_p is not None else "seed"
         raise Vl2Error(f"{given}: only used when sampling; set temperature above 0 too (greedy is the default)")
@@ -210,17 +256,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of setting names (safe_load only); unknown keys are an error, not ignored."""
     import yaml
 
+    from .bounded_files import read_small_file, reason
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path).decode("utf-8")
     except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+        raise ConfigFileError(f"{path}: cannot read the config file ({reason(exc)})") from None
     except UnicodeDecodeError as exc:
         raise ConfigFileError(f"{path}: the config file is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise ConfigFileError(f"{path}: not valid YAML (nested too deep)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -296,8 +346,10 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
 
 
 def setting_help(name: str) -> str:
-    """One-line description of a setting (shared by the CLI help and the docs)."""
-    return next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+    """One-line description of a setting (shared by the CLI help and the docs), with its range if it has one."""
+    text = next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+    allowed = RANGES.get(name)
+    return f"{text} ({allowed.text()})" if allowed is not None else text
 
 
 def setting_type(name: str) -> Any:

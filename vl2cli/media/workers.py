@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -71,6 +72,24 @@ def _main_module_hidden() -> Iterator[None]:
             main.__spec__ = saved_spec
             if had_file:
                 main.__file__ = saved_file
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the forkserver (if not running yet) with SIGINT ignored, a disposition that survives its
+    exec: it then imports torch for seconds, and a Ctrl-C meanwhile would print a KeyboardInterrupt
+    traceback from it, and from each worker it forks (they inherit it too). Ctrl-C is the parent's to
+    handle; the parent ignores it only for the instant of the spawn. Outside the main thread (a worker
+    restarted by the feeder) the forkserver is running already and nothing is changed."""
+    from multiprocessing import forkserver
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _worker_main(conn: Connection, spec: MediaSpec, load_fn: LoadFn, threads: int) -> None:
@@ -212,6 +231,7 @@ class DecodePool:
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=_worker_main, args=(child, self.spec, self.load_fn, self.threads_per_worker), daemon=True)
+        _start_forkserver_deaf_to_ctrl_c()
         with _main_module_hidden():
             process.start()
         child.close()

@@ -12,9 +12,8 @@ from typing import Any
 
 from transformers import MistralConfig, MixtralConfig, PretrainedConfig, Qwen2Config
 
-from ..constants import DEFAULT_NUM_FRAMES
 from ..errors import CheckpointError, UnsupportedModelError
-from .identity import read_config_json
+from .identity import check_config_sizes, config_num_frames, read_config_json
 
 #: model_type in config.json -> the transformers config class of the LLM inside.
 LLM_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
@@ -115,6 +114,10 @@ class Vl2Config:
             raise UnsupportedModelError(
                 f"{source}: model_type {model_type!r} is not a VideoLLaMA 2 model type vl2 knows ({known})."
             )
+        check_config_sizes(raw, source)
+        if "hidden_size" not in raw:
+            raise CheckpointError(f"{source}: no hidden_size; not a VideoLLaMA 2 model config")
+        num_frames = config_num_frames(raw, source)
         llm_keys = {k: v for k, v in raw.items() if k not in MULTIMODAL_KEYS and k != "model_type"}
         try:
             llm_config = LLM_CONFIG_CLASSES[model_type](**llm_keys)
@@ -147,7 +150,7 @@ class Vl2Config:
             vision_select_feature=select_feature,
             projector_type=projector_type,
             mm_hidden_size=raw.get("mm_hidden_size"),
-            num_frames=int(raw.get("num_frames") or DEFAULT_NUM_FRAMES),
+            num_frames=num_frames,
             num_frames_in_config="num_frames" in raw,
             audio_tower=audio_tower,
             audio_projector_type=audio_projector_type,

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..constants import DEFAULT_NUM_FRAMES
+from ..constants import DEFAULT_NUM_FRAMES, FRAMES_LIMIT
 from ..errors import CheckpointError
 from .hub import CHECKPOINT_PATTERNS, resolve_repo
 
@@ -47,7 +47,7 @@ class CheckpointIdentity:
             model_id=model if repo.revision is not None else str(repo.folder),
             revision=repo.revision,
             folder=repo.folder,
-            num_frames=int(raw.get("num_frames") or DEFAULT_NUM_FRAMES),
+            num_frames=config_num_frames(raw, repo.folder / CONFIG_FILE),
             has_vision=raw.get("mm_vision_tower") is not None,
             has_audio=raw.get("mm_audio_tower") is not None,
         )
@@ -65,13 +65,48 @@ class CheckpointIdentity:
         )
 
 
+def config_num_frames(raw: dict, source: str | Path) -> int:
+    """config.json's `num_frames` (the default when absent), range-checked as the `frames` setting is."""
+    value = raw.get("num_frames") or DEFAULT_NUM_FRAMES
+    if isinstance(value, float) and value.is_integer():  # 8.0: what int() always took
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= FRAMES_LIMIT:
+        raise CheckpointError(f"{source}: num_frames {value!r} is not a frame count vl2 supports "
+                              f"(an integer from 1 to {FRAMES_LIMIT})")
+    return value
+
+
+#: Size fields of a config.json that must be positive integers when present (and their most).
+CONFIG_SIZE_FIELDS = {"hidden_size": 1 << 20, "mm_hidden_size": 1 << 20, "hidden_size_a": 1 << 20,
+                      "mm_hidden_size_a": 1 << 20, "intermediate_size": 1 << 22, "vocab_size": 1 << 24,
+                      "num_hidden_layers": 1024, "num_attention_heads": 4096, "num_key_value_heads": 4096,
+                      "max_position_embeddings": 1 << 24}
+
+
+def check_config_sizes(raw: dict, source: str | Path) -> None:
+    """A CheckpointError naming the first size field that is not a positive integer in range."""
+    for name, most in CONFIG_SIZE_FIELDS.items():
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise CheckpointError(f"{source}: {name} {value!r} is not a size vl2 can build a model with "
+                                  f"(an integer from 1 to {most})")
+
+
 def read_config_json(path: Path) -> dict:
     """config.json as a dict, or a CheckpointError that says what is wrong with it."""
+    from ..bounded_files import read_small_file, reason
+
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_small_file(path).decode("utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no config.json; is this a VideoLLaMA 2 checkpoint folder?") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"{path}: config.json cannot be read ({reason(exc)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: config.json is nested too deep to be a model config") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: config.json is not readable JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: config.json does not hold a JSON object.")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from ..errors import Vl2Error
-from .record import ResumeKey, key_of_record
-from .writer import encode_record, read_records
+from .record import ResumeKey, key_of_record, printable
+from .reader import SkippedLines, read_records
+from .writer import encode_record
 
 MergeFormat = Literal["jsonl", "parquet"]
 MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
@@ -22,11 +23,13 @@ MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
 
 @dataclass
 class Merged:
-    """The records kept (one per resume key, ordered by path) and how many lines were not records."""
+    """The records kept (one per resume key, ordered by path) and how many lines were not records
+    (`warnings`: one line per input file that had some, naming them)."""
 
     records: list[dict[str, Any]]
     superseded: int
     foreign: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def latest_records(paths: Iterable[str | Path]) -> Merged:
@@ -37,16 +40,21 @@ def latest_records(paths: Iterable[str | Path]) -> Merged:
     """
     latest: dict[ResumeKey, dict[str, Any]] = {}
     seen = foreign = 0
+    warnings = []
     for path in paths:
-        for record in read_records(path):
-            key = key_of_record(record)
+        skipped = SkippedLines()
+        for record in read_records(path, on_skipped=skipped):
+            key = key_of_record(record)  # every record the reader passes has one (file: null ones too)
             if key is None:
                 foreign += 1
                 continue
             seen += 1
             latest[key] = record
+        foreign += len(skipped)
+        if (warning := skipped.describe(path)) is not None:
+            warnings.append(warning)
     ordered = sorted(latest.items(), key=lambda item: (PurePath(item[0][0]).parts, repr(item[0][1:])))
-    return Merged([record for _, record in ordered], seen - len(latest), foreign)
+    return Merged([record for _, record in ordered], seen - len(latest), foreign, warnings)
 
 
 def _replace_with(out: Path, write: Any) -> None:
@@ -79,7 +87,11 @@ def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise Vl2Error("Parquet output needs pyarrow, which is not installed: pip install 'vl2[parquet]'") from None
-    table = pa.Table.from_pylist(records)
+    # Parquet strings are UTF-8: a non-UTF-8 file name's bytes are kept visible as \xNN escapes
+    try:
+        table = pa.Table.from_pylist([printable(record) for record in records])
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # e.g. one field a number here, text there
+        raise Vl2Error(f"the records do not fit one Parquet table ({exc}); merge to JSONL instead") from None
     _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
 
 

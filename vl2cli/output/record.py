@@ -92,15 +92,24 @@ def resume_key(stamp: FileStamp, request: Request, segment: dict[str, Any] | Non
             request.sampling.key() if request.sampling is not None else None) + _segment_part(segment)
 
 
+def missing_file_key(path: str, request: Request) -> ResumeKey:
+    """The key of a file that could not be stat'ed (its record has `file: null`): the path and the
+    request, no size or mtime. Once the file exists its stamp gives it an ordinary key again."""
+    return (path, None, None) + resume_key(FileStamp(path, 0, 0), request)[3:]
+
+
 def file_key(key: ResumeKey) -> ResumeKey:
     """The whole file's key of a segment's key (a whole file's key is its own)."""
     return key[:FILE_KEY_LENGTH]
 
 
 def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
-    """The resume key of a record read back from a file; None when it lacks the fields (foreign line)."""
+    """The resume key of a record read back from a file (`file: null`, a file that could not be
+    stat'ed: `missing_file_key`'s); None when it lacks the fields (foreign line)."""
     try:
         file, model = record["file"], record["model"]
+        if file is None:
+            file = {"size_bytes": None, "mtime_ns": None}
         labels = record["labels"]
         sampling = record.get("sampling")  # absent in v1 records: greedy
         sampling_key = (sampling["temperature"], sampling["top_p"], sampling["seed"]) if sampling is not None else None
@@ -109,6 +118,31 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
                 record["frames"], record["modality_requested"], sampling_key) + _segment_part(record.get("segment"))
     except (KeyError, TypeError, AttributeError):
         return None
+
+
+def printable_text(text: str) -> str:
+    """`text` as valid Unicode: the bytes of a file name that is not UTF-8 (surrogate escapes, as os.fsdecode
+    gives them and records keep them) shown as `\\xNN`, so HTML and Parquet can hold it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable(value: Any) -> Any:
+    """A record (or any JSON value) with every string made `printable_text`."""
+    if isinstance(value, str):
+        return printable_text(value)
+    if isinstance(value, dict):
+        return {printable_text(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def media_facts(info: Any) -> dict[str, Any] | None:

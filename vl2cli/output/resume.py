@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .record import ResumeKey, file_key, key_of_record
-from .writer import read_records
+from .reader import SkippedLines, read_records
 
 #: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
 TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
@@ -34,6 +34,8 @@ class ResumeIndex:
     latest: dict[ResumeKey, _Latest] = field(default_factory=dict)
     #: segmented files: (file key, by) -> segment index -> the record's `segment` object
     segments: dict[tuple, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    #: lines of the output that are not records (skipped: not JSON, or not valid against the schema)
+    skipped: SkippedLines = field(default_factory=SkippedLines)
 
     @classmethod
     def from_output(cls, path: str | Path) -> "ResumeIndex":
@@ -41,7 +43,7 @@ class ResumeIndex:
         index = cls()
         if not Path(path).exists():
             return index
-        for record in read_records(path):
+        for record in read_records(path, on_skipped=index.skipped):
             index.add(record)
         return index
 
@@ -77,7 +79,9 @@ class ResumeIndex:
         if not seen:
             return None
         count = next(iter(seen.values()))["count"]
-        if sorted(seen) != list(range(count)) or any(s["count"] != count for s in seen.values()):
+        if len(seen) != count or any(s["count"] != count for s in seen.values()):  # (a record's count may be huge)
+            return None
+        if sorted(seen) != list(range(count)):
             return None
         return [seen[i] for i in range(count)]
 

@@ -13,3 +13,167 @@ SCHEMA_FILE = "record.schema.json"
 def load_schema() -> dict[str, Any]:
     """The record schema (JSON Schema draft 2020-12) as a dict."""
     return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+#: How deep a value the schema leaves open (`media`'s extra fields) may nest.
+OPEN_VALUE_DEPTH = 8
+_Problem = "tuple[list[str], str] | None"
+
+
+def _type_test(names: list[str]) -> Any:
+    """A test of a value's JSON type (json.loads gives exactly these Python types)."""
+    allowed = set(names)
+    if "number" in allowed:
+        allowed.add("integer")
+
+    def ok(value: Any) -> bool:
+        kind = type(value)
+        if kind is bool:
+            return "boolean" in allowed
+        if kind is int:
+            return "integer" in allowed
+        if kind is float:
+            return "number" in allowed
+        if kind is str:
+            return "string" in allowed
+        if value is None:
+            return "null" in allowed
+        if kind is list:
+            return "array" in allowed
+        if kind is dict:
+            return "object" in allowed
+        return False
+
+    return ok
+
+
+def _kind(value: Any) -> str:
+    for name in ("boolean", "integer", "number", "string", "null", "array", "object"):
+        if _type_test([name])(value):
+            return name
+    return type(value).__name__
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """JSON equality: true is not 1, though Python says it is."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return isinstance(value, bool) and isinstance(wanted, bool) and value is wanted
+    if value is None or wanted is None:
+        return value is wanted
+    is_number = lambda v: type(v) in (int, float)  # noqa: E731
+    return value == wanted and is_number(value) == is_number(wanted)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if type(item) is dict:
+            stack.extend((child, depth + 1) for child in item.values())
+        elif type(item) is list:
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _compile(schema: dict[str, Any]) -> Any:
+    """A check(value) -> None, or (path parts innermost first, message), for the keywords the record
+    schema uses: type, const, enum, minimum, maximum, exclusiveMinimum, required, properties,
+    additionalProperties (false), items, allOf, if/then."""
+    checks: list[Any] = []
+    if "type" in schema:
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        ok = _type_test(names)
+        text = " or ".join(names)
+        checks.append(lambda v: None if ok(v) else ([], f"expected {text}, got {_kind(v)}"))
+    if "const" in schema:
+        const = schema["const"]
+        checks.append(lambda v: None if _same(v, const) else ([], f"must be {json.dumps(const)}"))
+    if "enum" in schema:
+        enum = schema["enum"]
+        shown = ", ".join(json.dumps(e) for e in enum)
+        checks.append(lambda v: None if any(_same(v, e) for e in enum)
+                      else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+    bounds = [(name, schema[name]) for name in ("minimum", "maximum", "exclusiveMinimum") if name in schema]
+    if bounds:
+        def check_bounds(v: Any) -> Any:
+            if type(v) not in (int, float):
+                return None
+            for name, bound in bounds:
+                if (name == "minimum" and v < bound) or (name == "maximum" and v > bound) \
+                        or (name == "exclusiveMinimum" and v <= bound):
+                    return [], f"{name} {bound} not met ({v})"
+            return None
+        checks.append(check_bounds)
+    required = tuple(schema.get("required", ()))
+    properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    closed = schema.get("additionalProperties") is False
+    # extra fields of a typed, open object (`media`) are bounded in depth; an if/then's partial schema
+    # names a few fields and says nothing of the rest
+    bounds_extras = not closed and "type" in schema
+    if required or properties or "additionalProperties" in schema:
+        def check_object(v: Any) -> Any:
+            if type(v) is not dict:
+                return None
+            for name in required:
+                if name not in v:
+                    return [], f"no {name!r}"
+            for name, item in v.items():
+                check = properties.get(name)
+                if check is not None:
+                    problem = check(item)
+                    if problem is not None:
+                        problem[0].append(f".{name}")
+                        return problem
+                elif closed:
+                    return [], f"unexpected field {name!r}"
+                elif bounds_extras and type(item) in (dict, list) and _too_deep(item, OPEN_VALUE_DEPTH):
+                    return [f".{name}"], "nested too deep"
+            return None
+        checks.append(check_object)
+    if "items" in schema:
+        item_check = _compile(schema["items"])
+
+        def check_items(v: Any) -> Any:
+            if type(v) is not list:
+                return None
+            for number, item in enumerate(v):
+                problem = item_check(item)
+                if problem is not None:
+                    problem[0].append(f"[{number}]")
+                    return problem
+            return None
+        checks.append(check_items)
+    checks.extend(_compile(sub) for sub in schema.get("allOf", ()))
+    if "if" in schema and "then" in schema:
+        condition, then = _compile(schema["if"]), _compile(schema["then"])
+        checks.append(lambda v: then(v) if condition(v) is None else None)
+
+    def check(value: Any) -> Any:
+        for each in checks:
+            problem = each(value)
+            if problem is not None:
+                return problem
+        return None
+
+    return check
+
+
+@cache
+def _record_check() -> Any:
+    return _compile(load_schema())
+
+
+def record_problem(value: Any) -> str | None:
+    """Why `value` (a parsed JSONL line) is not a vl2 output record, or None when it is one.
+
+    Checks the keywords record.schema.json uses (compiled once) without a JSON Schema library at run
+    time; the tests compare its verdicts with jsonschema's. Values the schema leaves open (`media`'s
+    extra fields) may nest at most OPEN_VALUE_DEPTH deep.
+    """
+    problem = _record_check()(value)
+    if problem is None:
+        return None
+    parts, message = problem
+    return f"record{''.join(reversed(parts))}: {message}"

@@ -4,21 +4,32 @@ Written after whisper's writers: one cue per segment with its text, numbered (SR
 `WEBVTT` header, timestamps `HH:MM:SS,mmm` (SRT) / `HH:MM:SS.mmm` (VTT). A file's cues are gathered
 from this run's records and, on a resumed run, from the earlier records in the output, so a subtitle
 file always covers every finished segment.
+
+vl2 writes only subtitle files it made. Each file it writes gets a small hidden sidecar,
+`.<name>.vl2`, holding the SHA-256 of what it wrote; an existing `<stem>.srt` is replaced only when
+its sidecar vouches for its content (vl2 wrote it and nobody changed it since), or with `--overwrite`.
+Anything else there — a user's own subtitles, a symlink, a folder — is left alone and the file is
+refused with a clear message. Files are written to a temporary name opened with O_NOFOLLOW|O_EXCL and
+renamed into place, so no write ever goes through a symlink.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .writer import read_records
+from .reader import read_records
 
 SubtitleFormat = Literal["srt", "vtt"]
 SUBTITLE_FORMATS: tuple[SubtitleFormat, ...] = ("srt", "vtt")
 _MS_PER_S = 1000
+#: The latest time a timestamp shows (99 999 hours); later ones (a record's 1e308) are shown as this.
+_MAX_TIMESTAMP_S = 99999 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,7 @@ class Cue:
 
 def timestamp(seconds: float, *, decimal: str = ".", always_hours: bool = True) -> str:
     """`HH:MM:SS.mmm` (SRT passes `decimal=","`)."""
-    total_ms = int(round(max(seconds, 0.0) * _MS_PER_S))
+    total_ms = int(round(min(max(seconds, 0.0), _MAX_TIMESTAMP_S) * _MS_PER_S))
     hours, rest = divmod(total_ms, 3600 * _MS_PER_S)
     minutes, rest = divmod(rest, 60 * _MS_PER_S)
     secs, ms = divmod(rest, _MS_PER_S)
@@ -78,6 +89,114 @@ def cue_of(record: dict[str, Any]) -> Cue | None:
     return Cue(0.0, float(duration), record["output"]) if duration else None
 
 
+#: The sidecar that says vl2 wrote a subtitle file: `.<name>.vl2` beside it.
+SIDECAR_SUFFIX = ".vl2"
+_SIDECAR_MAX_BYTES = 4096
+
+
+def sidecar_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}{SIDECAR_SUFFIX}")
+
+
+class SubtitleRefused(Exception):
+    """A subtitle file was not written: its name is taken by something vl2 did not write."""
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    """A small regular file's bytes, never through a symlink; None when absent, not regular or too big."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+
+
+def _digest_of_file(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def written_by_vl2(target: Path) -> bool:
+    """True when `target` is a regular file whose sidecar records exactly its content."""
+    raw = _read_small(sidecar_path(target), _SIDECAR_MAX_BYTES)
+    try:
+        claimed = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return False
+    if not isinstance(claimed, dict) or not isinstance(claimed.get("sha256"), str):
+        return False
+    return _digest_of_file(target) == claimed["sha256"]
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """A new file at `path`, created exclusively and never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_subtitle_file(target: Path, text: str, *, overwrite: bool = False) -> None:
+    """Write `text` at `target` unless its name holds something vl2 did not write (SubtitleRefused);
+    `overwrite`: replace whatever is there (a symlink itself, never what it points to)."""
+    try:
+        there = os.lstat(target)
+    except FileNotFoundError:
+        there = None
+    if there is not None and not overwrite:
+        if stat.S_ISLNK(there.st_mode):
+            raise SubtitleRefused(f"{target} is a symlink; vl2 does not write through it (--overwrite replaces the link)")
+        if not stat.S_ISREG(there.st_mode):
+            raise SubtitleRefused(f"{target} exists and is not a regular file; left as it is")
+        if not written_by_vl2(target):
+            raise SubtitleRefused(f"{target} exists and was not written by vl2 (or was changed since); left as it is "
+                                  "(--overwrite replaces it, --out-dir writes subtitles elsewhere)")
+    elif there is not None and stat.S_ISDIR(there.st_mode):
+        raise SubtitleRefused(f"{target} is a folder; no subtitle file written there")
+    data = text.encode("utf-8")
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    sidecar_temp = target.with_name(f".{target.name}.{os.getpid()}.vl2.tmp")
+    try:
+        _write_new(temp, data)
+        _write_new(sidecar_temp, json.dumps({"sha256": hashlib.sha256(data).hexdigest(),
+                                             "written_by": "vl2"}).encode("ascii") + b"\n")
+        if there is None:
+            try:
+                os.link(temp, target)  # fails if the name was taken meanwhile: nothing is replaced
+            except FileExistsError:
+                raise SubtitleRefused(f"{target} appeared while vl2 was writing it; left as it is") from None
+        else:
+            os.replace(temp, target)  # rename replaces the name itself, never the file a symlink points to
+        os.replace(sidecar_temp, sidecar_path(target))
+    finally:
+        for leftover in (temp, sidecar_temp):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
+
+
 class SubtitleFiles:
     """Collects records as a run yields them and writes one subtitle file per input file once the run
     moves on to the next file (outcomes come in input order, a file's segments together).
@@ -87,8 +206,12 @@ class SubtitleFiles:
     """
 
     def __init__(self, fmt: SubtitleFormat, *, out_dir: str | Path | None = None,
-                 earlier: str | Path | None = None) -> None:
+                 earlier: str | Path | None = None, overwrite: bool = False,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self.fmt, self.out_dir = fmt, Path(out_dir) if out_dir is not None else None
+        self.overwrite, self.on_refused = overwrite, on_refused
+        #: why subtitle files were not written (one message each)
+        self.refused: list[str] = []
         self._earlier_path = Path(earlier) if earlier is not None and Path(earlier).is_file() else None
         self._earlier: dict[str, list[dict[str, Any]]] | None = None
         self._current: str | None = None
@@ -127,7 +250,13 @@ class SubtitleFiles:
         target = self._target(Path(path))
         target.parent.mkdir(parents=True, exist_ok=True)
         text = srt_text(cues) if self.fmt == "srt" else vtt_text(cues)
-        target.write_text(text, encoding="utf-8")
+        try:
+            write_subtitle_file(target, text, overwrite=self.overwrite)
+        except SubtitleRefused as refused:
+            self.refused.append(str(refused))
+            if self.on_refused is not None:
+                self.on_refused(str(refused))
+            return None
         self.written.append(target)
         return target
 

@@ -3,16 +3,23 @@
 Each record is written with a single `write` of the whole line followed by fsync, so a run killed
 at any moment leaves at most one unterminated line at the end. The file is never rewritten: when the
 previous run left such a partial line, a newline is appended so the next record starts on its own
-line (readers skip the one line that does not parse).
+line (the reader, output/reader.py, skips the one line that does not parse).
+
+Before each record the writer checks that its path still names the file it opened (same device and
+inode): an editor or sync tool that replaced the file (copy, then rename over it) or removed it would
+otherwise receive nothing while the run reports success. The run stops with OutputReplacedError
+instead, and no record is written into a file no name reaches.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
+
+from ..errors import OutputReplacedError
+from .reader import read_records  # noqa: F401  (the one reader of outputs; kept importable from here)
 
 STDOUT_NAME = "-"
 NEWLINE = b"\n"
@@ -54,10 +61,15 @@ class JsonlWriter:
         self.repaired_partial_line = False
         self._fd: int | None = None
         self._stdout = stdout
+        self._identity: tuple[int, int] | None = None
+        #: records appended by this writer
+        self.written = 0
         if self.to_stdout:
             return
         Path(self.out).parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        opened = os.fstat(self._fd)
+        self._identity = (opened.st_dev, opened.st_ino)
         if ends_with_partial_line(self.out):
             _write_all(self._fd, NEWLINE)
             os.fsync(self._fd)
@@ -75,8 +87,25 @@ class JsonlWriter:
             stream.write(line.decode("utf-8"))
             stream.flush()
             return
+        self.check_still_named()
         _write_all(self._fd, line)
         os.fsync(self._fd)
+        self.written += 1
+
+    def check_still_named(self) -> None:
+        """Raise OutputReplacedError when the output path no longer names the file being appended to."""
+        if self._fd is None:
+            return
+        try:
+            now = os.stat(self.out)
+            named = (now.st_dev, now.st_ino) == self._identity
+        except OSError:
+            named = False
+        if not named:
+            raise OutputReplacedError(
+                f"{self.out} was replaced or removed while this run was writing it (an editor or a sync tool "
+                f"that copies and renames?); stopped without writing further records ({self.written} were appended "
+                "to the file that had that name); run again to carry on from what the file now holds")
 
     def close(self) -> None:
         if self._fd is not None:
@@ -88,18 +117,3 @@ class JsonlWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def read_records(path: str | Path, *, on_skipped: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Every record of a JSONL file in order, skipping lines that do not parse as a JSON object
-    (`on_skipped(line_number)` hears of each, for callers that report them)."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = None
-            if isinstance(value, dict):
-                yield value
-            elif on_skipped is not None and raw.strip():
-                on_skipped(number)

@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..constants import FRAMES_LIMIT
+
 #: Height of one frame in the strip, in pixels (the page shows them at this size or smaller).
 FRAME_HEIGHT = 72
+#: Widest a frame is drawn, in heights (a 4097x3 video would otherwise be 98 000 pixels wide, past JPEG's
+#: 65 535); a wider frame is squeezed to this, and the strip stays within JPEG_MAX_WIDTH.
+MAX_ASPECT = 4
+JPEG_MAX_WIDTH = 65000
 _JPEG_QUALITY = 80
+#: Segment bounds are capped here before frames are sampled again (a year: past any file's end).
+_LATEST_BOUND_S = 365 * 86400.0
 #: Error codes for files that never decoded: there is nothing to show, and trying again is wasted time.
 _UNREADABLE_CODES = frozenset({"empty_file", "unsupported_media", "corrupt_media", "unreadable_file",
                                "no_video_stream"})
@@ -34,9 +42,10 @@ class Sheet:
 
 def _strip(frames: list[np.ndarray], height: int) -> str:
     scaled = []
+    widest = max(1, min(MAX_ASPECT * height, JPEG_MAX_WIDTH // max(1, len(frames)) - 2))
     for frame in frames:
         image = Image.fromarray(frame)
-        width = max(1, round(image.width * height / image.height))
+        width = max(1, min(widest, round(image.width * height / max(1, image.height))))
         scaled.append(image.resize((width, height), Image.BILINEAR))
     strip = Image.new("RGB", (sum(im.width for im in scaled) + 2 * (len(scaled) - 1), height), (255, 255, 255))
     x = 0
@@ -77,10 +86,12 @@ def contact_sheet(record: dict[str, Any], *, height: int = FRAME_HEIGHT, video_b
         from ..media.video import decode_video_frames
 
         segment = record.get("segment") or {}
-        start, end = segment.get("start_s"), segment.get("end_s")
-        frames = int(record.get("frames") or 8)
+        # bounds past any file's end (a record may say 1e308) are the file's end for sampling
+        start, end = (None if bound is None else min(float(bound), _LATEST_BOUND_S)
+                      for bound in (segment.get("start_s"), segment.get("end_s")))
+        frames = min(int(record.get("frames") or 8), FRAMES_LIMIT)  # a record's frames is not bounded by the schema
         decoded = decode_video_frames(path, lambda total, fps: sample_frame_indices(total, fps, frames, start, end),
                                       video_backend)  # type: ignore[arg-type]
+        return Sheet(_strip(list(decoded.frames), height), note, list(decoded.indices))
     except Exception as exc:  # noqa: BLE001 - a report row must not end the report
         return Sheet(None, f"frames could not be read again ({type(exc).__name__}: {exc})")
-    return Sheet(_strip(list(decoded.frames), height), note, list(decoded.indices))

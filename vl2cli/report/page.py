@@ -18,7 +18,8 @@ from typing import Any
 
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
-from ..output.writer import read_records
+from ..output.reader import SkippedLines, read_records
+from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
 from .rows import latest_records, summarise
 
@@ -37,6 +38,7 @@ def _when(segment: dict[str, Any] | None) -> str | None:
 
 
 def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
+    record = printable(record)  # a file name that is not UTF-8: its bytes shown as \xNN
     path = str(record.get("path", ""))
     error = record.get("error")
     output = record.get("output")
@@ -51,11 +53,6 @@ def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
     }
 
 
-def _is_vl2_record(record: dict[str, Any]) -> bool:
-    """A record some vl2 run wrote (an unreadable file's has no stamp, so not every one has a resume key)."""
-    return "schema_version" in record and "path" in record and "task" in record
-
-
 def build_report(results: str | Path, *, max_sheets: int = DEFAULT_MAX_SHEETS, video_backend: str = "decord",
                  on_row: Callable[[int, int], None] | None = None,
                  on_warning: Callable[[str], None] | None = None) -> str:
@@ -63,16 +60,12 @@ def build_report(results: str | Path, *, max_sheets: int = DEFAULT_MAX_SHEETS, v
 
     `max_sheets`: contact sheets to make (0: none); `on_row(done, total)` hears progress.
     """
-    skipped: list[int] = []
-    rows_in = latest_records(read_records(results, on_skipped=skipped.append))
-    foreign = sum(1 for record in rows_in if not _is_vl2_record(record))
-    if (skipped or rows_in) and foreign == len(rows_in):
-        raise Vl2Error(f"{results}: no vl2 records in it ({len(skipped)} line(s) not JSON, {foreign} JSON object(s) "
-                       "without a record's fields); give the JSONL file a vl2 run wrote")
-    if (skipped or foreign) and on_warning is not None:
-        lines = f"; first bad line: {skipped[0]}" if skipped else ""
-        on_warning(f"{results}: {len(skipped)} line(s) are not JSON and {foreign} object(s) are not vl2 records: "
-                   f"the former are left out, the latter shown as they are{lines}")
+    skipped = SkippedLines()
+    rows_in = latest_records(read_records(results, on_skipped=skipped))
+    if skipped and not rows_in:
+        raise Vl2Error(f"no vl2 records in it: {skipped.describe(results)}; give the JSONL file a vl2 run wrote")
+    if skipped and on_warning is not None:
+        on_warning(f"{skipped.describe(results)}; they are left out of the report")
     rows = []
     for index, record in enumerate(rows_in):
         if index < max_sheets:
@@ -96,5 +89,5 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Write the report next to nothing else: one file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(results, **options), encoding="utf-8")
+    out.write_text(build_report(results, **options), encoding="utf-8", errors="backslashreplace")
     return out

@@ -4,10 +4,11 @@ Pure data (no HTML, no decoding), so the numbers the page shows are tested on th
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ..output.record import key_of_record
@@ -47,10 +48,22 @@ def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _created(record: dict[str, Any]) -> datetime | None:
+    """The record's creation time, in UTC when it names no zone (vl2 always writes one; naive and aware
+    times cannot be compared)."""
     try:
-        return datetime.fromisoformat(str(record.get("created_at")))
+        when = datetime.fromisoformat(str(record.get("created_at")))
     except ValueError:
         return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _seconds(milliseconds: Any) -> float:
+    """A timing in seconds; 0 for one that is not a finite number a float can hold."""
+    try:
+        seconds = float(milliseconds or 0.0) / 1000.0
+    except (OverflowError, TypeError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def summarise(rows: list[dict[str, Any]]) -> Summary:
@@ -67,7 +80,7 @@ def summarise(rows: list[dict[str, Any]]) -> Summary:
     summary.models = sorted({str((row.get("model") or {}).get("id")) for row in rows if row.get("model")})
     times = sorted(t for t in (_created(row) for row in rows) if t is not None)
     if times:
-        first_total = ((rows[0].get("timings_ms") or {}).get("total") or 0.0) / 1000.0
+        first_total = _seconds((rows[0].get("timings_ms") or {}).get("total"))
         span = (times[-1] - times[0]).total_seconds() + first_total
         summary.span_s = span
         summary.files_per_s = summary.files / span if span > 0 else None

@@ -9,7 +9,7 @@ from typing import TextIO
 from ..errors import Vl2Error
 from ..output.merge import MergeFormat, latest_records, write_merged
 from ..tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
-from .shards import PART_PATTERN, ShardFolder, array_expression, report_lines
+from .shards import LAYOUT_NAME, ShardFolder, array_expression, report_lines
 
 
 def shards_report(folder: str | Path, *, stdout: TextIO | None = None) -> int:
@@ -31,11 +31,14 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
     stderr = stderr or sys.stderr
     shard_folder = ShardFolder(folder)
     out = Path(out)
-    if out.resolve().parent == shard_folder.root.resolve() and PART_PATTERN.fullmatch(out.name):
-        raise Vl2Error(f"{out}: the merged file must not be one of the part files it is made from")
+    if out.resolve().parent == shard_folder.root.resolve() and (out.name == LAYOUT_NAME or out.name.startswith("part-")):
+        raise Vl2Error(f"{out}: the merged file must not replace the shard folder's own files (its part files, "
+                       f"markers and {LAYOUT_NAME}); write it beside the folder")
     _, left, _ = report_lines(shard_folder)
     parts = shard_folder.parts()
     merged = latest_records(parts)
+    for warning in merged.warnings:
+        print(f"vl2: warning: {warning}", file=stderr, flush=True)
     write_merged(merged.records, out, fmt)
     dropped = f"; {merged.superseded} earlier record(s) of the same files dropped" if merged.superseded else ""
     print(f"vl2: merged {len(merged.records)} records from {len(parts)} part file(s) into {out}{dropped}",

@@ -27,13 +27,18 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..errors import Vl2Error
-from ..output.writer import STDOUT_NAME, read_records
+from ..bounded_files import read_small_file
+from ..output.reader import SkippedLines, read_records
+from ..output.writer import STDOUT_NAME
 
 log = logging.getLogger(__name__)
 
 LAYOUT_NAME = "shards.json"
 PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.jsonl")
 _SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: The most shards a run may be split into (Slurm's own MaxArraySize defaults to 1001); a layout that
+#: claims more is refused rather than walked shard by shard.
+MAX_SHARDS = 100_000
 SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
 
 
@@ -51,6 +56,8 @@ class Shard:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ShardError(f"shard: {self.index}/{self.count} is not a shard; K/N needs 0 <= K < N")
+        if self.count > MAX_SHARDS:
+            raise ShardError(f"shard: {self.index}/{self.count}: at most {MAX_SHARDS} shards")
 
     @classmethod
     def parse(cls, text: str) -> "Shard":
@@ -178,14 +185,19 @@ class ShardState:
     state: ShardStateName
     records: int
     marker: dict[str, Any] | None
+    #: lines of the part file that are not records (skipped by the reader)
+    skipped: int = 0
 
     def line(self) -> str:
+        skipped = f", {self.skipped} line(s) not vl2 records, skipped" if self.skipped else ""
         if self.state == "complete":
             marker = self.marker or {}
             failed = f", {marker.get('failed_in_part')} ending in an error" if marker.get("failed_in_part") else ""
-            return f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}; {self.shard.part_name})"
+            return (f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}{skipped}; "
+                    f"{self.shard.part_name})")
         if self.state == "incomplete":
-            return f"shard {self.shard}: incomplete ({self.records} records, no completion marker; {self.shard.part_name})"
+            return (f"shard {self.shard}: incomplete ({self.records} records{skipped}, no completion marker; "
+                    f"{self.shard.part_name})")
         return f"shard {self.shard}: missing (no {self.shard.part_name})"
 
 
@@ -203,14 +215,18 @@ class ShardFolder:
     def layout(self) -> dict[str, int] | None:
         """{"shards": N, "array_min": M} as recorded by the first task, or None (no sharded run here)."""
         try:
-            payload = json.loads(self.layout_path.read_text(encoding="utf-8"))
+            payload = json.loads(read_small_file(self.layout_path).decode("utf-8"))
         except FileNotFoundError:
             return None
+        except RecursionError:
+            raise ShardError(f"{self.layout_path}: cannot read the shard layout (nested too deep)") from None
         except (OSError, ValueError) as exc:
             raise ShardError(f"{self.layout_path}: cannot read the shard layout ({exc})") from None
-        if not (isinstance(payload, dict) and isinstance(payload.get("shards"), int) and payload["shards"] >= 1
-                and isinstance(payload.get("array_min"), int)):
-            raise ShardError(f"{self.layout_path}: not a vl2 shard layout (needs integer shards and array_min)")
+        if not (isinstance(payload, dict) and isinstance(payload.get("shards"), int)
+                and not isinstance(payload["shards"], bool) and 1 <= payload["shards"] <= MAX_SHARDS
+                and isinstance(payload.get("array_min"), int) and not isinstance(payload["array_min"], bool)):
+            raise ShardError(f"{self.layout_path}: not a vl2 shard layout (needs integer shards from 1 to "
+                             f"{MAX_SHARDS} and an integer array_min)")
         return {"shards": payload["shards"], "array_min": payload["array_min"]}
 
     def claim(self, count: int, array_min: int) -> dict[str, int]:
@@ -251,9 +267,10 @@ class ShardFolder:
             shard = Shard(index, layout["shards"])
             marker = self._marker(shard)
             part = self.part_path(shard)
-            records = sum(1 for _ in read_records(part)) if part.exists() else 0
+            skipped = SkippedLines()
+            records = sum(1 for _ in read_records(part, on_skipped=skipped)) if part.exists() else 0
             state: ShardStateName = "complete" if marker is not None else "incomplete" if part.exists() else "missing"
-            states.append(ShardState(shard, state, records, marker))
+            states.append(ShardState(shard, state, records, marker, len(skipped)))
         return layout, states
 
     def parts(self) -> list[Path]:
@@ -265,8 +282,8 @@ class ShardFolder:
 
     def _marker(self, shard: Shard) -> dict[str, Any] | None:
         try:
-            payload = json.loads(self.marker_path(shard).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            payload = json.loads(read_small_file(self.marker_path(shard)).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
         return payload if isinstance(payload, dict) else None
 
@@ -309,12 +326,13 @@ def _shard_from_slurm(array: SlurmArray, folder: ShardFolder) -> tuple[Shard, in
 
 
 def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[str | Path],
-                        env: Mapping[str, str] | None = None) -> ShardedOutput | None:
+                        env: Mapping[str, str] | None = None, *, dry_run: bool = False) -> ShardedOutput | None:
     """The shard this run is, or None for an ordinary run.
 
     `shard_setting` ("K/N") wins; without it a Slurm array task shards itself when `out` is a folder
     (an array whose tasks each write their own file is left alone). `out` ending in "/" without
     either is shard 0/1 (an existing folder named without the slash stays an error, as before). The shard's marker is cleared: it is rewritten when this run ends complete.
+    `dry_run`: the same shard, checked against the folder's layout, but nothing is written.
     """
     env = os.environ if env is None else env
     slash = _names_a_folder(out)
@@ -337,8 +355,14 @@ def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[st
         shard, array_min = _shard_from_slurm(array, folder)
     else:
         shard, array_min = Shard(0, 1), 0
-    folder.claim(shard.count, array_min)
-    folder.clear_marker(shard)
+    if dry_run:
+        layout = folder.layout()
+        if layout is not None and layout["shards"] != shard.count:
+            raise ShardError(f"{folder.root} holds a run split into {layout['shards']} shards, not {shard.count}; "
+                             f"use the same shard count or another output folder")
+    else:
+        folder.claim(shard.count, array_min)
+        folder.clear_marker(shard)
     return ShardedOutput(folder, shard, input_roots(inputs))
 
 

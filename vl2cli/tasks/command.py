@@ -22,7 +22,7 @@ from ..output.record import Sampling, key_of_record
 from ..output.resume import ResumeIndex
 from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
-from ..settings import Settings
+from ..settings import MAX_LABELS, Settings
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
 from .lazy_model import LazyModel
@@ -134,6 +134,9 @@ def sampling_of(settings: Settings) -> Sampling | None:
 def task_spec(task: str, settings: Settings, *, prompt: str | None = None, questions: Sequence[str] = ()) -> TaskSpec:
     """The TaskSpec a command's settings ask for (ask: `prompt`, or several `questions`)."""
     labels = tuple(parse_labels(settings.labels)) if task == "classify" else None
+    if labels is not None and len(labels) > MAX_LABELS:
+        raise InputError(f"labels: at most {MAX_LABELS} labels (got {len(labels)})")
+    questions = tuple(dict.fromkeys(questions))  # `-q same -q same` asks it once (one record per file and question)
     if task == "ask" and len(questions) == 1:
         prompt, questions = questions[0], ()
     sampling = sampling_of(settings) if task != "classify" else None
@@ -208,7 +211,11 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     if dry_run:
         from .dry_run import dry_run as plan_only
 
-        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr)
+        sharded = plan_sharded_output(settings.shard, settings.out, inputs, dry_run=True)
+        if sharded is not None:  # the shard's own files, resumed from its own part file
+            settings = dataclasses.replace(settings, out=str(sharded.part))
+        return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr,
+                         keep=sharded.keeps if sharded is not None else None)
     console = _Console(quiet=settings.quiet, stderr=stderr)
     sharded = plan_sharded_output(settings.shard, settings.out, inputs)
     if sharded is not None:  # from here on the run's output is the shard's part file
@@ -226,6 +233,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
+        summary.bad_list_entries += warning.reason == "bad_list_entry"
         console.log(f"vl2: warning: {warning.message}")
 
     with ExitStack() as stack:
@@ -237,11 +245,15 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
             index = ResumeIndex.from_output(settings.out)
+            if (skipped := index.skipped.describe(settings.out)) is not None:
+                console.log(f"vl2: warning: {skipped}")
         writer = None if single or as_list else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
         subtitles = None
         if settings.format != "jsonl":
             subtitles = SubtitleFiles(settings.format, out_dir=settings.out_dir,  # type: ignore[arg-type]
-                                      earlier=settings.out if index is not None else None)
+                                      earlier=settings.out if index is not None else None,
+                                      overwrite=settings.overwrite,
+                                      on_refused=lambda message: console.log(f"vl2: error: {message}"))
             stack.callback(subtitles.close)
         if writer is not None and writer.repaired_partial_line:
             console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
@@ -283,6 +295,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                            complete=not summary.unreadable_folders)
     if index is not None:
         summary.failed_in_output = index.still_failed()
+    if subtitles is not None:
+        summary.subtitles_refused = len(subtitles.refused)
     if summary.total == 0:
         console.log("vl2: warning: no media files found in the inputs")
     if not single:

@@ -11,7 +11,7 @@ and a summary line on stderr. Only the checkpoint's `config.json` is read (for t
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,24 +33,26 @@ def _line(action: str, path: Path, prompt: str | None, several: bool) -> str:
 
 
 def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, settings: Settings, model: Any, *,
-            stdout: TextIO, stderr: TextIO) -> int:
+            stdout: TextIO, stderr: TextIO, keep: Callable[[Path], bool] | None = None) -> int:
     """Print the plan; exit 0 (or 1 when a folder could not be read, as the run would)."""
     counts = {"process": 0, "skip": 0, "error": 0}
     unreadable_folders = 0
 
     def on_warning(warning: WalkWarning) -> None:
         nonlocal unreadable_folders
-        unreadable_folders += warning.reason == "unreadable_folder"
+        unreadable_folders += warning.reason in ("unreadable_folder", "bad_list_entry")
         print(f"vl2: warning: {warning.message}", file=stderr, flush=True)
 
     index = None
     if settings.out != STDOUT_NAME and not settings.overwrite:
         index = ResumeIndex.from_output(settings.out)
+        if (skipped := index.skipped.describe(settings.out)) is not None:
+            print(f"vl2: warning: {skipped}", file=stderr, flush=True)
     is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None  # noqa: E731
     several = len(spec.prompts) > 1
     planned, requests = plan_run(model, inputs, spec, run_options(settings), is_done=is_done, on_warning=on_warning,
                                  recursive=settings.recursive, include=settings.include, exclude=settings.exclude,
-                                 kinds=settings.kinds, listed=listed)
+                                 kinds=settings.kinds, listed=listed, keep=keep)
     for plan in planned:
         action = "process" if plan.pending else "skip" if plan.outcome.skipped else "error"
         for request in plan.requests or requests[:1]:

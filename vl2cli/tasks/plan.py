@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..output.record import FileStamp, Request, ResumeKey, build_record, resume_key
+from ..output.record import FileStamp, Request, ResumeKey, build_record, missing_file_key, resume_key
 from ..errors import MediaError, Vl2Error
 from .modality import ModelTowers, check_requested_modality
 from .segmenting import Segmenting
@@ -103,6 +103,11 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
         except OSError as exc:
             absolute = Path(path).absolute()
             for each in requests:
+                if (isinstance(exc, (FileNotFoundError, NotADirectoryError)) and is_done is not None
+                        and is_done(missing_file_key(str(absolute), each))):
+                    # recorded as missing by an earlier run: not recorded again until it exists
+                    yield PlannedFile(absolute, None, FileOutcome(absolute, None), requests=(each,))
+                    continue
                 record = build_record(each, path=str(absolute), stamp=None, vl2_version=__version__,
                                       error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
                 yield PlannedFile(absolute, None, FileOutcome(absolute, record), requests=(each,))

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from ..bounded_files import read_small_file, reason
 from ..errors import Vl2Error
 
 #: Upstream's captioning style, by what the model is shown. An AV item is a video with its sound.
@@ -40,9 +40,11 @@ def parse_labels(value: str | Sequence[str]) -> list[str]:
     for entry in values:
         if entry.startswith("@"):
             try:
-                lines = Path(entry[1:]).read_text(encoding="utf-8").splitlines()
+                lines = read_small_file(entry[1:]).decode("utf-8").splitlines()
             except OSError as exc:
-                raise Vl2Error(f"labels {entry}: cannot read the labels file ({exc.strerror})") from None
+                raise Vl2Error(f"labels {entry}: cannot read the labels file ({reason(exc)})") from None
+            except UnicodeDecodeError as exc:
+                raise Vl2Error(f"labels {entry}: the labels file is not UTF-8 text (byte {exc.start})") from None
             items.extend(line.split("#", 1)[0] for line in lines)
         else:
             items.extend(entry.split(","))

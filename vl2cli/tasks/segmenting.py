@@ -10,11 +10,23 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import MediaError, Vl2Error
-from ..media.segments import Segment, fixed_windows, format_seconds, parse_duration, scene_windows
+from ..media.segments import MIN_TAIL_S, Segment, fixed_windows, format_seconds, parse_duration, scene_windows
 
 SCENES = "scenes"
 DEFAULT_SCENE_MIN = "2s"
 DEFAULT_SCENE_MAX = "60s"
+#: Shortest segment (and step between fixed windows): shorter ones would be merged away as tails (a
+#: `--segment 500ms` run got one segment for the whole file) or hold no frame at all.
+MIN_SEGMENT_S = MIN_TAIL_S
+#: Longest segment length or scene bound accepted: a day.
+MAX_SEGMENT_S = 86400.0
+
+
+def _bounded(name: str, text: str, seconds: float) -> float:
+    if not MIN_SEGMENT_S <= seconds <= MAX_SEGMENT_S:
+        raise Vl2Error(f"{name}: {text!r} is {seconds:g} s; a segment must be at least {MIN_SEGMENT_S:g} s and at "
+                       f"most {MAX_SEGMENT_S:g} s")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,9 @@ class Segmenting:
         min_s = parse_duration(min_length or DEFAULT_SCENE_MIN)
         max_s = parse_duration(max_length or DEFAULT_SCENE_MAX)
         if segment.strip().lower() == SCENES:
+            _bounded("segment_max", max_length or DEFAULT_SCENE_MAX, max_s)
+            if min_s > MAX_SEGMENT_S:
+                _bounded("segment_min", min_length or DEFAULT_SCENE_MIN, min_s)
             if min_s > max_s:
                 raise Vl2Error(f"segment_min ({min_length}) must not be longer than segment_max ({max_length})")
             return cls("scenes", min_s=min_s, max_s=max_s)
@@ -42,8 +57,12 @@ class Segmenting:
             length_s = parse_duration(segment)
         except Vl2Error as exc:
             raise Vl2Error(f"segment: {exc}; or use \"scenes\"") from None
+        _bounded("segment", segment, length_s)
         if overlap_s >= length_s:
             raise Vl2Error(f"segment_overlap ({overlap}) must be shorter than the segment ({segment})")
+        if length_s - overlap_s < MIN_SEGMENT_S:
+            raise Vl2Error(f"segment_overlap ({overlap}): windows would start every {length_s - overlap_s:g} s; "
+                           f"leave at least {MIN_SEGMENT_S:g} s between window starts")
         return cls("fixed", length_s=length_s, overlap_s=overlap_s)
 
     @property

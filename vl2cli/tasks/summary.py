@@ -15,6 +15,10 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     unreadable_folders: int = 0
+    #: list entries that cannot be a path (a NUL byte), skipped with a warning
+    bad_list_entries: int = 0
+    #: subtitle files not written because their name held a file vl2 did not write
+    subtitles_refused: int = 0
     #: files of the whole output file whose latest record is an error (None: no output file)
     failed_in_output: int | None = None
     started: float = field(default_factory=perf_counter)
@@ -40,7 +44,9 @@ class RunSummary:
 
     def exit_code(self) -> int:
         still_failed = bool(self.failed_in_output)
-        return EXIT_SOME_FAILED if self.failed or self.unreadable_folders or still_failed else EXIT_OK
+        some_failed = (self.failed or self.unreadable_folders or still_failed or self.subtitles_refused
+                       or self.bad_list_entries)
+        return EXIT_SOME_FAILED if some_failed else EXIT_OK
 
     def line(self) -> str:
         """e.g. `vl2: 12 files: 9 done, 2 skipped, 1 failed in 4.2 s (2.5 files/s)`."""
@@ -48,5 +54,9 @@ class RunSummary:
         rate = f" ({self.done / self.seconds:.2f} {self.unit}/s)" if self.done and self.seconds > 0 else ""
         folders = f"; {self.unreadable_folders} folder(s) unreadable" if self.unreadable_folders else ""
         output = f"; {self.failed_in_output} file(s) of the output end in an error" if self.failed_in_output else ""
+        if self.bad_list_entries:
+            output += f"; {self.bad_list_entries} list entr{'y' if self.bad_list_entries == 1 else 'ies'} skipped"
+        if self.subtitles_refused:
+            output += f"; {self.subtitles_refused} subtitle file(s) not written"
         return (f"vl2: {total} {self.unit}: {self.done} done, {self.skipped} skipped, {self.failed} failed "
                 f"in {self.seconds:.1f} s{rate}{folders}{output}")

@@ -1,0 +1,128 @@
+"""The one reader of vl2 outputs: every line checked against the record schema before anyone uses it.
+
+Resume, dry runs, `vl2 report`, `vl2 merge`, `vl2 shards` and subtitles all read an output through
+`read_records`. A line that is not a record — not JSON, too long, nested too deep, a JSON value that
+breaks the schema (an `error` that is a string, a list where an object belongs, another schema
+version, times that are not numbers) — is skipped, and the caller hears which line and why, so one
+hostile or damaged line never stops a run, a report or a merge.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schema import record_problem
+
+#: A record line longer than this is not one vl2 wrote (a record holds one answer, at most a few
+#: thousand labels); it is skipped without being held in memory whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+# Nesting: the schema fixes the depth of every field (record -> label_scores -> score -> field is 3)
+# but `media`, whose extra fields may nest schema.OPEN_VALUE_DEPTH deep; a deeper line is skipped, and
+# one past json's own recursion limit too.
+#: Line numbers named in a summary of skipped lines (the count is always whole).
+NAMED_LINES = 5
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line of an output that is not a record: its 1-based number and why."""
+
+    number: int
+    reason: str
+
+
+@dataclass
+class SkippedLines:
+    """The lines a read skipped (a callable: pass it as `on_skipped`)."""
+
+    lines: list[SkippedLine] = field(default_factory=list)
+
+    def __call__(self, line: SkippedLine) -> None:
+        self.lines.append(line)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def describe(self, path: str | Path) -> str | None:
+        """One warning naming the skipped lines (None when none was): count, first line numbers, first reason."""
+        if not self.lines:
+            return None
+        numbers = ", ".join(str(line.number) for line in self.lines[:NAMED_LINES])
+        more = f" and {len(self.lines) - NAMED_LINES} more" if len(self.lines) > NAMED_LINES else ""
+        return (f"{path}: skipped {len(self.lines)} line(s) that are not vl2 records (line {numbers}{more}; "
+                f"line {self.lines[0].number}: {self.lines[0].reason})")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: Integers vl2 writes (sizes, nanosecond times, counts) fit 64 bits; a longer one is not vl2's and
+#: would overflow where it is made a float (a segment bound).
+_MAX_INT_DIGITS = 20
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None) or (None, why this line is not one)."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except RecursionError:
+        return None, "nested too deep"
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None, f"not JSON ({str(exc)[:80]})"
+    problem = record_problem(value)
+    if problem is not None:
+        return None, problem
+    return value, None
+
+
+def _lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
+    """(number, line) for every line; line None for one over MAX_LINE_BYTES (read past in chunks)."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (chunk := handle.readline(_CHUNK)) and not chunk.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, raw
+
+
+def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """Every record of a vl2 JSONL output in order; `on_skipped` hears of each non-blank line that is
+    not a valid record (SkippedLines collects and describes them). An output that is not a regular
+    file (`--out /dev/stdout`, a FIFO) holds no records to read back: it is not read (nor waited on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return
+    with os.fdopen(fd, "rb") as handle:
+        for number, raw in _lines(handle):
+            if raw is None:
+                if on_skipped is not None:
+                    on_skipped(SkippedLine(number, f"longer than {MAX_LINE_BYTES} bytes"))
+                continue
+            if not raw.strip():
+                continue
+            record, reason = parse_record_line(raw)
+            if record is not None:
+                yield record
+            elif on_skipped is not None:
+                on_skipped(SkippedLine(number, reason or "not a record"))
