@@ -83,9 +83,12 @@ def test_choices_and_ranges_are_checked() -> None:
 
 
 #: Values the settings module constrains beyond their type (checked in settings._validate).
-_CONSTRAINED = {"device": "cuda:1", "kinds": ["audio", "image"], "decode_timeout": 7.5, "top_p": 0.5}
-#: Sampling knobs are refused unless sampling is on: given with a temperature.
-_COMPANIONS = {"top_p": {"temperature": 0.5}, "seed": {"temperature": 0.5}}
+_CONSTRAINED = {"device": "cuda:1", "kinds": ["audio", "image"], "decode_timeout": 7.5, "top_p": 0.5,
+                "segment_overlap": "5s"}
+#: Settings refused without the one they work with (sampling knobs need a temperature; out_dir a
+#: subtitle format; segment_overlap fixed-length segments; ray_address the Ray engine).
+_COMPANIONS = {"top_p": {"temperature": 0.5}, "seed": {"temperature": 0.5}, "out_dir": {"format": "srt"},
+               "segment_overlap": {"segment": "60s"}, "ray_address": {"engine": "ray"}}
 
 
 def _other_value(field: dataclasses.Field) -> Any:
