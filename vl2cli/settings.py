@@ -80,8 +80,10 @@ class Settings:
                                        "SLURM_ARRAY_* variables when --out is a folder)")
     engine: str = _setting("local", "local (this process) or ray (a Ray Data actor pool; pip install 'vl2[ray]')",
                            ENGINES)
-    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, ray://head:10001); "
+    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, head:6379); "
                                              "default: start a local one")
+    actors: int | None = _setting(None, "engine ray: model actors in the pool (default: one per GPU of the "
+                                        "cluster, else one per node; never more than the batches)")
     max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
     prompt: str | None = _setting(None, "caption instruction")
     labels: list[str] = _setting([], "classify: candidate labels")
@@ -178,7 +180,7 @@ def _validate(settings: Settings) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(settings, f.name) not in choices:
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
-    for name in ("batch_size", "workers", "frames", "max_new_tokens", "top_k"):
+    for name in ("batch_size", "workers", "frames", "max_new_tokens", "top_k", "actors"):
         value = getattr(settings, name)
         if value is not None and value < 1:
             raise Vl2Error(f"{name}: must be at least 1 (got {value})")

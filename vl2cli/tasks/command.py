@@ -233,6 +233,10 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         if sharded is not None:
             console.log(f"vl2: shard {sharded.shard} (array index {sharded.array_index}) of {sharded.folder.root} "
                         f"-> {sharded.part.name}")
+        if settings.engine == "ray":  # Ray's console lines (raylet, C++, its processes) never reach the records
+            from ..runners.ray_engine import records_stdout
+
+            stdout = stack.enter_context(records_stdout(stdout))
         runner = stack.enter_context(engine_runner(settings))
         index = None
         if settings.out != STDOUT_NAME:
