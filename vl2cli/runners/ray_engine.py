@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Times Ray re-runs a batch whose actor died before its files are given up as `worker_lost`.
 TASK_RETRIES = 2
+#: Times vl2 hands the files of batches no actor finished to a new pool (the live nodes') before they
+#: are `worker_lost`: a lost node's actor cannot be restarted where it was, so Ray's retries alone fail.
+RESUBMISSIONS = 1
 WORKER_LOST_CODE = "worker_lost"
 ENGINE_ERROR_CODE = "model_error"
 #: Files per actor call: model batches run inside it, so a call is a few of them; a dead actor's call is
@@ -194,7 +197,8 @@ class RayRunner:
 
     def __init__(self, load_options: dict[str, Any], *, address: str | None = None,
                  actor_class: type[RecordActor] = RecordActor, files_per_call: int | None = None,
-                 task_retries: int = TASK_RETRIES, num_cpus: int | None = None, actors: int | None = None) -> None:
+                 task_retries: int = TASK_RETRIES, num_cpus: int | None = None, actors: int | None = None,
+                 resubmissions: int = RESUBMISSIONS) -> None:
         self.load_options, self.address, self.actor_class = load_options, address, actor_class
         self.files_per_call, self.task_retries = files_per_call, task_retries
         self._connected = False
@@ -205,6 +209,7 @@ class RayRunner:
         self.keep_logs = False
         #: actors in the pool (None: one per GPU, else one per node with CPUs, at most one per call)
         self.actors = actors
+        self.resubmissions = resubmissions
 
     # ------------------------------------------------------------ Ray's lifecycle
     def _start(self) -> None:
@@ -311,57 +316,71 @@ class RayRunner:
 
     def _run(self, pending: list[PlannedFile], task: TaskSpec, options: RunOptions,
              request: Request) -> Iterator[FileOutcome]:
+        """Every pending file through the actor pool; the files of batches that no actor finished (a
+        worker or a whole node died more often than Ray's retries allow) go through a new pool, sized
+        for the nodes still alive, up to `resubmissions` more times before they are `worker_lost`."""
         import ray.data
 
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = -1  # a batch given up after TASK_RETRIES costs its files, not the run
         context.enable_progress_bars = False
         context.execution_options.preserve_order = True  # records in input order, as a local run writes them
-        pool, actors, per_call = self._pool(options, len(pending))
-        log.info("Ray: %d file(s) to %d actor(s) on %s, %d per call", len(pending), actors,
-                 "GPU" if "num_gpus" in pool else "CPU", per_call)
-        rows = [_pending_row(index, plan) for index, plan in enumerate(pending)]
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_call)))
         local_only = dataclasses.replace(options, on_batch=None)  # a callback into this process's console
         arguments = {"load_options": self.load_options, "task": task, "options": local_only, "request": request}
-        with warnings.catch_warnings():
-            # Ray 2.60 takes max_task_retries only through its deprecated **ray_remote_args
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                dataset = dataset.map_batches(self.actor_class, batch_size=per_call, batch_format="numpy",
-                                              fn_constructor_kwargs=arguments, max_task_retries=self.task_retries, **pool)
-            except TypeError:  # a Ray without it: its default, unbounded retries
-                dataset = dataset.map_batches(self.actor_class, batch_size=per_call, batch_format="numpy",
-                                              fn_constructor_kwargs=arguments, **pool)
         seen: set[int] = set()
         repeated = 0
-        try:
-            with _ray_data_logs_quiet():
-                for row in dataset.iter_rows():
-                    index = int(row["index"])
-                    if index == FATAL_ROW:
-                        raise _ActorCannotLoad(str(row["record"]))
-                    if index in seen:  # at-least-once: a retried batch's record for a file already written
-                        repeated += 1
-                        continue
-                    seen.add(index)
-                    yield FileOutcome(pending[index].path, json.loads(row["record"]))
-        except (KeyboardInterrupt, GeneratorExit):
-            raise
-        except _ActorCannotLoad as exc:
-            raise Vl2Error(f"engine ray: a Ray actor could not load the model {exc}") from None
-        except Exception as exc:  # e.g. no actor could load the model: the run cannot go on
-            raise Vl2Error(f"engine ray: the run stopped: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-        if len(seen) < len(pending):
+        todo = list(range(len(pending)))
+        passes = 0
+        while todo and passes <= self.resubmissions:
+            if passes:
+                self.keep_logs = True
+                log.warning("Ray: %d file(s) whose batch no Ray actor finished (a worker or a node died) go to "
+                            "the live actors again", len(todo))
+            passes += 1
+            pool, actors, per_call = self._pool(options, len(todo))
+            log.info("Ray: %d file(s) to %d actor(s) on %s, %d per call", len(todo), actors,
+                     "GPU" if "num_gpus" in pool else "CPU", per_call)
+            rows = [_pending_row(index, pending[index]) for index in todo]
+            dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_call)))
+            with warnings.catch_warnings():
+                # Ray 2.60 takes max_task_retries only through its deprecated **ray_remote_args
+                warnings.simplefilter("ignore", DeprecationWarning)
+                try:
+                    dataset = dataset.map_batches(self.actor_class, batch_size=per_call, batch_format="numpy",
+                                                  fn_constructor_kwargs=arguments, max_task_retries=self.task_retries,
+                                                  **pool)
+                except TypeError:  # a Ray without it: its default, unbounded retries
+                    dataset = dataset.map_batches(self.actor_class, batch_size=per_call, batch_format="numpy",
+                                                  fn_constructor_kwargs=arguments, **pool)
+            try:
+                with _ray_data_logs_quiet():
+                    for row in dataset.iter_rows():
+                        index = int(row["index"])
+                        if index == FATAL_ROW:
+                            raise _ActorCannotLoad(str(row["record"]))
+                        if index in seen:  # at-least-once: a retried batch's record for a file already written
+                            repeated += 1
+                            continue
+                        seen.add(index)
+                        yield FileOutcome(pending[index].path, json.loads(row["record"]))
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except _ActorCannotLoad as exc:
+                raise Vl2Error(f"engine ray: a Ray actor could not load the model {exc}") from None
+            except Exception as exc:  # Ray itself failed (e.g. the head went away): the run cannot go on
+                raise Vl2Error(f"engine ray: the run stopped: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+            todo = [index for index in todo if index not in seen]
+        if todo:
             self.keep_logs = True
         if repeated:
             log.warning("Ray re-ran %d file(s) already recorded (a retried batch); their second records were dropped",
                         repeated)
-        for index, plan in enumerate(pending):
-            if index not in seen:
-                yield FileOutcome(plan.path, _error_record(
-                    request, plan, WORKER_LOST_CODE,
-                    f"{plan.path}: the Ray worker processing it died {self.task_retries + 1} time(s)"))
+        for index in todo:
+            plan = pending[index]
+            yield FileOutcome(plan.path, _error_record(
+                request, plan, WORKER_LOST_CODE,
+                f"{plan.path}: no Ray actor finished its batch: the worker died on each of {passes} pass(es) "
+                f"over the live actors (each with up to {self.task_retries} retries by Ray)"))
 
 
 class _ActorCannotLoad(Exception):
@@ -435,7 +454,11 @@ def _end_processes(processes: set[Any]) -> None:
 def _join_hint(exc: BaseException, address: str | None) -> str:
     """Ray's error as one line, with what to do when the cluster asks for token authentication."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if address and os.environ.get("RAY_AUTH_MODE") != "token" and ("auth" in str(exc).lower()
-                                                                      or "unauthenticated" in str(exc).lower()):
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 8:  # Ray's ConnectionError hides the AuthenticationError under it
+        chain.append(f"{type(cause).__name__}: {cause}".lower())
+        cause = cause.__cause__ or cause.__context__
+    said = " ".join(chain)
+    if address and os.environ.get("RAY_AUTH_MODE") != "token" and ("auth" in said or "unauthenticated" in said):
         text += "; the cluster may use token authentication: set RAY_AUTH_MODE=token (and its token) for vl2 too"
     return text
