@@ -99,7 +99,9 @@ class Slurm:
 
     def run(self, *command: str, env: dict[str, str] | None = None, check: bool = True,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-        done = subprocess.run([_binary(command[0]), *command[1:]], env={**self.env, **(env or {})}, cwd=cwd,
+        merged = {**self.env, **(env or {})}
+        binary = shutil.which(command[0], path=merged.get("PATH")) or _binary(command[0])
+        done = subprocess.run([binary, *command[1:]], env=merged, cwd=cwd,
                               capture_output=True, text=True, timeout=120)
         assert not check or done.returncode == 0, done.stderr
         return done
@@ -183,6 +185,24 @@ def test_the_documented_sbatch_scripts_shard_complete_and_the_afterok_merge_runs
     assert sorted(Path(r["path"]).name for r in records) == sorted(names)
     assert [Path(r["path"]).name for r in records if r["error"]] == ["broken.mp4"]
     assert {f"vl2-captions-{job}_{k}.log" for k in range(3)} <= set(logs)
+
+    # an array whose tasks wait in the queue (held; one released): `vl2 shards` calls them pending, and
+    # never puts a queued or running index in its resubmit line
+    fresh = f"{tmp_path / 'held'}/"
+    held = slurm.run("sbatch", "--parsable", "--hold", "--array=0-2", "--gres=none", "--cpus-per-task=1",
+                     "caption.sbatch", env={**env, "OUT": fresh}, cwd=submit).stdout.strip()
+    slurm.run("scontrol", "release", f"{held}_0")
+    deadline = time.monotonic() + 300  # a hang guard only
+    while not any(Path(fresh).glob("slurm-array-*.job")):  # task 0 started and noted its job
+        assert time.monotonic() < deadline, "the released task did not start"
+        time.sleep(0.5)
+    shown = slurm.run("vl2", "shards", fresh, env={"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
+                      check=False)
+    assert shown.returncode == 1 and "--array" not in shown.stdout, shown.stdout
+    for k in (1, 2):
+        assert f"array index {k} (shard {k}/3): pending (Slurm job {held}_{k} waits in the queue" in shown.stdout
+    slurm.run("scontrol", "release", held)
+    assert set(slurm.wait_for(held).values()) == {"COMPLETED exit:0:0"}
 
     # another array size into the same folder: every task refuses, and the folder is as it was
     before = sorted((p.name, p.read_bytes()) for p in Path(out).iterdir() if not p.name.endswith(".lock"))

@@ -323,7 +323,7 @@ def test_a_running_shard_is_told_from_an_incomplete_one_and_left_out_of_the_resu
         "1 of 3 shards complete (2 file(s) ending in an error; a run with --retry-failed tries them again); "
         "1 running; 1 to run again",
         "--array=1"]
-    assert "(array indices 0-1, 1 of them running)" in merge_log.getvalue()
+    assert "(array indices 0-1, 1 of them running or queued)" in merge_log.getvalue()
     # the lock released (the run ended without a marker): incomplete, and in the line again
     report = io.StringIO()
     assert shards_report(parts, stdout=report) == EXIT_SOME_FAILED

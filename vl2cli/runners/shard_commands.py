@@ -43,7 +43,7 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
           file=stderr, flush=True)
     left = report.not_complete
     if left:
-        running = f", {len(report.running)} of them running" if report.running else ""
+        running = f", {len(report.running)} of them running or queued" if report.running else ""
         print(f"vl2: warning: {len(left)} shard(s) not complete (array indices {array_expression(left)}{running}); "
               f"`vl2 shards {folder}` says which to run again", file=stderr, flush=True)
     return EXIT_SOME_FAILED if left else EXIT_OK

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +40,13 @@ PART_PATTERN = re.compile(r"part-(\d+)-of-(\d+)\.jsonl")
 _SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
 SLURM_TASK_MAX = "SLURM_ARRAY_TASK_MAX"
+SLURM_JOB = "SLURM_ARRAY_JOB_ID"
+#: An empty file per Slurm array job that ran a task into the folder, so `vl2 shards` can ask squeue
+#: which of its tasks still wait in the queue.
+JOB_NOTE = re.compile(r"slurm-array-(\d+)\.job")
+#: Slurm job states (squeue %t) of a task not started yet, and of one running.
+QUEUED_STATES, RUNNING_STATES = frozenset({"PD", "CF", "RQ", "RS", "RH", "RF", "S", "SI", "SO"}), frozenset({"R", "CG"})
+SQUEUE_TIMEOUT_S = 20
 
 
 class ShardError(Vl2Error):
@@ -186,7 +195,7 @@ def _write_json_atomically(path: Path, payload: dict[str, Any], *, exclusive: bo
     return True
 
 
-ShardStateName = Literal["complete", "running", "incomplete", "missing"]
+ShardStateName = Literal["complete", "running", "pending", "incomplete", "missing"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,8 @@ class ShardState:
     marker: dict[str, Any] | None
     #: the Slurm array index that runs this shard (the folder's first index + the shard's index)
     array_index: int = 0
+    #: the Slurm array job whose task for this shard is queued or running (known from squeue)
+    slurm_job: str | None = None
 
     @property
     def failed(self) -> int:
@@ -213,7 +224,10 @@ class ShardState:
             failed = f", {self.failed} ending in an error" if self.failed else ""
             return f"{name}: complete ({marker.get('files', '?')} files{failed}; {self.shard.part_name})"
         if self.state == "running":
-            return f"{name}: running ({self.records} records so far, its lock is held; {self.shard.part_name})"
+            why = "its lock is held" if self.slurm_job is None else f"Slurm job {self.slurm_job}_{self.array_index}"
+            return f"{name}: running ({self.records} records so far, {why}; {self.shard.part_name})"
+        if self.state == "pending":
+            return f"{name}: pending (Slurm job {self.slurm_job}_{self.array_index} waits in the queue; {self.shard.part_name})"
         if self.state == "incomplete":
             return f"{name}: incomplete ({self.records} records, no completion marker; {self.shard.part_name})"
         return f"{name}: missing (no {self.shard.part_name})"
@@ -278,15 +292,47 @@ class ShardFolder:
         if layout is None:
             raise ShardError(f"{self.root}: no {LAYOUT_NAME}; not the output folder of a sharded vl2 run")
         states = []
+        queued: dict[int, tuple[str, str]] | None = None
         for index in range(layout["shards"]):
             shard = Shard(index, layout["shards"])
             marker = self._marker(shard)
             part = self.part_path(shard)
             records = sum(1 for _ in read_records(part)) if part.exists() else 0
+            array_index, job = layout["array_min"] + index, None
             state: ShardStateName = ("complete" if marker is not None else "running" if self._locked(part)
                                      else "incomplete" if part.exists() else "missing")
-            states.append(ShardState(shard, state, records, marker, layout["array_min"] + index))
+            if state in ("incomplete", "missing"):  # not known to be running here: is it in Slurm's queue?
+                queued = self.queued_tasks() if queued is None else queued
+                if array_index in queued:
+                    job, code = queued[array_index]
+                    state = "running" if code in RUNNING_STATES else "pending"
+            states.append(ShardState(shard, state, records, marker, array_index, job))
         return layout, states
+
+    def note_slurm_job(self, job_id: str) -> None:
+        """Remember that Slurm array job `job_id` runs tasks into this folder (an empty file)."""
+        if job_id.isdigit():
+            (self.root / f"slurm-array-{job_id}.job").touch()
+
+    def queued_tasks(self) -> dict[int, tuple[str, str]]:
+        """{array index: (job id, squeue state)} of the queued or running tasks of the array jobs that
+        ran tasks into this folder; empty without squeue or when it does not answer."""
+        jobs = sorted(match.group(1) for path in self.root.glob("slurm-array-*.job")
+                      if (match := JOB_NOTE.fullmatch(path.name)))
+        squeue = shutil.which("squeue")
+        if not jobs or squeue is None:
+            return {}
+        try:
+            shown = subprocess.run([squeue, "-h", "-r", "-j", ",".join(jobs), "-o", "%F %K %t"], capture_output=True,
+                                   text=True, timeout=SQUEUE_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        tasks: dict[int, tuple[str, str]] = {}
+        for line in shown.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1].isdigit() and fields[2] in QUEUED_STATES | RUNNING_STATES:
+                tasks[int(fields[1])] = (fields[0], fields[2])
+        return tasks
 
     def parts(self) -> list[Path]:
         """The part files of the recorded layout that exist, in shard order."""
@@ -405,6 +451,8 @@ def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[st
     else:
         shard, array_min = Shard(0, 1), 0
     layout = folder.claim(shard.count, array_min)
+    if array is not None and env.get(SLURM_JOB):
+        folder.note_slurm_job(env[SLURM_JOB])
     folder.clear_marker(shard)
     return ShardedOutput(folder, shard, input_roots(inputs), layout["array_min"])
 
@@ -412,7 +460,7 @@ def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[st
 @dataclass(frozen=True)
 class ShardReport:
     """What `vl2 shards` prints: a line per shard and a summary; the array indices to submit again (not
-    complete and not running) and those still running."""
+    complete, not running, not queued) and those still running or queued."""
 
     lines: list[str]
     rerun: list[int]
@@ -427,15 +475,18 @@ def report_lines(folder: ShardFolder) -> ShardReport:
     layout, states = folder.states()
     rerun = [state.array_index for state in states if state.state in ("incomplete", "missing")]
     running = [state.array_index for state in states if state.state == "running"]
+    pending = [state.array_index for state in states if state.state == "pending"]
     lines = [state.line() for state in states]
-    done = len(states) - len(rerun) - len(running)
+    done = len(states) - len(rerun) - len(running) - len(pending)
     failed = sum(state.failed for state in states)
     summary = f"{done} of {len(states)} shards complete"
     if failed:
         summary += f" ({failed} file(s) ending in an error; a run with --retry-failed tries them again)"
     if running:
         summary += f"; {len(running)} running"
+    if pending:
+        summary += f"; {len(pending)} pending in Slurm's queue"
     if rerun:
         summary += f"; {len(rerun)} to run again"
     lines.append(summary)
-    return ShardReport(lines, rerun, running)
+    return ShardReport(lines, rerun, running + pending)
