@@ -203,6 +203,11 @@ def test_the_actors_get_the_hub_and_vl2_variables_but_no_token() -> None:
     assert local_cpus({"SLURM_JOB_ID": "7", "SLURM_CPUS_ON_NODE": "3"}) == 3
     assert local_cpus({"SLURM_JOB_ID": "7"}) == len(os.sched_getaffinity(0))
     assert local_cpus({}) is None
+    from vl2cli.errors import Vl2Error
+
+    with pytest.raises(Vl2Error, match="actors: must be at least 1"):
+        resolve_settings({"actors": 0}, env={})
+    assert resolve_settings({}, env={"VL2_ACTORS": "3"}).settings.actors == 3
 
 
 def _cli(archive: Path, checkpoint: Path, scratch: Path, *more: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
@@ -242,9 +247,15 @@ def scratch(request: pytest.FixtureRequest) -> Path:
 @pytest.mark.slow
 def test_out_dash_stays_pure_jsonl_when_an_actor_is_killed_and_the_log_says_where_ray_logs_are(
         hub_env: Any, archive: Path, scratch: Path, local_records: list[dict[str, Any]]) -> None:
+    import psutil
+
     run = _cli(archive, hub_env.checkpoint, scratch, "--out", "-")
-    _wait_for_actor(run).kill()  # a crash: Ray reports the dead worker (its "(raylet)" lines)
+    actor = _wait_for_actor(run)
+    started = psutil.Process(run.pid).children(recursive=True)  # raylet, GCS, workers
+    actor.kill()  # a crash: Ray reports the dead worker (its "(raylet)" lines)
     out, err = run.communicate(timeout=400)
+    # every process of vl2's Ray ended with the run (the restarted actor, a child of the raylet, too)
+    assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert run.returncode == 1, err  # the broken file
     records = [json.loads(line) for line in out.splitlines()]  # nothing but records on stdout
     assert _essence(records) == _essence(local_records), err
