@@ -74,10 +74,10 @@ class Cluster:
                     if not name.startswith(("HF_", "VL2_", "RAY_", "TRANSFORMERS_"))}
         self.env.update({**self.auth, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
 
-    def start_node(self, name: str, *, head: bool) -> str:
+    def start_node(self, name: str, *, head: bool, cpus: int = 1) -> str:
         folder = str(self.scratch / name)
         self.folders.append(folder)
-        common = ["--num-cpus", "1", "--temp-dir", folder, "--disable-usage-stats",
+        common = ["--num-cpus", str(cpus), "--temp-dir", folder, "--disable-usage-stats",
                   "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
         where = ["--head", "--port", str(self.port), "--include-dashboard", "false"] if head else ["--address", self.address]
         started = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *where, *common],
@@ -114,12 +114,13 @@ def hub_env() -> Iterator[Any]:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Head (1 CPU) and a second node (1 CPU, or what the test's `node_cpus` parameter says)."""
     scratch = Path(tempfile.mkdtemp(prefix="vl2c-", dir="/tmp"))  # short: Ray's socket paths must fit
     running = Cluster(scratch)
     try:
         running.start_node("h", head=True)
-        running.start_node("n", head=False)
+        running.start_node("n", head=False, cpus=getattr(request, "param", 1))
         yield running
     finally:
         running.stop()
@@ -254,3 +255,29 @@ def test_the_batch_a_lost_node_was_working_on_runs_again_on_the_live_actor(
     assert flag.exists() and not raylet.is_running()  # the node really was lost holding a batch
     assert sorted(r["path"] for r in records) == sorted(str(p) for p in archive.iterdir()), run.stderr[-3000:]
     assert [r["error"] for r in records if r["error"]] == []  # none worker_lost: the live actor did them
+
+
+@pytest.mark.parametrize("cluster", [3], indirect=True)
+def test_a_small_head_and_a_bigger_node_each_get_an_actor(cluster: Cluster, hub_env: Any, tmp_path: Path) -> None:
+    """1 + 3 CPUs (the head small, the node big): one actor per node by default, both nodes work."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for i in range(24):
+        shutil.copy(MEDIA_FIXTURES / IMAGE, archive / f"img{i:02d}.png")
+    raylets = [cluster.raylet_of(folder) for folder in cluster.folders]
+    env = {**os.environ, **cluster.auth, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(ROOT)}
+    run = _vl2(archive, hub_env.checkpoint, env, "--out", str(tmp_path / "out.jsonl"))
+    with_actor: set[int] = set()
+    while run.poll() is None and len(with_actor) < 2:  # which nodes' raylets have an actor child
+        for k, raylet in enumerate(raylets):
+            for child in raylet.children(recursive=True):
+                try:
+                    if "MapWorker" in " ".join(child.cmdline()):
+                        with_actor.add(k)
+                except psutil.Error:
+                    continue
+        time.sleep(0.1)
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert "24 file(s) to 2 actor(s) on CPU" in err, err
+    assert with_actor == {0, 1}, err

@@ -310,9 +310,10 @@ class RayRunner:
         # one call at a time per actor: when an actor dies, only the batch it was working on is charged a
         # retry (batches queued behind it would be too, and could run out of retries through no fault of theirs)
         compute = ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
+        # SPREAD: actors on as many nodes as there are (a big node would otherwise take them all)
         if gpus:
-            return {"compute": compute, "num_gpus": 1}, actors, per_call
-        return {"compute": compute, "num_cpus": 1}, actors, per_call
+            return {"compute": compute, "num_gpus": 1, "scheduling_strategy": "SPREAD"}, actors, per_call
+        return {"compute": compute, "num_cpus": 1, "scheduling_strategy": "SPREAD"}, actors, per_call
 
     def _run(self, pending: list[PlannedFile], task: TaskSpec, options: RunOptions,
              request: Request) -> Iterator[FileOutcome]:
