@@ -320,7 +320,7 @@ def test_a_running_shard_is_told_from_an_incomplete_one_and_left_out_of_the_resu
         "array index 0 (shard 0/3): running (1 records so far, its lock is held; part-0-of-3.jsonl)",
         "array index 1 (shard 1/3): incomplete (1 records, no completion marker; part-1-of-3.jsonl)",
         "array index 2 (shard 2/3): complete (4 files, 2 ending in an error; part-2-of-3.jsonl)",
-        "1 of 3 shards complete (2 file(s) ending in an error; a run with --retry-failed tries them again); "
+        "1 of 3 shards complete (2 file(s) ending in an error; a run with retry_failed tries them again); "
         "1 running; 1 to run again",
         "--array=1"]
     assert "(array indices 0-1, 1 of them running or queued)" in merge_log.getvalue()

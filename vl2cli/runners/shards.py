@@ -481,7 +481,7 @@ def report_lines(folder: ShardFolder) -> ShardReport:
     failed = sum(state.failed for state in states)
     summary = f"{done} of {len(states)} shards complete"
     if failed:
-        summary += f" ({failed} file(s) ending in an error; a run with --retry-failed tries them again)"
+        summary += f" ({failed} file(s) ending in an error; a run with retry_failed tries them again)"
     if running:
         summary += f"; {len(running)} running"
     if pending:
