@@ -219,8 +219,8 @@ def test_killed_shard_is_reported_resubmitted_by_its_array_index_and_the_merge_e
     report = io.StringIO()
     assert shards_report(tmp_path / "parts", stdout=report) == EXIT_SOME_FAILED
     lines = report.getvalue().splitlines()
-    assert lines[0].startswith("shard 0/3: complete") and lines[2].startswith("shard 2/3: complete")
-    assert lines[1].startswith("shard 1/3: incomplete") and lines[-1] == "--array=2"
+    assert lines[0].startswith("array index 1 (shard 0/3): complete") and lines[2].startswith("array index 3 (shard 2/3): complete")
+    assert lines[1].startswith("array index 2 (shard 1/3): incomplete") and lines[-1] == "--array=2"
     assert merge_shards(tmp_path / "parts", tmp_path / "early.jsonl", stderr=io.StringIO()) == EXIT_SOME_FAILED
 
     # resubmitted as `sbatch --array=2` (COUNT 1, MIN 2): the same shard, resumed, then marked complete
@@ -263,12 +263,105 @@ def test_shards_and_merge_commands_and_the_shard_flag(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["shards", str(parts)])
     assert shown.exit_code == EXIT_SOME_FAILED
     assert shown.output.splitlines() == [
-        "shard 0/4: complete (1 files; part-0-of-4.jsonl)", "shard 1/4: missing (no part-1-of-4.jsonl)",
-        "shard 2/4: incomplete (1 records, no completion marker; part-2-of-4.jsonl)",
-        "shard 3/4: missing (no part-3-of-4.jsonl)", "1 of 4 shards complete; 3 to run again", "--array=2-4"]
+        "array index 1 (shard 0/4): complete (1 files; part-0-of-4.jsonl)",
+        "array index 2 (shard 1/4): missing (no part-1-of-4.jsonl)",
+        "array index 3 (shard 2/4): incomplete (1 records, no completion marker; part-2-of-4.jsonl)",
+        "array index 4 (shard 3/4): missing (no part-3-of-4.jsonl)", "1 of 4 shards complete; 3 to run again",
+        "--array=2-4"]
     merged = runner.invoke(app, ["merge", str(parts), "--out", str(tmp_path / "all.jsonl")])
     assert merged.exit_code == EXIT_SOME_FAILED and "merged 2 records from 2 part file(s)" in merged.output
+    assert "not complete (array indices 2-4)" in merged.output  # the indices `vl2 shards` prints, not shard numbers
     assert [json.loads(line)["path"] for line in (tmp_path / "all.jsonl").read_text().splitlines()] == ["/r/a.png", "/r/b.png"]
     assert runner.invoke(app, ["shards", str(tmp_path)]).exit_code == EXIT_FATAL  # not a shard folder
     bad = runner.invoke(app, ["caption", str(tmp_path), "--shard", "4/4", "--out", f"{parts}/"])
     assert bad.exit_code == EXIT_FATAL and "not a shard" in bad.output and "Traceback" not in bad.output
+
+
+def test_another_array_into_a_folder_is_refused_by_every_task_before_it_touches_the_folder(tmp_path: Path) -> None:
+    out = f"{tmp_path / 'parts'}/"
+    for task in range(10, 14):  # sbatch --array=10-13: the folder's own array
+        sharded = plan_sharded_output(None, out, [tmp_path], env={**_slurm(task, 4, 10), "SLURM_ARRAY_TASK_MAX": "13"})
+        sharded.folder.mark_complete(sharded.shard, {"files": 0, "failed_in_part": 0})
+    before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "parts").iterdir())
+    for array in [(range(10, 18), 10, 17), (range(0, 4), 0, 3), (range(12, 16), 12, 15)]:  # 10-17, 0-3, 12-15
+        tasks, first, last = array
+        for task in tasks:  # every task, the ones whose index is a shard of the folder too
+            env = {**_slurm(task, len(tasks), first), "SLURM_ARRAY_TASK_MAX": str(last)}
+            with pytest.raises(ShardError, match=r"by --array=10-13; .*Resubmit indices of --array=10-13"):
+                plan_sharded_output(None, out, [tmp_path], env=env)
+    # nothing was written, no completion marker removed
+    assert sorted((p.name, p.read_bytes()) for p in (tmp_path / "parts").iterdir()) == before
+    # a resubmission of some of its indices is still each index's shard
+    env = {**_slurm(13, 2, 11), "SLURM_ARRAY_TASK_MAX": "13"}  # --array=11,13
+    assert plan_sharded_output(None, out, [tmp_path], env=env).shard == Shard(3, 4)
+    # a Slurm without SLURM_ARRAY_TASK_MAX: MIN + COUNT - 1 stands in for it
+    with pytest.raises(ShardError, match="--array=10-13"):
+        plan_sharded_output(None, out, [tmp_path], env=_slurm(10, 8, 10))
+    # --shard K/N of another count names the folder's array as well
+    with pytest.raises(ShardError, match=r"split into 4 shards, not 2.*--array=10-13"):
+        plan_sharded_output("0/2", out, [tmp_path], env={})
+
+
+def test_a_running_shard_is_told_from_an_incomplete_one_and_left_out_of_the_resubmit_line(tmp_path: Path) -> None:
+    from vl2cli.output.lock import OutputLock
+
+    parts = tmp_path / "parts"
+    folder = ShardFolder(parts)
+    folder.claim(3, 0)
+    for k in range(3):
+        (parts / Shard(k, 3).part_name).write_text(json.dumps(_record(f"/r/{k}.png", "a")) + "\n")
+    folder.mark_complete(Shard(2, 3), {"files": 4, "failed_in_part": 2})
+    report = io.StringIO()
+    with OutputLock(parts / Shard(0, 3).part_name):  # shard 0 is being written by a live run
+        assert shards_report(parts, stdout=report) == EXIT_SOME_FAILED
+        merge_log = io.StringIO()
+        assert merge_shards(parts, tmp_path / "all.jsonl", stderr=merge_log) == EXIT_SOME_FAILED
+    assert report.getvalue().splitlines() == [
+        "array index 0 (shard 0/3): running (1 records so far, its lock is held; part-0-of-3.jsonl)",
+        "array index 1 (shard 1/3): incomplete (1 records, no completion marker; part-1-of-3.jsonl)",
+        "array index 2 (shard 2/3): complete (4 files, 2 ending in an error; part-2-of-3.jsonl)",
+        "1 of 3 shards complete (2 file(s) ending in an error; a run with retry_failed tries them again); "
+        "1 running; 1 to run again",
+        "--array=1"]
+    assert "(array indices 0-1, 1 of them running or queued)" in merge_log.getvalue()
+    # the lock released (the run ended without a marker): incomplete, and in the line again
+    report = io.StringIO()
+    assert shards_report(parts, stdout=report) == EXIT_SOME_FAILED
+    assert "array index 0 (shard 0/3): incomplete" in report.getvalue() and report.getvalue().endswith("--array=0-1\n")
+    # every shard complete, some files ending in an error: complete all the same (exit 0)
+    for k in (0, 1):
+        folder.mark_complete(Shard(k, 3), {"files": 1, "failed_in_part": 0})
+    report = io.StringIO()
+    assert shards_report(parts, stdout=report) == EXIT_OK and "--array" not in report.getvalue()
+
+
+@needs_model
+def test_a_shard_recording_every_file_exits_0_with_its_failures_counted_and_an_empty_shard_is_complete_quietly(
+        tmp_path: Path, hub_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _archive(tmp_path / "archive", ["sub/broken.mp4", "img000.png"])
+    count = 3
+    while shard_of("sub/broken.mp4", count) == shard_of("img000.png", count):
+        count += 1  # the two files in two different shards of `count`: at least one shard is empty
+    out = f"{tmp_path / 'parts'}/"
+    settings = _run_settings(hub_env.checkpoint, out)
+    broken_shard = shard_of("sub/broken.mp4", count)
+    empty_shard = next(k for k in range(count) if k not in (broken_shard, shard_of("img000.png", count)))
+    for shard in (broken_shard, empty_shard):
+        for name, value in _slurm(shard, count, 0).items():
+            monkeypatch.setenv(name, value)
+        log = io.StringIO()
+        assert execute("caption", [folder], settings, stderr=log) == EXIT_OK, log.getvalue()
+        marker = json.loads((tmp_path / "parts" / Shard(shard, count).marker_name).read_text())
+        if shard == broken_shard:
+            assert marker["files"] == 1 and marker["failed_in_part"] == 1
+            assert "1 failed" in log.getvalue() and "complete" in log.getvalue()
+        else:
+            assert marker["files"] == 0 and "warning" not in log.getvalue(), log.getvalue()
+    report = io.StringIO()
+    shards_report(tmp_path / "parts", stdout=report)
+    assert f"array index {broken_shard} (shard {broken_shard}/{count}): complete (1 files, 1 ending in an error" in report.getvalue()
+    # an unsharded run over the same files still exits 1 for the broken one
+    plain = _run_settings(hub_env.checkpoint, str(tmp_path / "plain.jsonl"))
+    for name in SLURM:
+        monkeypatch.delenv(name)
+    assert execute("caption", [folder], plain, stderr=io.StringIO()) == EXIT_SOME_FAILED

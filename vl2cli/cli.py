@@ -105,6 +105,7 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "shard": (("--shard",), RUN_PANEL),
     "engine": (("--engine",), RUN_PANEL),
     "ray_address": (("--ray-address",), RUN_PANEL),
+    "actors": (("--actors",), RUN_PANEL),
     "quiet": (("--quiet/--no-quiet",), RUN_PANEL),
     "log_files": (("--log-files/--no-log-files", "-v"), RUN_PANEL),
     "out": (("--out", "-o"), OUTPUT_PANEL),
@@ -129,7 +130,7 @@ _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "f
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, "include", "exclude", "kinds", "recursive",
                  "files_from", "batch_size", "workers", "decode_timeout", "video_backend", "quiet", "log_files",
-                 "shard", "engine", "ray_address",
+                 "shard", "engine", "ray_address", "actors",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
 #: Which settings each command takes as flags (the rest still come from the environment and config file);
 #: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).

@@ -87,6 +87,7 @@ RANGES: dict[str, Range] = {
     "temperature": Range(0, 100),
     "top_p": Range(0, 1, low_open=True),
     "seed": Range(0, 2**32 - 1),
+    "actors": Range(1, 4096),
 }
 #: Labels a classify run takes at most (each is scored by its own forward pass).
 MAX_LABELS = 10000
@@ -120,8 +121,10 @@ class Settings:
                                        "SLURM_ARRAY_* variables when --out is a folder)")
     engine: str = _setting("local", "local (this process) or ray (a Ray Data actor pool; pip install 'vl2[ray]')",
                            ENGINES)
-    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, ray://head:10001); "
+    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, head:6379); "
                                              "default: start a local one")
+    actors: int | None = _setting(None, "engine ray: model actors in the pool (default: one per GPU of the "
+                                        "cluster, else one per node; never more than the batches)")
     max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
     prompt: str | None = _setting(None, "caption instruction")
     labels: list[str] = _setting([], "classify: candidate labels")

@@ -38,7 +38,7 @@ def engine_runner(settings: Settings) -> Iterator["Runner | None"]:
         raise EngineUnavailableError("engine ray needs Ray Data, which is not installed: pip install 'vl2[ray]'")
     from .ray_engine import RayRunner
 
-    runner = RayRunner(model_load_options(settings), address=settings.ray_address)
+    runner = RayRunner(model_load_options(settings), address=settings.ray_address, actors=settings.actors)
     try:
         yield runner
     finally:

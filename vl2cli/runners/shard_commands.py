@@ -13,15 +13,16 @@ from .shards import LAYOUT_NAME, ShardFolder, array_expression, report_lines
 
 
 def shards_report(folder: str | Path, *, stdout: TextIO | None = None) -> int:
-    """Print each shard's state; when some are not complete, the `--array` expression that reruns
-    them (the last line, for scripts). Exit 0 when every shard is complete, else 1."""
+    """Print each shard's state (by its array index); when some are incomplete or missing, a last line
+    with the `--array` expression that reruns them (running shards left out: their lock is held). Exit 0
+    when every shard is complete (files ending in an error are counted, not a failure), else 1."""
     stdout = stdout or sys.stdout
-    lines, left, array_min = report_lines(ShardFolder(folder))
-    for line in lines:
+    report = report_lines(ShardFolder(folder))
+    for line in report.lines:
         print(line, file=stdout)
-    if left:
-        print(f"--array={array_expression(index + array_min for index in left)}", file=stdout)
-    return EXIT_SOME_FAILED if left else EXIT_OK
+    if report.rerun:
+        print(f"--array={array_expression(report.rerun)}", file=stdout)
+    return EXIT_SOME_FAILED if report.not_complete else EXIT_OK
 
 
 def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl", *,
@@ -31,10 +32,11 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
     stderr = stderr or sys.stderr
     shard_folder = ShardFolder(folder)
     out = Path(out)
-    if out.resolve().parent == shard_folder.root.resolve() and (out.name == LAYOUT_NAME or out.name.startswith("part-")):
+    if out.resolve().parent == shard_folder.root.resolve() and (out.name == LAYOUT_NAME or PART_PATTERN.fullmatch(out.name)
+                                                                or out.name.startswith("part-")):
         raise Vl2Error(f"{out}: the merged file must not replace the shard folder's own files (its part files, "
                        f"markers and {LAYOUT_NAME}); write it beside the folder")
-    _, left, _ = report_lines(shard_folder)
+    report = report_lines(shard_folder)
     parts = shard_folder.parts()
     merged = latest_records(parts)
     for warning in merged.warnings:
@@ -43,7 +45,9 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
     dropped = f"; {merged.superseded} earlier record(s) of the same files dropped" if merged.superseded else ""
     print(f"vl2: merged {len(merged.records)} records from {len(parts)} part file(s) into {out}{dropped}",
           file=stderr, flush=True)
+    left = report.not_complete
     if left:
-        print(f"vl2: warning: {len(left)} shard(s) not complete ({', '.join(map(str, left))}); "
+        running = f", {len(report.running)} of them running or queued" if report.running else ""
+        print(f"vl2: warning: {len(left)} shard(s) not complete (array indices {array_expression(left)}{running}); "
               f"`vl2 shards {folder}` says which to run again", file=stderr, flush=True)
     return EXIT_SOME_FAILED if left else EXIT_OK

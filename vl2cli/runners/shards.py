@@ -14,11 +14,14 @@ MIN differ) still maps each index to the same shard.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +31,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..errors import Vl2Error
 from ..bounded_files import read_small_file
+from ..output.lock import lock_path_for
 from ..output.reader import SkippedLines, read_records
 from ..output.writer import STDOUT_NAME
 
@@ -40,6 +44,14 @@ _SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 #: claims more is refused rather than walked shard by shard.
 MAX_SHARDS = 100_000
 SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"
+SLURM_TASK_MAX = "SLURM_ARRAY_TASK_MAX"
+SLURM_JOB = "SLURM_ARRAY_JOB_ID"
+#: An empty file per Slurm array job that ran a task into the folder, so `vl2 shards` can ask squeue
+#: which of its tasks still wait in the queue.
+JOB_NOTE = re.compile(r"slurm-array-(\d+)\.job")
+#: Slurm job states (squeue %t) of a task not started yet, and of one running.
+QUEUED_STATES, RUNNING_STATES = frozenset({"PD", "CF", "RQ", "RS", "RH", "RF", "S", "SI", "SO"}), frozenset({"R", "CG"})
+SQUEUE_TIMEOUT_S = 20
 
 
 class ShardError(Vl2Error):
@@ -107,22 +119,38 @@ class SlurmArray:
     task_id: int
     task_count: int
     task_min: int
+    #: the array's last index (SLURM_ARRAY_TASK_MAX; without it, MIN + COUNT - 1)
+    task_max: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SlurmArray | None":
         """None outside an array task; ShardError when the variables are there but unusable."""
         if not env.get(SLURM_TASK_ID):
             return None
-        values = {}
-        for name in (SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN):
+        values: dict[str, int | None] = {}
+        for name in (SLURM_TASK_ID, SLURM_TASK_COUNT, SLURM_TASK_MIN, SLURM_TASK_MAX):
             text = env.get(name)
             if text is None and name == SLURM_TASK_MIN:
                 text = "0"
+            if text is None and name == SLURM_TASK_MAX:
+                values[name] = None
+                continue
             try:
                 values[name] = int(text)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise ShardError(f"{name}={text!r}: a Slurm array task needs it to be an integer") from None
-        return cls(values[SLURM_TASK_ID], values[SLURM_TASK_COUNT], values[SLURM_TASK_MIN])
+        return cls(values[SLURM_TASK_ID], values[SLURM_TASK_COUNT], values[SLURM_TASK_MIN],  # type: ignore[arg-type]
+                   values[SLURM_TASK_MAX])
+
+    @property
+    def last(self) -> int:
+        return self.task_max if self.task_max is not None else self.task_min + self.task_count - 1
+
+
+def array_of_layout(layout: Mapping[str, int]) -> str:
+    """The `--array=` a folder's recorded layout was made by, e.g. "10-13"."""
+    first, count = layout["array_min"], layout["shards"]
+    return str(first) if count == 1 else f"{first}-{first + count - 1}"
 
 
 def array_expression(indices: Iterable[int]) -> str:
@@ -174,7 +202,7 @@ def _write_json_atomically(path: Path, payload: dict[str, Any], *, exclusive: bo
     return True
 
 
-ShardStateName = Literal["complete", "incomplete", "missing"]
+ShardStateName = Literal["complete", "running", "pending", "incomplete", "missing"]
 
 
 @dataclass(frozen=True)
@@ -185,20 +213,34 @@ class ShardState:
     state: ShardStateName
     records: int
     marker: dict[str, Any] | None
+    #: the Slurm array index that runs this shard (the folder's first index + the shard's index)
+    array_index: int = 0
+    #: the Slurm array job whose task for this shard is queued or running (known from squeue)
+    slurm_job: str | None = None
     #: lines of the part file that are not records (skipped by the reader)
     skipped: int = 0
 
+    @property
+    def failed(self) -> int:
+        """Files of a complete shard whose latest record is an error (counted in its marker)."""
+        value = (self.marker or {}).get("failed_in_part") if self.state == "complete" else 0
+        return value if isinstance(value, int) else 0
+
     def line(self) -> str:
+        name = f"array index {self.array_index} (shard {self.shard})"
         skipped = f", {self.skipped} line(s) not vl2 records, skipped" if self.skipped else ""
         if self.state == "complete":
             marker = self.marker or {}
-            failed = f", {marker.get('failed_in_part')} ending in an error" if marker.get("failed_in_part") else ""
-            return (f"shard {self.shard}: complete ({marker.get('files', '?')} files{failed}{skipped}; "
-                    f"{self.shard.part_name})")
+            failed = f", {self.failed} ending in an error" if self.failed else ""
+            return f"{name}: complete ({marker.get('files', '?')} files{failed}{skipped}; {self.shard.part_name})"
+        if self.state == "running":
+            why = "its lock is held" if self.slurm_job is None else f"Slurm job {self.slurm_job}_{self.array_index}"
+            return f"{name}: running ({self.records} records so far, {why}; {self.shard.part_name})"
+        if self.state == "pending":
+            return f"{name}: pending (Slurm job {self.slurm_job}_{self.array_index} waits in the queue; {self.shard.part_name})"
         if self.state == "incomplete":
-            return (f"shard {self.shard}: incomplete ({self.records} records{skipped}, no completion marker; "
-                    f"{self.shard.part_name})")
-        return f"shard {self.shard}: missing (no {self.shard.part_name})"
+            return f"{name}: incomplete ({self.records} records{skipped}, no completion marker; {self.shard.part_name})"
+        return f"{name}: missing (no {self.shard.part_name})"
 
 
 class ShardFolder:
@@ -239,7 +281,8 @@ class ShardFolder:
         assert layout is not None
         if layout["shards"] != count:
             raise ShardError(f"{self.root} holds a run split into {layout['shards']} shards, not {count}; "
-                             f"use the same shard count or another output folder")
+                             f"use the same shard count (its array: --array={array_of_layout(layout)}) "
+                             f"or another output folder")
         return layout
 
     def part_path(self, shard: Shard) -> Path:
@@ -263,15 +306,49 @@ class ShardFolder:
         if layout is None:
             raise ShardError(f"{self.root}: no {LAYOUT_NAME}; not the output folder of a sharded vl2 run")
         states = []
+        queued: dict[int, tuple[str, str]] | None = None
         for index in range(layout["shards"]):
             shard = Shard(index, layout["shards"])
             marker = self._marker(shard)
             part = self.part_path(shard)
             skipped = SkippedLines()
             records = sum(1 for _ in read_records(part, on_skipped=skipped)) if part.exists() else 0
-            state: ShardStateName = "complete" if marker is not None else "incomplete" if part.exists() else "missing"
-            states.append(ShardState(shard, state, records, marker, len(skipped)))
+            array_index, job = layout["array_min"] + index, None
+            state: ShardStateName = ("complete" if marker is not None else "running" if self._locked(part)
+                                     else "incomplete" if part.exists() else "missing")
+            if state in ("incomplete", "missing"):  # not known to be running here: is it in Slurm's queue?
+                queued = self.queued_tasks() if queued is None else queued
+                if array_index in queued:
+                    job, code = queued[array_index]
+                    state = "running" if code in RUNNING_STATES else "pending"
+            states.append(ShardState(shard, state, records, marker, array_index=array_index, slurm_job=job,
+                                     skipped=len(skipped)))
         return layout, states
+
+    def note_slurm_job(self, job_id: str) -> None:
+        """Remember that Slurm array job `job_id` runs tasks into this folder (an empty file)."""
+        if job_id.isdigit():
+            (self.root / f"slurm-array-{job_id}.job").touch()
+
+    def queued_tasks(self) -> dict[int, tuple[str, str]]:
+        """{array index: (job id, squeue state)} of the queued or running tasks of the array jobs that
+        ran tasks into this folder; empty without squeue or when it does not answer."""
+        jobs = sorted(match.group(1) for path in self.root.glob("slurm-array-*.job")
+                      if (match := JOB_NOTE.fullmatch(path.name)))
+        squeue = shutil.which("squeue")
+        if not jobs or squeue is None:
+            return {}
+        try:
+            shown = subprocess.run([squeue, "-h", "-r", "-j", ",".join(jobs), "-o", "%F %K %t"], capture_output=True,
+                                   text=True, timeout=SQUEUE_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        tasks: dict[int, tuple[str, str]] = {}
+        for line in shown.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1].isdigit() and fields[2] in QUEUED_STATES | RUNNING_STATES:
+                tasks[int(fields[1])] = (fields[0], fields[2])
+        return tasks
 
     def parts(self) -> list[Path]:
         """The part files of the recorded layout that exist, in shard order."""
@@ -279,6 +356,24 @@ class ShardFolder:
         if layout is None:
             raise ShardError(f"{self.root}: no {LAYOUT_NAME}; not the output folder of a sharded vl2 run")
         return [path for k in range(layout["shards"]) if (path := self.part_path(Shard(k, layout["shards"]))).exists()]
+
+    @staticmethod
+    def _locked(part: Path) -> bool:
+        """Whether a live vl2 run holds the part file's lock: a non-blocking shared flock probe, held for
+        an instant, that writes nothing and creates no lock file."""
+        try:
+            fd = os.open(lock_path_for(os.path.realpath(part)), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # closing drops the probe's lock, if it got one
+        return False
 
     def _marker(self, shard: Shard) -> dict[str, Any] | None:
         try:
@@ -295,6 +390,12 @@ class ShardedOutput:
     folder: ShardFolder
     shard: Shard
     roots: list[Path]
+    #: the folder's first Slurm array index: this shard is array index array_min + shard.index
+    array_min: int = 0
+
+    @property
+    def array_index(self) -> int:
+        return self.array_min + self.shard.index
 
     @property
     def part(self) -> Path:
@@ -304,10 +405,12 @@ class ShardedOutput:
         """Whether a discovered file belongs to this shard."""
         return shard_of(file_id(path, self.roots), self.shard.count) == self.shard.index
 
-    def finish(self, *, files: int, failed_in_part: int, complete: bool) -> None:
-        """Mark the shard complete when every one of its files has a record (errors count as records)."""
+    def finish(self, *, files: int, failed_in_part: int, complete: bool) -> bool:
+        """Mark the shard complete when every one of its files has a record (errors count as records);
+        whether it was."""
         if complete:
             self.folder.mark_complete(self.shard, {"files": files, "failed_in_part": failed_in_part})
+        return complete
 
 
 def _shard_from_slurm(array: SlurmArray, folder: ShardFolder) -> tuple[Shard, int]:
@@ -315,13 +418,22 @@ def _shard_from_slurm(array: SlurmArray, folder: ShardFolder) -> tuple[Shard, in
     own COUNT and MIN."""
     layout = folder.layout()
     count, array_min = (layout["shards"], layout["array_min"]) if layout else (array.task_count, array.task_min)
+    own = array_of_layout({"shards": count, "array_min": array_min})
+    if layout and not (array_min <= array.task_min and array.last <= array_min + count - 1
+                       and array.task_count <= count):
+        # another array than the folder's (or a subset of its indices): every task of it sees the same
+        # MIN/MAX/COUNT, so every one refuses, before it writes anything here
+        raise ShardError(f"{folder.root} holds a run split into {count} shards by --array={own}; this array "
+                         f"(indices {array.task_min}-{array.last}, {array.task_count} tasks) is not that array or "
+                         f"some of its indices. Resubmit indices of --array={own} (vl2 shards {folder.root} names "
+                         f"them), or use another output folder")
     if layout and (array.task_count, array.task_min) != (count, array_min):
         log.info("Slurm array task %d: %s records %d shards from array index %d; the shard is %d/%d",
                  array.task_id, folder.layout_path, count, array_min, array.task_id - array_min, count)
     index = array.task_id - array_min
     if not 0 <= index < count:
         raise ShardError(f"{SLURM_TASK_ID}={array.task_id} gives no shard of {count} counted from array index "
-                         f"{array_min}; the array must be contiguous (e.g. --array=0-{count - 1}), or give the shard as K/N")
+                         f"{array_min}; the array must be contiguous (e.g. --array={own}), or give the shard as K/N")
     return Shard(index, count), array_min
 
 
@@ -355,22 +467,50 @@ def plan_sharded_output(shard_setting: str | None, out: str, inputs: Sequence[st
         shard, array_min = _shard_from_slurm(array, folder)
     else:
         shard, array_min = Shard(0, 1), 0
-    if dry_run:
+    if dry_run:  # the same checks, nothing written
         layout = folder.layout()
         if layout is not None and layout["shards"] != shard.count:
             raise ShardError(f"{folder.root} holds a run split into {layout['shards']} shards, not {shard.count}; "
-                             f"use the same shard count or another output folder")
-    else:
-        folder.claim(shard.count, array_min)
-        folder.clear_marker(shard)
-    return ShardedOutput(folder, shard, input_roots(inputs))
+                             f"use the same shard count (its array: --array={array_of_layout(layout)}) "
+                             f"or another output folder")
+        return ShardedOutput(folder, shard, input_roots(inputs), layout["array_min"] if layout else array_min)
+    layout = folder.claim(shard.count, array_min)
+    if array is not None and env.get(SLURM_JOB):
+        folder.note_slurm_job(env[SLURM_JOB])
+    folder.clear_marker(shard)
+    return ShardedOutput(folder, shard, input_roots(inputs), layout["array_min"])
 
 
-def report_lines(folder: ShardFolder) -> tuple[list[str], list[int], int]:
-    """(one line per shard + a summary, the shard indices left to run, the array's first index)."""
+@dataclass(frozen=True)
+class ShardReport:
+    """What `vl2 shards` prints: a line per shard and a summary; the array indices to submit again (not
+    complete, not running, not queued) and those still running or queued."""
+
+    lines: list[str]
+    rerun: list[int]
+    running: list[int]
+
+    @property
+    def not_complete(self) -> list[int]:
+        return sorted(self.rerun + self.running)
+
+
+def report_lines(folder: ShardFolder) -> ShardReport:
     layout, states = folder.states()
-    left = [state.shard.index for state in states if state.state != "complete"]
+    rerun = [state.array_index for state in states if state.state in ("incomplete", "missing")]
+    running = [state.array_index for state in states if state.state == "running"]
+    pending = [state.array_index for state in states if state.state == "pending"]
     lines = [state.line() for state in states]
-    done = len(states) - len(left)
-    lines.append(f"{done} of {len(states)} shards complete" + (f"; {len(left)} to run again" if left else ""))
-    return lines, left, layout["array_min"]
+    done = len(states) - len(rerun) - len(running) - len(pending)
+    failed = sum(state.failed for state in states)
+    summary = f"{done} of {len(states)} shards complete"
+    if failed:
+        summary += f" ({failed} file(s) ending in an error; a run with retry_failed tries them again)"
+    if running:
+        summary += f"; {len(running)} running"
+    if pending:
+        summary += f"; {len(pending)} pending in Slurm's queue"
+    if rerun:
+        summary += f"; {len(rerun)} to run again"
+    lines.append(summary)
+    return ShardReport(lines, rerun, running + pending)
