@@ -34,9 +34,9 @@ OLDEST_SELECT = -k "not qwen2-instruct-penalty and not strong-penalty-and-ngrams
 # The GPU machine's Python, for the wheels `make gpu-check` stages there (it lacks av, decord, jsonschema).
 GPU_WHEELS ?= .gpu-wheels
 
-.PHONY: install browser test test-all test-oldest test-latest lock bench bench-gpu gpu-wheels gpu-check gpu-check-dry-run clean which-python
+.PHONY: install browser slurm test test-all test-oldest test-latest lock bench bench-gpu gpu-wheels gpu-check gpu-check-dry-run clean which-python
 
-install: $(BIN)/vl2 browser $(GPU_WHEELS)/.downloaded
+install: $(BIN)/vl2 browser slurm $(GPU_WHEELS)/.downloaded
 
 # The report test drives Debian's chromium (tests/test_report.py skips without it): installed with
 # apt-get where that works (root, Debian); anywhere else this step says so and goes on.
@@ -46,6 +46,15 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "make: chromium could not be installed; the browser test of vl2 report will be skipped"; \
 	else echo "make: no chromium and no apt-get as root; the browser test of vl2 report will be skipped"; fi
+
+# The cluster docs test (tests/test_cluster_docs.py, slow) submits the docs' sbatch scripts to a real
+# one-node Slurm: Debian's slurm-wlm and munge, installed like chromium (no daemon is started here).
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1) \
+		|| echo "make: slurm-wlm/munge could not be installed; the Slurm test of the cluster docs will be skipped"; \
+	else echo "make: no Slurm and no apt-get as root; the Slurm test of the cluster docs will be skipped"; fi
 
 $(BIN)/vl2: pyproject.toml requirements/lock-cpu.txt requirements/lock-gpu.txt
 	@test -n "$(PYTHON)" || { echo "make install: no Python >= 3.10 found (tried $(PYTHON_CANDIDATES)); set PYTHON=..." >&2; exit 1; }
