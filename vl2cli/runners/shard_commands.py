@@ -32,8 +32,7 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
     stderr = stderr or sys.stderr
     shard_folder = ShardFolder(folder)
     out = Path(out)
-    if out.resolve().parent == shard_folder.root.resolve() and (out.name == LAYOUT_NAME or PART_PATTERN.fullmatch(out.name)
-                                                                or out.name.startswith("part-")):
+    if out.resolve().parent == shard_folder.root.resolve() and (out.name == LAYOUT_NAME or out.name.startswith("part-")):
         raise Vl2Error(f"{out}: the merged file must not replace the shard folder's own files (its part files, "
                        f"markers and {LAYOUT_NAME}); write it beside the folder")
     report = report_lines(shard_folder)
