@@ -89,3 +89,37 @@ def test_resampled_audio_and_its_last_clip(name):
     clips = v1.audio_clips(waveform, rate)
     for k in audio["stored_clips"]:
         torch.testing.assert_close(clips[k], fixture.tensors[f"preprocess.audio22k_clip_{k}"], atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------- the decoder rule on the v1 path (issue 20)
+def test_v1_frames_of_an_archive_format_are_the_players_at_upstreams_indices(tmp_path):
+    """MPEG-2 in TS, where decord seeks wrongly: the v1 path decodes with PyAV, squashes the player's
+    frames at upstream's indices to S×S, and says so; a well-formed MP4 stays on decord."""
+    import numpy as np
+    from PIL import Image
+
+    from media_helpers import synth
+
+    size = 32
+    path = synth.write_gop_video(tmp_path / "mpeg2.ts", "mpeg2video", "mpegts", options={"g": "12", "bf": "2"})
+    video = v1.decode_v1_video(str(path), size, 8)
+    reference = synth.player_frames(path)
+    assert video.backend == "pyav" and "not decord" in video.notes[0]
+    assert video.indices == v1.frame_indices(len(reference), 8)
+    for frame, index in zip(video.frames, video.indices):
+        expected = np.asarray(Image.fromarray(reference[index]).resize((size, size), Image.BICUBIC))
+        np.testing.assert_array_equal(frame, expected)
+    plain = synth.write_gop_video(tmp_path / "plain.mp4", "libx264", None, options={"g": "12"})
+    assert v1.decode_v1_video(str(plain), size, 8).backend == "decord"
+
+
+def test_v1_hears_the_default_flagged_track_not_the_first(tmp_path):
+    from media_helpers import synth
+
+    path = synth.write_av_tracks(tmp_path / "dub.mkv", container_format="matroska",
+                                 tracks=((300.0, False, 0.0), (1000.0, True, 0.0)))
+    waveform, rate = v1.read_audio_all_channels(str(path))
+    assert v1.audio_stream_index(str(path)) == 2
+    pcm = waveform[0].numpy()
+    spectrum = abs(__import__("numpy").fft.rfft(pcm[rate // 2: rate * 2]))
+    assert abs(spectrum.argmax() * rate / len(pcm[rate // 2: rate * 2]) - 1000.0) < 5

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 
@@ -89,6 +90,44 @@ def decode_video_square(path: str, size: int = V1_IMAGE_SIZE, num_frames: int = 
     return frames, indices, fps
 
 
+@dataclass
+class V1Frames:
+    """What the v1 video path decoded: S×S frames, their indices, the avg fps, and how (backend, notes)."""
+
+    frames: np.ndarray
+    indices: list[int]
+    avg_fps: float
+    backend: str
+    rotation: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_v1_video(path: str, size: int = V1_IMAGE_SIZE, num_frames: int = V1_NUM_FRAMES,
+                    threads: int = 1) -> V1Frames:
+    """Upstream's decord S×S frames where decord reads the file right; PyAV's where it does not.
+
+    The same rule as VideoLLaMA 2's path (`video.decord_misreads`): for the formats decord 0.6 seeks
+    wrongly, the frames at upstream's indices are decoded pts-exactly with PyAV (display rotation applied)
+    and squashed to S×S with PIL's bicubic (decord squashes inside FFmpeg's scaler), and a note says so.
+    """
+    from vl2cli.media.video import decode_with_pyav, decord_misreads
+
+    reason = decord_misreads(path)
+    if reason is None:
+        frames, indices, fps = decode_video_square(path, size, num_frames, threads)
+        return V1Frames(frames, indices, fps, "decord")
+    try:
+        decoded = decode_with_pyav(path, lambda total, _fps: frame_indices(total, num_frames), threads)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise CorruptMediaError(f"{path}: the video stream cannot be decoded ({exc})", path=path) from exc
+    squares = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+                        for f in decoded.frames])
+    note = (f"decoded with PyAV, not decord (upstream's reader): {reason}; vl2 shows the frames a player shows "
+            "at the sampled indices, squashed to the model's square with PIL's bicubic, upstream's model may "
+            "have seen others (a deliberate divergence, docs/media.md)")
+    return V1Frames(squares, decoded.indices, decoded.avg_fps, "pyav", decoded.rotation, [note, *decoded.notes])
+
+
 def normalize_frames(frames: np.ndarray) -> torch.Tensor:
     """(T, S, S, 3) uint8 -> (1, 3, T, S, S) float32: `alpro_video_eval`'s /255 and CLIP normalisation."""
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 255.0
@@ -109,12 +148,15 @@ def image_pixels(image: Image.Image, size: int = V1_IMAGE_SIZE) -> torch.Tensor:
 # ------------------------------------------------------------------ audio
 
 def read_audio_all_channels(path: str) -> tuple[torch.Tensor, int]:
-    """The first audio stream as float32 (channels, samples) at its own rate, as `torchaudio.load`."""
+    """The audio track a player plays (the one the ffmpeg CLI maps: `audio.pick_audio_stream`) as float32
+    (channels, samples) at its own rate, as `torchaudio.load` gives the first track of a one-track file."""
+    from vl2cli.media.audio import pick_audio_stream
+
     try:
         with av.open(path) as container:
-            if not container.streams.audio:
+            stream = pick_audio_stream(container)
+            if stream is None:
                 raise NoAudioStreamError(f"{path}: no audio stream", path=path)
-            stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
             chunks = [_frame_channels(frame) for frame in container.decode(stream)]
     except av.error.FFmpegError as exc:
@@ -125,6 +167,15 @@ def read_audio_all_channels(path: str) -> tuple[torch.Tensor, int]:
     if not bool(torch.isfinite(waveform).all()):
         raise CorruptMediaError(f"{path}: the audio holds NaN or infinite samples", path=path)
     return waveform, rate
+
+
+def audio_stream_index(path: str) -> int | None:
+    """The index (in the container) of the audio track `read_audio_all_channels` decodes."""
+    from vl2cli.media.audio import pick_audio_stream
+
+    with av.open(path) as container:
+        stream = pick_audio_stream(container)
+        return None if stream is None else stream.index
 
 
 def _frame_channels(frame: av.AudioFrame) -> np.ndarray:
@@ -257,18 +308,24 @@ def load_v1_media(path: str, spec, info, result, threads: int = 1) -> None:
     timings = result.timings_ms
     if info.kind == "video":
         start = _now()
-        frames, indices, fps = decode_video_square(path, size, spec.num_frames, threads=threads)
+        video = decode_v1_video(path, size, spec.num_frames, threads=threads)
         timings["decode_video"] = _ms_since(start)
-        result.pixel_values = _pixels(frames, spec.normalize_pixels)
-        result.frame_indices = indices
-        result.frame_times_message = video_message(indices, fps)
-        result.video_backend = "decord"
+        result.pixel_values = _pixels(video.frames, spec.normalize_pixels)
+        result.frame_indices = video.indices
+        result.frame_times_message = video_message(video.indices, video.avg_fps)
+        result.video_backend = video.backend
+        result.video_rotation = video.rotation
+        if video.notes:
+            from vl2cli.media.loader import MediaNote  # the loader imports this module lazily: no cycle
+
+            result.notes += [MediaNote("video", text) for text in video.notes]
         if spec.want_audio:
             start = _now()
             if not info.has_audio:
                 result.audio_missing = True
             else:
                 waveform, rate = read_audio_all_channels(path)
+                result.audio_stream_index = audio_stream_index(path)
                 result.audio_samples_decoded = int(waveform.shape[1])
                 result.fbank = audio_clips(waveform, rate)
             timings["fbank"] = _ms_since(start)
