@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from media_helpers.fixtures import GOLDEN, PROCESSOR_CONFIGS, golden_json, goldens_of_kind, media_path
+from media_helpers.fixtures import GOLDEN, PROCESSOR_CONFIGS, golden_json, goldens_of_kind, media_path, needs_goldens
 from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, pil_resize_horizontal_first, preprocess_frames
 
 VIDEOS = [s for s in goldens_of_kind("video") if "decord" in golden_json(s)]
@@ -38,10 +38,9 @@ def test_image_pixels_match_goldens(stem: str, processor: str) -> None:
     assert (out - golden[f"{processor}_pixel_values"]).abs().max().item() <= PIXEL_TOLERANCE
 
 
+@needs_goldens("img_mandelbrot_300x451")
 def test_pass_order_matters_on_the_portrait_image() -> None:
     """Guards the reason for the explicit pass order: Pillow's own order differs on this image."""
-    if not IMAGES:
-        pytest.skip("no image fixtures")
     from PIL import Image
 
     rgb = load_image_rgb(str(media_path("img_mandelbrot_300x451")))[0]
