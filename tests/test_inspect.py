@@ -108,3 +108,12 @@ def test_inspect_an_audio_file_writes_channel_0_at_16k(tmp_path: Path) -> None:
     pcm = _wav(tmp_path / "seen" / seen["audio"]["wav"])
     assert pcm.shape[0] == seen["audio"]["samples"] == 16000
     assert synth.dominant_hertz(pcm) == pytest.approx(440.0, abs=2)
+
+
+def test_inspect_refuses_a_missing_file_and_an_out_of_range_frame_count(tmp_path: Path) -> None:
+    missing = RUNNER.invoke(app, ["inspect", str(tmp_path / "absent.mp4"), "--out", str(tmp_path / "m")])
+    assert missing.exit_code == 2 and "no such file" in missing.output and "removed after" not in missing.output
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(image)
+    huge = RUNNER.invoke(app, ["inspect", str(image), "--out", str(tmp_path / "h"), "--frames", "1000000"])
+    assert huge.exit_code == 2 and "at most 512" in huge.output and not (tmp_path / "h").exists()

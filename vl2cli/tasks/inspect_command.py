@@ -6,6 +6,7 @@ from pathlib import Path
 from ..constants import DEFAULT_NUM_FRAMES
 from ..errors import Vl2Error
 from ..media.inspection import INSPECT_FILE, InspectRequest, inspect_media
+from ..settings import RANGES
 from .segmenting import Segmenting
 
 
@@ -14,8 +15,10 @@ def run_inspect(file: Path, out_dir: Path, *, model: str | None = None, frames: 
                 segment_max: str | None = None, video_backend: str = "decord") -> int:
     """`vl2 inspect`'s body: the frame count from --frames, else the checkpoint's config (weights are not
     loaded), else vl2's default; the windows from --segment as a run would cut them. Prints where it wrote."""
-    if frames is not None and frames < 1:
-        raise Vl2Error("--frames must be at least 1")
+    if frames is not None and not RANGES["frames"].holds(frames):
+        raise Vl2Error(f"--frames must be {RANGES['frames'].text()} (got {frames})")
+    if not Path(file).exists():
+        raise Vl2Error(f"{file}: no such file")
     if video_backend not in ("decord", "pyav"):
         raise Vl2Error(f"--video-backend {video_backend!r}: choose decord or pyav")
     num_frames = frames
