@@ -93,8 +93,13 @@ def _compile(schema: dict[str, Any]) -> Any:
     if "enum" in schema:
         enum = schema["enum"]
         shown = ", ".join(json.dumps(e) for e in enum)
-        checks.append(lambda v: None if any(_same(v, e) for e in enum)
-                      else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+        if all(type(e) is str for e in enum):  # the usual case: a set lookup (JSON equality is str equality)
+            names = frozenset(enum)
+            checks.append(lambda v: None if type(v) is str and v in names
+                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+        else:
+            checks.append(lambda v: None if any(_same(v, e) for e in enum)
+                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
     bounds = [(name, schema[name]) for name in ("minimum", "maximum", "exclusiveMinimum") if name in schema]
     if bounds:
         def check_bounds(v: Any) -> Any:
@@ -149,6 +154,11 @@ def _compile(schema: dict[str, Any]) -> Any:
     if "if" in schema and "then" in schema:
         condition, then = _compile(schema["if"]), _compile(schema["then"])
         checks.append(lambda v: then(v) if condition(v) is None else None)
+
+    if len(checks) == 1:  # most sub-schemas hold one keyword: no wrapper call per value
+        return checks[0]
+    if not checks:
+        return lambda value: None
 
     def check(value: Any) -> Any:
         for each in checks:
