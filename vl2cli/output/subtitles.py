@@ -166,12 +166,12 @@ def write_subtitle_file(target: Path, text: str, *, overwrite: bool = False) -> 
         there = None
     if there is not None and not overwrite:
         if stat.S_ISLNK(there.st_mode):
-            raise SubtitleRefused(f"{target} is a symlink; vl2 does not write through it (--overwrite replaces the link)")
+            raise SubtitleRefused(f"{target} is a symlink; vl2 does not write through it (overwrite replaces the link)")
         if not stat.S_ISREG(there.st_mode):
             raise SubtitleRefused(f"{target} exists and is not a regular file; left as it is")
         if not written_by_vl2(target):
             raise SubtitleRefused(f"{target} exists and was not written by vl2 (or was changed since); left as it is "
-                                  "(--overwrite replaces it, --out-dir writes subtitles elsewhere)")
+                                  "(overwrite replaces it, out_dir writes subtitles elsewhere)")
     elif there is not None and stat.S_ISDIR(there.st_mode):
         raise SubtitleRefused(f"{target} is a folder; no subtitle file written there")
     data = text.encode("utf-8")

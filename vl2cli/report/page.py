@@ -71,7 +71,7 @@ def build_report(results: str | Path, *, max_sheets: int = DEFAULT_MAX_SHEETS, v
         if index < max_sheets:
             sheet = contact_sheet(record, video_backend=video_backend)
         else:
-            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (--max-sheets)")
+            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (max_sheets)")
         rows.append(_row(index, record, sheet))
         if on_row is not None:
             on_row(index + 1, len(rows_in))

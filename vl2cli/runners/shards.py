@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
-from ..errors import Vl2Error
+from ..errors import ShardError
 from ..bounded_files import read_small_file
 from ..output.lock import lock_path_for
 from ..output.reader import SkippedLines, read_records
@@ -53,9 +53,6 @@ JOB_NOTE = re.compile(r"slurm-array-(\d+)\.job")
 QUEUED_STATES, RUNNING_STATES = frozenset({"PD", "CF", "RQ", "RS", "RH", "RF", "S", "SI", "SO"}), frozenset({"R", "CG"})
 SQUEUE_TIMEOUT_S = 20
 
-
-class ShardError(Vl2Error):
-    """A shard setting, the Slurm array variables or a shard folder that cannot be used."""
 
 
 @dataclass(frozen=True)

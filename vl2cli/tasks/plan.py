@@ -13,13 +13,10 @@ from typing import Any
 
 from .. import __version__
 from ..output.record import FileStamp, Request, ResumeKey, build_record, missing_file_key, resume_key
-from ..errors import MediaError, Vl2Error
+from ..errors import MediaError, UnreadableFileError, Vl2Error, record_error
 from .modality import ModelTowers, check_requested_modality
 from .segmenting import Segmenting
 from .spec import RunOptions, TaskSpec
-
-UNREADABLE_FILE_CODE = "unreadable_file"
-
 
 @dataclass
 class FileOutcome:
@@ -109,7 +106,7 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
                     yield PlannedFile(absolute, None, FileOutcome(absolute, None), requests=(each,))
                     continue
                 record = build_record(each, path=str(absolute), stamp=None, vl2_version=__version__,
-                                      error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
+                                      error=record_error(UnreadableFileError.code, f"{path}: cannot read ({exc.strerror})"))
                 yield PlannedFile(absolute, None, FileOutcome(absolute, record), requests=(each,))
             continue
         pending = []
@@ -142,7 +139,7 @@ def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,
             cut = segmenting.cut(stamp.path)
         except MediaError as exc:
             record = build_record(request, path=stamp.path, stamp=stamp, vl2_version=__version__,
-                                  error={"code": exc.code, "message": str(exc)})
+                                  error=exc.as_record_error())
             yield PlannedFile(path, stamp, FileOutcome(path, record))
             return
         if cut is None:
