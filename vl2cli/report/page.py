@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import write_atomically
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
 from ..output.reader import SkippedLines, read_records
@@ -89,5 +90,5 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Write the report next to nothing else: one file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(results, **options), encoding="utf-8", errors="backslashreplace")
+    write_atomically(out, build_report(results, **options), errors="backslashreplace")
     return out
