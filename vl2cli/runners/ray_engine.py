@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import ModelError, Vl2Error, WorkerLostError, record_error
-from ..output.record import FileStamp, Request, build_record
+from ..output.record import FileStamp, Record, Request
 from ..tasks.plan import FileOutcome, PlannedFile
 from ..tasks.spec import RunOptions, TaskSpec
 
@@ -108,8 +108,8 @@ def _pending_row(index: int, plan: PlannedFile) -> dict[str, Any]:
 
 
 def _error_record(request: Request, plan: PlannedFile, code: str, message: str) -> dict[str, Any]:
-    return build_record(request, path=str(plan.path), stamp=plan.stamp, vl2_version=__version__,
-                        error=record_error(code, message))
+    return Record(request, path=str(plan.path), stamp=plan.stamp, vl2_version=__version__,
+                  error=record_error(code, message)).as_dict()
 
 
 def _short_temp_root() -> str:

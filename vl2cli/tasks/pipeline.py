@@ -30,7 +30,7 @@ from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, decoding_facts, media_facts
+from ..output.record import FileStamp, Record, Request, ResumeKey, decoding_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
@@ -305,17 +305,17 @@ class _Runner:
         item.output = labels[ranked[0]]
 
     # ------------------------------------------------------------ records
-    def record(self, item: _Item) -> dict[str, Any]:
+    def record(self, item: _Item) -> Record:
         loaded = item.loaded
         decode_ms = sum(loaded.timings_ms.values()) if loaded is not None else None
         total = (decode_ms or 0.0) + (item.model_ms or 0.0) if decode_ms is not None else None
         failed = item.error is not None
-        return build_record(
+        return Record(
             item.request or self.request, path=str(item.path), stamp=item.stamp, vl2_version=__version__,
             media=media_facts(loaded.info) if loaded is not None else None,
             instruction=item.instruction, modality=item.modality,
             audio_missing=bool(loaded is not None and loaded.audio_missing and item.modality == "av"),
-            notes=item.notes,
+            notes=tuple(item.notes),
             output=None if failed else item.output,
             label_scores=None if failed else item.label_scores,
             top_k=None if failed else item.top_k,
@@ -414,6 +414,6 @@ def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:
         on_batch([item.path for item in batch if item.ready])
     runner.run_batch(batch)
     for item in batch:
-        record = runner.record(item)
+        record = runner.record(item).as_dict()
         item.loaded = None  # free the tensors before the next batch decodes
         yield FileOutcome(item.path, record)
