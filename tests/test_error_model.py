@@ -55,6 +55,12 @@ def test_the_documented_codes_are_the_codes_errors_defines() -> None:
     assert transient_rows == TRANSIENT_ERROR_CODES
 
 
+def test_the_cli_guide_lists_the_transient_codes() -> None:
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    sentence = " ".join(text.split("except transient ones", 1)[1].split(":", 1)[0].split())
+    assert set(re.findall(r"`([a-z_]+)`", sentence)) == TRANSIENT_ERROR_CODES, sentence
+
+
 def test_record_error_refuses_a_code_errors_does_not_define() -> None:
     assert ModelError("x.mp4: out of memory").as_record_error() == {"code": "model_error", "message": "x.mp4: out of memory"}
     with pytest.raises(ValueError, match="unknown record error code 'modle_error'"):
