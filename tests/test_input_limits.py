@@ -163,7 +163,7 @@ def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) 
 
 def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
     from vl2cli.settings import MAX_LABELS
-    from vl2cli.commands.run_command import task_spec
+    from vl2cli.run import task_spec
 
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"label {i}\n" for i in range(MAX_LABELS + 1)))
