@@ -21,8 +21,7 @@ from vl2cli.output.schema import load_schema, record_problem
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "vl2cli"
 #: Modules that are the command layer: they speak to a shell user, so they may name flags.
-COMMAND_LAYER = {"cli.py", "tasks/command.py", "tasks/dry_run.py", "tasks/chat.py", "tasks/inspect_command.py",
-                 "runners/shard_commands.py", "report/command.py", "exporting/command.py"}
+COMMAND_LAYER = {"cli.py"}
 COMMAND_PACKAGES = ("commands/",)
 #: A long flag in a message: `--name` not inside a word; Slurm's own `--array=` is sbatch's flag, not vl2's.
 FLAG = re.compile(r"(?<![\w-])--(?!array=)[a-z][a-z-]*")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,8 @@ from .errors import Vl2Error
 from .settings import (CPU_BATCH_SIZE, CPU_WORKERS, DEFAULT_TOP_P, GPU_MAX_BATCH_SIZE, GPU_WORKERS,
                        MODEL_PROCESS_CORES, SETTING_NAMES, ResolvedSettings, Settings, env_var_name, resolve_settings, setting_help,
                        setting_type)
-from .commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
+from .commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from .commands.guard import install_signal_handlers, run_guarded
 
 APP_HELP = f"""Captions, answers and labels for folders of videos, images and audio, as JSONL (VideoLLaMA 2).
 
@@ -216,10 +216,6 @@ def _with_settings(command: str, *leading: inspect.Parameter,
     return decorate
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _version_callback(value: bool) -> None:
     if value:
         print(f"vl2 {__version__}")
@@ -250,7 +246,7 @@ def _run(task: str, values: dict[str, Any], questions: tuple[str, ...] = ()) -> 
 @_with_settings("caption", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def caption(**values: Any) -> None:
     """Describe every file (one JSON record per file)."""
-    raise typer.Exit(_guarded(lambda: _run("caption", values)))
+    raise typer.Exit(run_guarded(lambda: _run("caption", values)))
 
 
 _QUESTION_PARAMETER = inspect.Parameter(
@@ -277,7 +273,7 @@ def ask(**values: Any) -> None:
                                           has_list=_resolve(values).settings.files_from is not None)
         return _run("ask", {**values, "inputs": inputs}, questions=questions)
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 def ask_arguments(inputs: list[Path], question: str | None, questions: list[str], *,
@@ -298,7 +294,7 @@ def ask_arguments(inputs: list[Path], question: str | None, questions: list[str]
 @_with_settings("classify", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def classify(**values: Any) -> None:
     """Score each label by the model's log-likelihood; the record has probabilities and the top-k."""
-    raise typer.Exit(_guarded(lambda: _run("classify", values)))
+    raise typer.Exit(run_guarded(lambda: _run("classify", values)))
 
 
 @app.command("shards", cls=_Command, epilog="Example: [cyan]vl2 shards out/[/cyan]")
@@ -306,7 +302,7 @@ def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sh
     """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
     from .commands.shard_commands import shards_report
 
-    raise typer.Exit(_guarded(lambda: shards_report(folder)))
+    raise typer.Exit(run_guarded(lambda: shards_report(folder)))
 
 
 @app.command("merge", cls=_Command, epilog="Example: [cyan]vl2 merge out/ --out captions.parquet --format parquet[/cyan]")
@@ -319,7 +315,7 @@ def merge(
     """Merge a sharded run's part files into one file: the last record per file and request, once."""
     from .commands.shard_commands import merge_shards
 
-    raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
+    raise typer.Exit(run_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
 
 
@@ -344,7 +340,7 @@ def inspect_file(
     the sound heard as a 16 kHz WAV, and inspect.json naming them with the probe and the notes."""
     from .commands.inspect_command import run_inspect
 
-    raise typer.Exit(_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
+    raise typer.Exit(run_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
                                                   overlap=segment_overlap, segment_min=segment_min,
                                                   segment_max=segment_max, video_backend=video_backend)))
 
@@ -362,7 +358,7 @@ def chat(**values: Any) -> None:
         return chat_command(list(values["inputs"] or []), _resolve(values).settings, stdin=sys.stdin,
                             stdout=sys.stdout, stderr=sys.stderr)
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 @config_app.command("show", cls=_Command)
@@ -380,7 +376,7 @@ def config_show(**values: Any) -> None:
             print(f"{line.strip()[1:-1]}  # {resolved.sources[name]} ({env_var_name(name)})")
         return EXIT_OK
 
-    raise typer.Exit(_guarded(show))
+    raise typer.Exit(run_guarded(show))
 
 
 @app.command("export", add_help_option=False,
@@ -409,7 +405,7 @@ def convert(
         print(f"wrote {len(written)} files to {out}; use --model {out}")
         return EXIT_OK
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 @app.command("report", add_help_option=False,
@@ -426,39 +422,9 @@ def report(ctx: typer.Context) -> None:
     typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 report")
 
 
-def _guarded(body: Any) -> int:
-    """User errors become one stderr line and exit 2, without a traceback."""
-    try:
-        return body()
-    except Vl2Error as exc:
-        _stderr(f"vl2: error: {exc}")
-        return EXIT_FATAL
-    except OSError as exc:  # the output or a folder vl2 must write: read-only, full disk, a folder, no access
-        where = f"{exc.filename}: " if exc.filename else ""
-        _stderr(f"vl2: error: {where}{exc.strerror or exc} (what was written so far is intact)")
-        return EXIT_FATAL
-    except Interrupted as exc:
-        _stderr(f"vl2: interrupted by {exc.signal_name}; every record written so far is kept, rerun to go on")
-        return EXIT_SIGNAL_BASE + exc.signal_number
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM reached the run: it stops where it is (records are whole, the lock is freed)."""
-
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(signal_number)
-        self.signal_number = signal_number
-        self.signal_name = signal.Signals(signal_number).name
-
-
-def _raise_interrupted(signal_number: int, frame: Any) -> None:
-    raise Interrupted(signal_number)
-
-
 def main() -> None:
     """Console-script entry point (`vl2`)."""
-    for handled in (signal.SIGINT, signal.SIGTERM):  # one message and the shell's 128+N code, no traceback
-        signal.signal(handled, _raise_interrupted)
+    install_signal_handlers()  # one message and the shell's 128+N code, no traceback
     app(prog_name="vl2")
 
 

@@ -38,7 +38,7 @@ class FileError(Vl2Error):
 
     def as_record_error(self) -> dict[str, str]:
         """The record's `error` object (`attempt` is added by the writer's caller on resume)."""
-        return record_error(self.code or FileError.code, str(self))
+        return record_error(str(self.code), str(self))
 
 
 class MediaError(FileError):

@@ -12,10 +12,11 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Vl2Error
-from .exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from ..exporting.names import ALL_COMPONENTS
 from ..exporting.pipeline import DEFAULT_MAX_BATCH, DEFAULT_PRECISION
 from ..exporting.tensorrt_build import PRECISIONS
+from .guard import run_guarded
 
 ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 
@@ -61,10 +62,10 @@ def export_command(
     device: Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1 or cpu (default: cuda when available)", show_default=False)] = None,
 ) -> None:
     """Export the encoders to ONNX (and TensorRT), validated against PyTorch."""
-    raise typer.Exit(run_export(
+    raise typer.Exit(run_guarded(lambda: run_export(
         model=model, revision=revision, export_dir=export_dir, engine_dir=engine_dir, precision=precision,
         components=component, max_batch=max_batch, engines=engines, device=device, config=config, targets=gpu_target,
-    ))
+    )))
 
 
 export_command.__doc__ = EXPORT_HELP
@@ -73,7 +74,8 @@ export_command.__doc__ = EXPORT_HELP
 def run_export(*, model: str | None, revision: str | None, export_dir: Path | None, engine_dir: Path | None,
                precision: str, components: list[str] | None, max_batch: int, engines: str, device: str | None,
                config: Path | None = None, targets: list[str] | None = None) -> int:
-    """The command body; returns the exit code (0 all kept, 1 some component failed, 2 nothing done).
+    """The command body; returns the exit code (0 all kept, 1 some component failed; errors end it
+    through the command guard: 2 nothing done).
 
     The model, revision, device and folders resolve as for the run commands (flag > VL2_* > config file
     > default), so `vl2 export` exports the model that `vl2 caption` would load.
@@ -83,20 +85,16 @@ def run_export(*, model: str | None, revision: str | None, export_dir: Path | No
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        if engines not in ENGINE_CHOICES:
-            raise Vl2Error(f"--engines {engines!r}: choose one of {', '.join(ENGINE_CHOICES)}.")
-        flags = {"model": model, "revision": revision, "device": device,
-                 "export_dir": str(export_dir) if export_dir else None, "engine_dir": str(engine_dir) if engine_dir else None}
-        settings = resolve_settings(flags, config_path=config).settings
-        report = export_model(
-            settings.model, settings.export_dir, engine_dir=settings.engine_dir, precision=precision,
-            components=components, max_batch=max_batch, build_engines=ENGINE_CHOICES[engines],
-            revision=settings.revision, device=None if settings.device == "auto" else settings.device, targets=targets,
-        )
-    except Vl2Error as exc:
-        typer.echo(f"vl2: error: {exc}", err=True)
-        return EXIT_FATAL
+    if engines not in ENGINE_CHOICES:
+        raise Vl2Error(f"--engines {engines!r}: choose one of {', '.join(ENGINE_CHOICES)}.")
+    flags = {"model": model, "revision": revision, "device": device,
+             "export_dir": str(export_dir) if export_dir else None, "engine_dir": str(engine_dir) if engine_dir else None}
+    settings = resolve_settings(flags, config_path=config).settings
+    report = export_model(
+        settings.model, settings.export_dir, engine_dir=settings.engine_dir, precision=precision,
+        components=components, max_batch=max_batch, build_engines=ENGINE_CHOICES[engines],
+        revision=settings.revision, device=None if settings.device == "auto" else settings.device, targets=targets,
+    )
     for line in report.lines():
         typer.echo(line)
     return EXIT_OK if report.ok else EXIT_SOME_FAILED

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import Vl2Error
-from .exit_codes import EXIT_FATAL
+from ..errors import InputError, Vl2Error
+from .exit_codes import EXIT_OK
+from .guard import run_guarded
 from ..report.page import DEFAULT_MAX_SHEETS, write_report
 
 
@@ -23,19 +24,16 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML page of a run: summary, filters, search, a row per file or segment
     with the frames the model saw."""
+    raise typer.Exit(run_guarded(lambda: run_report(results, out, max_sheets=max_sheets, video_backend=video_backend)))
+
+
+def run_report(results: Path, out: Path, *, max_sheets: int, video_backend: str) -> int:
+    """The command body; errors end it through the command guard."""
     if not results.is_file():
-        print(f"vl2: error: {results}: no such file", file=sys.stderr)
-        raise typer.Exit(EXIT_FATAL)
+        raise InputError(f"{results}: no such file")
     if video_backend not in ("decord", "pyav"):
-        print(f"vl2: error: video_backend: {video_backend!r} is not one of decord, pyav", file=sys.stderr)
-        raise typer.Exit(EXIT_FATAL)
-    try:
-        written = write_report(results, out, max_sheets=max_sheets, video_backend=video_backend,
-                               on_warning=lambda message: print(f"vl2: warning: {message}", file=sys.stderr))
-    except Vl2Error as exc:
-        print(f"vl2: error: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FATAL) from None
-    except OSError as exc:
-        print(f"vl2: error: {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_FATAL) from None
+        raise Vl2Error(f"video_backend: {video_backend!r} is not one of decord, pyav")
+    written = write_report(results, out, max_sheets=max_sheets, video_backend=video_backend,
+                           on_warning=lambda message: print(f"vl2: warning: {message}", file=sys.stderr))
     print(f"vl2: report written to {written}", file=sys.stderr)
+    return EXIT_OK
