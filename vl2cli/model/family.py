@@ -203,11 +203,12 @@ class SplicedFamilyModel:
                 log_fallback_once(reason)
             output = self._dynamic_generate(embeds, mask, config)
         results = []
-        for row in output.tolist():
+        for row, prompt_tokens in zip(output.tolist(), mask.sum(-1).tolist()):
             stop = next((k for k, t in enumerate(row) if t in self.eos_token_ids), None)
             token_ids = row if stop is None else row[: stop + 1]
             text = self.decode_answer(token_ids)
-            results.append(Generation(text=text, token_ids=token_ids, stopped_on_eos=stop is not None))
+            results.append(Generation(text=text, token_ids=token_ids, stopped_on_eos=stop is not None,
+                                      prompt_tokens=prompt_tokens))
         return results
 
     def _static_decoder_for(self, mode: str) -> StaticCacheDecoder | None:
@@ -307,8 +308,9 @@ class SplicedFamilyModel:
             first = first_logprobs[files, tokens[:, 0]].double()
             totals[files, ks] = first + later.sum(-1)
         return [
-            LabelScores(labels=list(labels), log_likelihoods=row, num_tokens=[len(ids) for ids in label_ids])
-            for row in totals.tolist()
+            LabelScores(labels=list(labels), log_likelihoods=row, num_tokens=[len(ids) for ids in label_ids],
+                        prompt_tokens=length)
+            for row, length in zip(totals.tolist(), lengths.tolist())
         ]
 
     def _repeated_cache(self, cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:

@@ -50,13 +50,29 @@ class MultimodalInput:
             raise ValueError(f"modality {self.modality!r} needs fbank")
 
 
+#: Why generation ended: on an end-of-sequence (stop) id, or at the `max_new_tokens` budget (cut off).
+FinishReason = Literal["eos", "length"]
+
+
 @dataclass
 class Generation:
-    """A generated answer: the text (special tokens skipped, stripped) and the new token ids."""
+    """A generated answer: the text (special tokens skipped, stripped), the new token ids (up to and
+    including the stop id), and the prompt's length, so that a cut-off answer can be found afterwards."""
 
     text: str
     token_ids: list[int]
     stopped_on_eos: bool
+    #: positions of the prompt the answer continues: its text tokens plus the media features spliced in
+    prompt_tokens: int | None = None
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """eos when the last token is a stop id, else length (the budget ran out)."""
+        return "eos" if self.stopped_on_eos else "length"
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass
@@ -66,6 +82,8 @@ class LabelScores:
     labels: list[str]
     log_likelihoods: list[float]
     num_tokens: list[int]
+    #: positions of the prompt the labels continue (text tokens plus media features)
+    prompt_tokens: int | None = None
 
     def probabilities(self) -> list[float]:
         """Softmax over the labels' total log-likelihoods: a distribution over the given labels only."""
