@@ -42,7 +42,8 @@ def _hostile(media: Path) -> list[bytes]:
         line(media={"kind": "video", "has_video": True, "has_audio": False, "x": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}),
         line(segment={"index": 0, "start_s": "zero", "end_s": 1, "count": 1, "by": "60s"}),  # non-numeric times
         line(segment={"index": 0, "start_s": 0, "end_s": 1, "count": 1, "by": "60s"}).replace(b'"end_s": 1', b'"end_s": NaN'),
-        line(schema_version=3),                                 # another schema version
+        line(schema_version=4),                                 # another schema version
+        line(schema_version=2),                                 # a v2 record with v3's fields
         line(error={"code": "model_error", "message": "x", "attempt": "2"}),
         b'{"note": "a foreign object"}',
         b"\xff\xfe not utf-8",

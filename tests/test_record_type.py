@@ -19,7 +19,8 @@ REQUEST = Request("classify", None, ("cat", "dog"), "m", "rev", 8, "auto", famil
 #: The order records have always been written in (byte-for-byte the same JSONL as before the type).
 FIELD_ORDER = ["schema_version", "path", "segment", "file", "media", "decoding", "task", "prompt", "instruction",
                "labels", "model", "frames", "modality_requested", "sampling", "modality", "audio_missing", "notes",
-               "output", "label_scores", "top_k", "timings_ms", "error", "vl2_version", "created_at"]
+               "output", "label_scores", "top_k", "timings_ms", "error", "vl2_version", "created_at",
+               "generation", "runtime"]  # (v3 appended the last two)
 
 
 def _records(stamp: FileStamp) -> list[Record]:
@@ -30,7 +31,10 @@ def _records(stamp: FileStamp) -> list[Record]:
                   label_scores=scores, top_k=["cat"], timings_ms={"decode": 1.5, "model": 2.0, "total": 3.5,
                                                                    "batch_size": 2},
                   segment={"index": 0, "start_s": 0.0, "end_s": 60.0, "count": 2, "by": "60s"},
-                  decoding={"video_backend": "decord", "video_rotation": 0, "audio_stream": 1})
+                  decoding={"video_backend": "decord", "video_rotation": 0, "audio_stream": 1},
+                  generation={"finish_reason": None, "prompt_tokens": 40, "output_tokens": None},
+                  runtime={"device": "cpu", "dtype": "float32", "encoder_backend": "torch", "video_backend": "decord",
+                           "versions": {"vl2": "0", "torch": "2", "transformers": "5"}})
     failed = Record(REQUEST, path=stamp.path, stamp=None, vl2_version="0",
                     error=CorruptMediaError("broken").as_record_error())
     return [done, failed]
@@ -66,7 +70,8 @@ def test_a_v1_record_reads_back_as_its_v2_form(tmp_path: Path) -> None:
     media = tmp_path / "a.mp4"
     media.write_bytes(b"x")
     greedy = dataclasses.replace(REQUEST, sampling=None, family="videollama2")
-    v2 = Record(greedy, path=str(media), stamp=FileStamp.of(media), vl2_version="0", output="a", modality="av")
+    v2 = Record(greedy, path=str(media), stamp=FileStamp.of(media), vl2_version="0", output="a", modality="av",
+                schema_version=2)
     v1 = {k: v for k, v in v2.as_dict().items() if k not in ("sampling", "segment", "decoding")}
     v1["schema_version"] = 1
     del v1["model"]["family"]

@@ -189,7 +189,7 @@ def test_segment_records_have_keys_of_their_own() -> None:
     whole = build_record(REQUEST, path=stamp.path, stamp=stamp, vl2_version="x")
     assert key_of_record(record) == resume_key(stamp, REQUEST, segment) != key_of_record(whole)
     assert key_of_record(whole) == resume_key(stamp, REQUEST)
-    assert record["schema_version"] == 2 and record["segment"] == segment and whole["segment"] is None
+    assert record["schema_version"] == 3 and record["segment"] == segment and whole["segment"] is None
 
 
 # ------------------------------------------------------------------ subtitles

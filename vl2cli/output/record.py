@@ -14,8 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-#: 2 added the optional `segment` and `sampling` objects (v1 records read back as whole-file greedy ones).
-SCHEMA_VERSION = 2
+#: 2 added the optional `segment` and `sampling` objects (v1 records read back as whole-file greedy ones);
+#: 3 appended `generation` (how the answer ended) and `runtime` (what made it), after `created_at`.
+SCHEMA_VERSION = 3
+#: The oldest version a record read back keeps when written again (a v1 record is written as its v2 form).
+OLDEST_WRITTEN_VERSION = 2
+#: The first version whose records carry `generation` and `runtime`.
+GENERATION_VERSION = 3
 TaskName = Literal["caption", "ask", "classify"]
 TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
 #: Media facts copied from the probe into the record (the rest of MediaInfo is internal detail).
@@ -166,6 +171,31 @@ def decoding_facts(loaded: Any, modality: str | None) -> dict[str, Any] | None:
             "audio_stream": getattr(loaded, "audio_stream_index", None) if hears else None}
 
 
+def generation_facts(finish_reason: str | None, prompt_tokens: int | None,
+                     output_tokens: int | None) -> dict[str, Any]:
+    """The record's `generation` object: why the answer ended ("eos", or "length": cut off at the
+    max_new_tokens budget) and its token counts; classify generates nothing (finish_reason and
+    output_tokens null, prompt_tokens counted)."""
+    return {"finish_reason": finish_reason, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+
+
+def cut_off_at(record: dict[str, Any]) -> int | None:
+    """The output token count of a record whose answer the budget cut off (finish_reason "length"),
+    else None: what resume keeps per key to apply `needs_rerun` (v1/v2 records never say: None)."""
+    generation = record.get("generation")
+    if not isinstance(generation, dict) or generation.get("finish_reason") != "length":
+        return None
+    tokens = generation.get("output_tokens")
+    return tokens if isinstance(tokens, int) else None
+
+
+def needs_rerun(cut_at: int | None, max_new_tokens: int | None) -> bool:
+    """Whether a done record (cut off at `cut_at` tokens, `cut_off_at`'s answer) is to be redone by a run
+    allowing `max_new_tokens`: exactly when it was cut off below the new budget. max_new_tokens is not
+    part of the resume key, so a bigger budget redoes only the answers it could lengthen."""
+    return cut_at is not None and max_new_tokens is not None and cut_at < max_new_tokens
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -198,14 +228,20 @@ class Record:
     segment: dict[str, Any] | None = None
     decoding: dict[str, Any] | None = None
     created_at: str = field(default_factory=_now)
+    #: `generation_facts`: how the answer ended; None when the model gave none (errors, planning)
+    generation: dict[str, Any] | None = None
+    #: the record's `runtime` object (device, dtype, backends, versions); None when no model was loaded
+    runtime: dict[str, Any] | None = None
+    #: the version written: a record read back keeps its own (v2 ones stay v2, without the v3 fields)
+    schema_version: int = SCHEMA_VERSION
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data, in schema field order."""
         request, stamp, segment = self.request, self.stamp, self.segment
         timings = {"decode": None, "model": None, "total": None}
         timings.update(self.timings_ms or {})
-        return {
-            "schema_version": SCHEMA_VERSION,
+        data = {
+            "schema_version": self.schema_version,
             "path": self.path,
             "segment": {name: segment[name] for name in SEGMENT_FIELDS} if segment is not None else None,
             "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
@@ -230,11 +266,16 @@ class Record:
             "vl2_version": self.vl2_version,
             "created_at": self.created_at,
         }
+        if self.schema_version >= GENERATION_VERSION:  # appended: every earlier field keeps its bytes
+            data["generation"] = self.generation
+            data["runtime"] = self.runtime
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
-        """A record read back (one `read_records` accepted: schema-valid). A v1 record becomes its v2
-        form (no segment, greedy), which `as_dict` then writes."""
+        """A record read back (one `read_records` accepted: schema-valid), keeping its version: a v2
+        record is written back as v2 (no generation, no runtime); a v1 record becomes its v2 form (no
+        segment, greedy)."""
         model, file, sampling = data["model"], data["file"], data.get("sampling")
         labels = data["labels"]
         request = Request(
@@ -247,7 +288,9 @@ class Record:
                    instruction=data["instruction"], modality=data["modality"], audio_missing=data["audio_missing"],
                    notes=tuple(data["notes"]), output=data["output"], label_scores=data["label_scores"],
                    top_k=data["top_k"], timings_ms=data["timings_ms"], error=data["error"],
-                   segment=data.get("segment"), decoding=data.get("decoding"), created_at=data["created_at"])
+                   segment=data.get("segment"), decoding=data.get("decoding"), created_at=data["created_at"],
+                   generation=data.get("generation"), runtime=data.get("runtime"),
+                   schema_version=max(data["schema_version"], OLDEST_WRITTEN_VERSION))
 
 
 def build_record(request: Request, **fields: Any) -> dict[str, Any]:

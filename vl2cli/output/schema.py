@@ -77,10 +77,15 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _compile(schema: dict[str, Any]) -> Any:
+def _compile(schema: dict[str, Any] | bool) -> Any:
     """A check(value) -> None, or (path parts innermost first, message), for the keywords the record
     schema uses: type, const, enum, minimum, maximum, exclusiveMinimum, required, properties,
-    additionalProperties (false), items, allOf, if/then."""
+    additionalProperties (false), items, allOf, if/then, and the schemas true and false (a field that
+    only some schema versions allow is `false` in the others)."""
+    if schema is True:
+        return lambda value: None
+    if schema is False:
+        return lambda value: ([], "not allowed in this schema_version")
     checks: list[Any] = []
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
