@@ -30,12 +30,13 @@ from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Record, Request, ResumeKey, decoding_facts, media_facts
+from ..output.record import FileStamp, Record, Request, ResumeKey, decoding_facts, generation_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
 from .plan import FileOutcome, PlannedFile, build_request, plan_files, towers_of
 from .prompts import caption_instruction, classify_instruction
+from .runtime_facts import runtime_facts
 from .spec import RunOptions, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class WorkItem:
     top_k: list[str] | None = None
     model_ms: float | None = None
     batch_size: int | None = None
+    #: the record's `generation` object, once the model answered
+    generation: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     #: this item's request when the run makes several per file (ask with several questions)
     request: Request | None = None
@@ -104,6 +107,14 @@ class PipelineRunner:
         #: encoded media kept between model calls: set when a file is asked several questions (and by
         #: `vl2 chat`), so each file is encoded once; None: nothing kept
         self.feature_cache: FeatureCache | None = None
+        self._runtime: dict[str, Any] | None = None
+
+    def runtime(self) -> dict[str, Any] | None:
+        """The records' `runtime` object, once the model is loaded (a lazy model that no file needed
+        stays unloaded: its records were made without it)."""
+        if self._runtime is None and getattr(self.model, "loaded", True):
+            self._runtime = runtime_facts(self.model, self.options.video_backend)
+        return self._runtime
 
     @property
     def device(self) -> torch.device:
@@ -274,6 +285,8 @@ class PipelineRunner:
         per_item = (perf_counter() - start) * MS_PER_S / len(ready)
         for item, generation in zip(ready, generations):
             item.output, item.model_ms, item.batch_size = generation.text, per_item, len(ready)
+            item.generation = generation_facts(generation.finish_reason, generation.prompt_tokens,
+                                               generation.output_tokens)
 
     def generate_options(self) -> dict[str, Any]:
         """`generate` keywords beyond the defaults: the feature cache, sampling (greedy needs none)."""
@@ -303,6 +316,7 @@ class PipelineRunner:
                              for k in ranked]
         item.top_k = [labels[k] for k in ranked[: self.task.top_k]]
         item.output = labels[ranked[0]]
+        item.generation = generation_facts(None, scores.prompt_tokens, None)  # labels scored, nothing generated
 
     # ------------------------------------------------------------ records
     def record(self, item: WorkItem) -> Record:
@@ -324,6 +338,8 @@ class PipelineRunner:
             error=item.error,
             segment=item.segment,
             decoding=decoding_facts(loaded, item.modality) if not failed else None,
+            generation=None if failed else item.generation,
+            runtime=self.runtime(),
         )
 
 
