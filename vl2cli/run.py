@@ -212,7 +212,8 @@ class BatchRun:
         settings, index = self.settings, self.index
         is_done = known = None
         if index is not None and not settings.overwrite:
-            is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
+            is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed,  # noqa: E731
+                                                  max_new_tokens=settings.max_new_tokens)
             known = index.known_segments
         model = self.model if self.model is not None else lazy_model(settings)
         for outcome in iter_outcomes(model, self.paths, self.task, self.options, is_done=is_done,

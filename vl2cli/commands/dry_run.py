@@ -48,7 +48,8 @@ def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, se
         index = ResumeIndex.from_output(settings.out)
         if (skipped := index.skipped.describe(settings.out)) is not None:
             print(f"vl2: warning: {skipped}", file=stderr, flush=True)
-    is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed)) if index is not None else None  # noqa: E731
+    is_done = (lambda key: index.is_done(key, retry_failed=settings.retry_failed,  # noqa: E731
+                                         max_new_tokens=settings.max_new_tokens)) if index is not None else None
     several = len(spec.prompts) > 1
     planned, requests = plan_run(model, inputs, spec, run_options(settings), is_done=is_done, on_warning=on_warning,
                                  recursive=settings.recursive, include=settings.include, exclude=settings.exclude,

@@ -3,7 +3,8 @@
 A file whose latest record is a success, or a permanent failure (corrupt, unsupported, empty...), is
 done. A transient failure (a decoder that timed out or crashed, the model failing, e.g. out of GPU
 memory) is tried again by later runs, up to MAX_ATTEMPTS runs in all; each error record counts its
-`attempt`.
+`attempt`. A success whose answer was cut off at the token budget is done for runs with the same or a
+smaller budget, and redone by one allowing more tokens (`record.needs_rerun`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TRANSIENT_ERROR_CODES
-from .record import ResumeKey, file_key, key_of_record
+from .record import ResumeKey, cut_off_at, file_key, key_of_record, needs_rerun
 from .reader import SkippedLines, read_records
 
 #: Runs that may try a transiently failing file before its error is taken as final.
@@ -24,6 +25,8 @@ class _Latest:
     failed: bool
     transient: bool
     attempts: int
+    #: output tokens of an answer cut off at the budget (`record.cut_off_at`), None otherwise
+    cut_at: int | None = None
 
 
 @dataclass
@@ -56,15 +59,18 @@ class ResumeIndex:
             self.segments.setdefault((file_key(key), segment["by"]), {})[segment["index"]] = segment
         error = record.get("error")
         if error is None:
-            self.latest[key] = _Latest(False, False, 0)
+            self.latest[key] = _Latest(False, False, 0, cut_off_at(record))
             return
         attempts = error.get("attempt") if isinstance(error.get("attempt"), int) else 1
         self.latest[key] = _Latest(True, error.get("code") in TRANSIENT_ERROR_CODES, attempts)
 
-    def is_done(self, key: ResumeKey, *, retry_failed: bool = False) -> bool:
-        """Done = has a record, unless it failed transiently with attempts left (or retry_failed and it failed)."""
+    def is_done(self, key: ResumeKey, *, retry_failed: bool = False, max_new_tokens: int | None = None) -> bool:
+        """Done = has a record, unless it failed transiently with attempts left (or retry_failed and it
+        failed), or its answer was cut off below `max_new_tokens` (the run's budget; None: never redone)."""
         latest = self.latest.get(key)
         if latest is None:
+            return False
+        if needs_rerun(latest.cut_at, max_new_tokens):
             return False
         if latest.failed and (retry_failed or (latest.transient and latest.attempts < MAX_ATTEMPTS)):
             return False
