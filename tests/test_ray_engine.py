@@ -83,8 +83,8 @@ def local_records(settings: Any, archive: Path) -> list[dict[str, Any]]:
 
 
 def _essence(records: list[dict[str, Any]]) -> list[tuple]:
-    return [(r["path"], r["output"], (r["error"] or {}).get("code"), r["modality"], r["media"], r["instruction"])
-            for r in records]
+    return [(r["path"], r["output"], (r["error"] or {}).get("code"), r["modality"], r["media"], r["instruction"],
+             r["generation"], r["runtime"]) for r in records]
 
 
 def _ray_records(settings: Any, archive: Path, **runner: Any) -> list[dict[str, Any]]:
@@ -160,6 +160,8 @@ def test_an_actor_killed_mid_run_costs_no_file_and_writes_none_twice(ray_session
     records = _ray_records(settings, archive, actor_class=ExitOnce, files_per_call=1)
     assert (archive.parent / "died-once").exists()  # the actor really died on the chosen file
     assert _essence(records) == _essence(local_records)  # each file once, in order, the chosen one done after all
+    done = [r for r in records if r["error"] is None]
+    assert done and all(r["generation"]["output_tokens"] and r["runtime"]["device"] == "cpu" for r in done)  # made on actors
 
 
 def test_a_file_that_raises_is_an_error_record_and_one_that_kills_every_actor_is_worker_lost(
