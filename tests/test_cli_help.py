@@ -8,7 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vl2cli.cli import COMMAND_SETTINGS, SETTING_FLAGS, app
+from vl2cli.cli import app
+from vl2cli.settings import COMMAND_SETTINGS, setting_flag
 from vl2cli.settings import DEFAULT_MAX_NEW_TOKENS
 from vl2cli.tasks.exit_codes import EXIT_FATAL
 
@@ -41,7 +42,7 @@ def _option_rows(text: str) -> dict[str, str]:
 def test_every_setting_shows_its_default(command: list[str]) -> None:
     rows = _option_rows(_help(*command))
     for name in COMMAND_SETTINGS[" ".join(command)]:
-        flag = SETTING_FLAGS[name][0][0].split("/")[0]
+        flag = setting_flag(name)
         assert "[default: " in rows[flag], f"{' '.join(command)} {flag}: no default shown"
     if "max_new_tokens" in COMMAND_SETTINGS[" ".join(command)]:
         assert f"[default: {DEFAULT_MAX_NEW_TOKENS}]" in rows["--max-new-tokens"]

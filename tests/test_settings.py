@@ -84,7 +84,7 @@ def test_choices_and_ranges_are_checked() -> None:
 
 #: Values the settings module constrains beyond their type (checked in settings._validate).
 _CONSTRAINED = {"device": "cuda:1", "kinds": ["audio", "image"], "decode_timeout": 7.5, "top_p": 0.5,
-                "segment_overlap": "5s"}
+                "segment_overlap": "5s", "components": ["connector"]}
 #: Settings refused without the one they work with (sampling knobs need a temperature; out_dir a
 #: subtitle format; segment_overlap fixed-length segments; ray_address the Ray engine).
 _COMPANIONS = {"top_p": {"temperature": 0.5}, "seed": {"temperature": 0.5}, "out_dir": {"format": "srt"},
