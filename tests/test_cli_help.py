@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from vl2cli.cli import app
 from vl2cli.settings import COMMAND_SETTINGS, setting_flag
 from vl2cli.settings import DEFAULT_MAX_NEW_TOKENS
-from vl2cli.tasks.exit_codes import EXIT_FATAL
+from vl2cli.commands.exit_codes import EXIT_FATAL
 
 COMMANDS = (["caption"], ["ask"], ["classify"], ["chat"], ["config", "show"])
 runner = CliRunner()
