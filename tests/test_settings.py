@@ -214,3 +214,13 @@ def test_the_docs_table_lists_every_setting_as_declared() -> None:
     for name in SETTING_NAMES:
         row = next(line for line in docs.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"`{setting_flags(name)[0]}`" in row and f"`{env_var_name(name)}`" in row, name
+
+
+def test_the_export_settings_choices_are_the_exporters() -> None:
+    """The export settings' choices are declared in settings (no torch there); they must be what the
+    exporter takes."""
+    from vl2cli.exporting.names import ALL_COMPONENTS
+    from vl2cli.exporting.tensorrt_build import PRECISIONS
+    from vl2cli.settings import EXPORT_COMPONENTS, EXPORT_PRECISIONS
+
+    assert EXPORT_COMPONENTS == ALL_COMPONENTS and EXPORT_PRECISIONS == PRECISIONS

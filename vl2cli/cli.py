@@ -327,17 +327,26 @@ def config_show(**values: Any) -> None:
     raise typer.Exit(_guarded(show))
 
 
-@app.command("export", add_help_option=False,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             help="Export the encoders to ONNX (and TensorRT engines where possible); see [cyan]vl2 export --help[/cyan].")
-def export(ctx: typer.Context) -> None:
-    """Forward to the export command, imported only now: its module loads torch, `vl2 --help` must not."""
-    from .commands.export_command import export_command
+EXPORT_HELP = """Export the encoders (vision tower, STC connector, BEATs + audio projector) to ONNX, and to
+TensorRT engines where a TensorRT product can build them: full TensorRT on its GPU, or TensorRT-RTX
+(vl2\\[tensorrt-rtx]) ahead of time for RTX-class GPUs, with or without a GPU here (never for
+H100/H200). Every graph is checked against PyTorch before it is kept, engines too where a GPU they
+run on is here (see docs/export.md); run commands then pick them up with --encoder-backend auto."""
 
-    sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False,
-                      context_settings={"help_option_names": ["-h", "--help"]})
-    sub.command(cls=_Command)(export_command)
-    typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 export")
+
+@app.command("export", cls=_Command, help=EXPORT_HELP, epilog=examples(
+    "vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
+    "vl2 export --model ./my-checkpoint --precision fp32 --max-batch 4 --gpu-target 8.9",
+    "vl2 export --model DAMO-NLP-SG/VideoLLaMA2.1-7B-16F --engines no --component vision_tower", settings=True))
+@_with_settings("export")
+def export(**values: Any) -> None:
+    """Export the encoders to ONNX (and TensorRT), validated against PyTorch (the help is EXPORT_HELP)."""
+    def body() -> int:
+        from .commands.export_command import run_export  # loads torch: only now, `vl2 --help` must stay fast
+
+        return run_export(_resolve(values).settings)
+
+    raise typer.Exit(_guarded(body))
 
 
 @app.command("convert", cls=_Command, epilog=examples("vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b"))
@@ -356,18 +365,22 @@ def convert(
     raise typer.Exit(_guarded(body))
 
 
-@app.command("report", add_help_option=False,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             help="One self-contained HTML page of a JSONL output: summary, filters, search, the frames each "
-                  "file or segment was seen by; see [cyan]vl2 report --help[/cyan].")
-def report(ctx: typer.Context) -> None:
-    """Forward to the report command (its own options; imported only now)."""
-    from .commands.report_command import report_command
+_RESULTS_PARAMETER = inspect.Parameter(
+    "results", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[Path, typer.Argument(help="a vl2 JSONL output", show_default=False, metavar="RESULTS")])
 
-    sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False,
-                      context_settings={"help_option_names": ["-h", "--help"]})
-    sub.command()(report_command)
-    typer.main.get_command(sub).main(args=list(ctx.args), prog_name="vl2 report")
+
+@app.command("report", cls=_Command, epilog=examples("vl2 report captions.jsonl --out report.html", settings=True))
+@_with_settings("report", _RESULTS_PARAMETER)
+def report(**values: Any) -> None:
+    """One self-contained HTML page of a JSONL output: summary, filters, search, a row per file or segment
+    with the frames the model saw."""
+    def body() -> int:
+        from .commands.report_command import run_report
+
+        return run_report(values["results"], _resolve(values).settings)
+
+    raise typer.Exit(_guarded(body))
 
 
 def _guarded(body: Any) -> int:
