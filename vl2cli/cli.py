@@ -285,12 +285,18 @@ def ask_arguments(inputs: list[Path], question: str | None, questions: list[str]
     """Sort `vl2 ask`'s positionals: with -q every positional is an input; else the last one is the question.
 
     The command line parser hands the last positional to QUESTION whenever there is one, so
-    `vl2 ask clip.mp4` arrives as no inputs and the question "clip.mp4": that is a missing question.
+    `vl2 ask clip.mp4` arrives as no inputs and the question "clip.mp4", and `vl2 ask a.mp4 b.mp4` as the
+    question "b.mp4": both are a missing question, refused rather than asked.
     """
+    from .input_lists import looks_like_input
+
     if questions:
         return [*inputs, *([Path(question)] if question is not None else [])], tuple(questions)
     if question is None or (not inputs and not has_list):
         raise Vl2Error('ask: the question is missing: vl2 ask FILES... "QUESTION", or -q "QUESTION" (repeatable)')
+    if looks_like_input(question):
+        raise Vl2Error(f'ask: the question is missing: {question!r} is a file, not a question; give the question '
+                       'last in quotes (vl2 ask FILES... "QUESTION") or with -q "QUESTION"')
     return inputs, (question,)
 
 
