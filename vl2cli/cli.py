@@ -355,6 +355,30 @@ def inspect_file(
                                                   segment_max=segment_max, video_backend=video_backend)))
 
 
+@app.command("models", cls=_Command, epilog="Example: [cyan]vl2 models --json[/cyan]")
+def models(as_json: Annotated[bool, typer.Option("--json", help="one JSON array, for scripts", metavar="")] = False) -> None:
+    """The models in the Hugging Face cache vl2 runs: id, revision, size, and what each still lacks
+    (its vision tower, Video-LLaMA's LAVIS files)."""
+    from .tasks.models_command import models_command
+
+    raise typer.Exit(_guarded(lambda: models_command(as_json=as_json, stdout=sys.stdout, stderr=sys.stderr)))
+
+
+@app.command("pull", cls=_Command, epilog="Example: [cyan]vl2 pull DAMO-NLP-SG/VideoLLaMA2.1-7B-AV[/cyan]   "
+                                          "(then [cyan]HF_HUB_OFFLINE=1 vl2 caption ...[/cyan])")
+def pull(
+    model: Annotated[str, typer.Argument(help="hub id (or a folder, for the repos it names)", show_default=False,
+                                         metavar="MODEL")],
+    revision: Annotated[Optional[str], typer.Option("--revision", help="branch, tag or commit of the model",
+                                                    show_default=False, metavar="TEXT")] = None,
+) -> None:
+    """Download a model and everything it needs (its vision tower, BERT for Video-LLaMA) into the Hugging
+    Face cache, with progress; with HF_HUB_OFFLINE set, say what is missing."""
+    from .tasks.models_command import pull_command
+
+    raise typer.Exit(_guarded(lambda: pull_command(model, revision=revision, stdout=sys.stdout, stderr=sys.stderr)))
+
+
 @app.command(cls=_Command, epilog="Examples: [cyan]vl2 chat clip.mp4[/cyan] (type questions; Ctrl-D ends)   "
                     "[cyan]printf 'who speaks?\\nwhere is it?\\n' | vl2 chat clip.mp4[/cyan]")
 @_with_settings("chat", _INPUTS_PARAMETER)
