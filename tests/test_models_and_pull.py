@@ -190,3 +190,14 @@ def test_vl2_pull_online_with_everything_cached_downloads_nothing(hub: Path, mon
     add_repo(hub, TOWER_ID, _tower_source(), commit="f" * 40)
     result = runner.invoke(app, ["pull", MODEL_ID])
     assert result.exit_code == EXIT_OK and "fetching" not in result.output
+
+
+@needs_fixtures
+def test_a_dry_run_offline_names_the_missing_tower(hub: Path, tmp_path: Path) -> None:
+    add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
+    clip = tmp_path / "videos" / "clip.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"x")
+    result = runner.invoke(app, ["caption", str(clip.parent), "--model", MODEL_ID, "--dry-run"])
+    assert result.exit_code == EXIT_FATAL and "Traceback" not in result.output
+    assert f"missing {TOWER_ID} (its vision tower)" in result.output

@@ -101,7 +101,9 @@ class ModelRequirements:
         if self.pending:
             parts.append("the repos its config.json names (its vision tower) are known once the model is cached")
         parts += [file.problem for file in self.missing_files]
-        return f"{self.model}: what the model needs is not all in the cache ({cache_folder()}): " + "; ".join(parts)
+        state = ("HF_HUB_OFFLINE is set and it is not in the cache, or not all of it" if hub_offline()
+                 else "not everything it needs is in the cache")
+        return f"{self.model}: {state} ({cache_folder()}): " + "; ".join(parts)
 
 
 def cache_folder() -> Path:
@@ -244,8 +246,8 @@ def fetch_requirements(model: str, *, revision: str | None = None, lavis_dir: st
                 snapshot_download(repo.repo_id, revision=repo.revision, allow_patterns=list(repo.patterns),
                                   cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=hub_offline())
             except LocalEntryNotFoundError as exc:
-                raise HubResolutionError(f"{repo.repo_id}: cannot download it: the hub cannot be reached "
-                                         f"(or HF_HUB_OFFLINE is set); {needs.missing_message()}") from exc
+                raise HubResolutionError(f"{repo.repo_id} ({repo.role}): cannot download it: the hub cannot be "
+                                         "reached; what was fetched is kept, fetch again once it can") from exc
             except (RepositoryNotFoundError, HFValidationError) as exc:
                 raise HubResolutionError(f"{repo.repo_id}: not a hub repository: {exc}") from exc
             except OSError as exc:  # network errors surface as OSError subclasses
