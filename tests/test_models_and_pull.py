@@ -125,6 +125,10 @@ def test_the_tower_files_are_the_ones_the_tower_loader_reads() -> None:
 def test_video_llama_names_bert_and_both_lavis_files_at_once(hub: Path, monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     monkeypatch.setenv("VL2_HOME", str(tmp_path / "home"))
+    with pytest.raises(HubResolutionError) as caught:
+        CheckpointIdentity.resolve(V1_ID)
+    assert f"missing {V1_ID} (the model), bert-base-uncased" in str(caught.value)
+    assert "eva_vit_g.pth not found" in str(caught.value) and "vision tower" not in str(caught.value)
     add_repo(hub, V1_ID, _v1() / "Video-LLaMA-2-7B-Finetuned")
     with pytest.raises(HubResolutionError) as caught:
         CheckpointIdentity.resolve(V1_ID)

@@ -70,8 +70,8 @@ class FileNeed:
 
 @dataclass
 class ModelRequirements:
-    """What `model` needs. `pending` is set when the model repo itself is not cached yet: the repos its
-    config.json names (its vision tower) are only known once it is."""
+    """What `model` needs. `pending` is set when a VideoLLaMA 2 repo itself is not cached yet: the repos
+    its config.json names (its vision tower) are only known once it is."""
 
     model: str
     family: str
@@ -185,7 +185,6 @@ def videollama_v1_requirements(model: str, *, revision: str | None = None, lavis
     elif not local.is_file():
         folder = cached_snapshot(model, revision=revision)
         needs.repos.append(RepoNeed(model, "the model", tuple(v1.V1_HUB_PATTERNS), revision, folder))
-        needs.pending = folder is None
     if not (folder is not None and (folder / v1.BERT_REPO / CONFIG_FILE).is_file()):
         needs.repos.append(_hub_need(v1.BERT_REPO, "the Q-Former sizes", [CONFIG_FILE], files=[CONFIG_FILE]))
     if local.is_file():
