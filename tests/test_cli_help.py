@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from vl2cli.cli import COMMAND_SETTINGS, SETTING_FLAGS, app
 from vl2cli.settings import DEFAULT_MAX_NEW_TOKENS
-from vl2cli.tasks.exit_codes import EXIT_FATAL
+from vl2cli.commands.exit_codes import EXIT_FATAL
 
 COMMANDS = (["caption"], ["ask"], ["classify"], ["chat"], ["config", "show"])
 runner = CliRunner()

@@ -110,7 +110,7 @@ def test_a_model_config_json_is_range_checked_too(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_a_shard_layout_claiming_absurd_counts_is_refused(tmp_path: Path) -> None:
-    from vl2cli.runners.shard_commands import shards_report
+    from vl2cli.commands.shard_commands import shards_report
     from vl2cli.runners.shards import MAX_SHARDS, Shard, ShardError
 
     (tmp_path / "shards.json").write_text(json.dumps({"shards": 10**12, "array_min": 0}))
@@ -163,7 +163,7 @@ def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) 
 
 def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
     from vl2cli.settings import MAX_LABELS
-    from vl2cli.tasks.command import task_spec
+    from vl2cli.commands.run_command import task_spec
 
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"label {i}\n" for i in range(MAX_LABELS + 1)))

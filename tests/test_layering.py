@@ -115,8 +115,7 @@ ABOVE = tuple(f"{PACKAGE}.{name}" for name in ("api", "cli"))
 
 #: Modules that sit in those folders but are command bodies the CLI calls (they run the API for it), and the
 #: Ray actor, which loads its model through `vl2cli.load_model` in its own process.
-COMMAND_BODIES = {"tasks/command.py", "tasks/dry_run.py", "runners/ray_engine.py", "runners/engines.py",
-                  "runners/shard_commands.py"}
+COMMAND_BODIES = {"runners/ray_engine.py", "runners/engines.py"}
 
 
 def test_no_layer_below_the_api_imports_the_api_or_the_cli() -> None:

@@ -22,7 +22,7 @@ from .errors import Vl2Error
 from .settings import (CPU_BATCH_SIZE, CPU_WORKERS, DEFAULT_TOP_P, GPU_MAX_BATCH_SIZE, GPU_WORKERS,
                        MODEL_PROCESS_CORES, SETTING_NAMES, ResolvedSettings, Settings, env_var_name, resolve_settings, setting_help,
                        setting_type)
-from .tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
+from .commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
 
 APP_HELP = f"""Captions, answers and labels for folders of videos, images and audio, as JSONL (VideoLLaMA 2).
 
@@ -240,7 +240,7 @@ def _resolve(values: dict[str, Any]) -> ResolvedSettings:
 
 def _run(task: str, values: dict[str, Any], questions: tuple[str, ...] = ()) -> int:
     """Shared body of caption/ask/classify; returns the exit code."""
-    from .tasks.command import execute
+    from .commands.run_command import execute
 
     return execute(task, list(values["inputs"] or []), _resolve(values).settings, questions=questions,
                    dry_run=values.get("dry_run", False))
@@ -310,7 +310,7 @@ def classify(**values: Any) -> None:
 @app.command("shards", cls=_Command, epilog="Example: [cyan]vl2 shards out/[/cyan]")
 def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)]) -> None:
     """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
-    from .runners.shard_commands import shards_report
+    from .commands.shard_commands import shards_report
 
     raise typer.Exit(_guarded(lambda: shards_report(folder)))
 
@@ -323,7 +323,7 @@ def merge(
     format: Annotated[str, typer.Option("--format", help="jsonl or parquet (needs pyarrow)")] = "jsonl",
 ) -> None:
     """Merge a sharded run's part files into one file: the last record per file and request, once."""
-    from .runners.shard_commands import merge_shards
+    from .commands.shard_commands import merge_shards
 
     raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
@@ -348,7 +348,7 @@ def inspect_file(
 ) -> None:
     """Write what the model is given from one file: the sampled frames as PNGs (decoded size, upright),
     the sound heard as a 16 kHz WAV, and inspect.json naming them with the probe and the notes."""
-    from .tasks.inspect_command import run_inspect
+    from .commands.inspect_command import run_inspect
 
     raise typer.Exit(_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
                                                   overlap=segment_overlap, segment_min=segment_min,
@@ -387,7 +387,7 @@ def chat(**values: Any) -> None:
     files: one answer per line (--json: the record). Each file is encoded once, kept in memory (never on
     disk), so later questions cost only the language model."""
     def body() -> int:
-        from .tasks.chat import chat_command
+        from .commands.chat import chat_command
 
         return chat_command(list(values["inputs"] or []), _resolve(values).settings, stdin=sys.stdin,
                             stdout=sys.stdout, stderr=sys.stderr)
@@ -418,7 +418,7 @@ def config_show(**values: Any) -> None:
              help="Export the encoders to ONNX (and TensorRT engines where possible); see [cyan]vl2 export --help[/cyan].")
 def export(ctx: typer.Context) -> None:
     """Forward to the export command, imported only now: its module loads torch, `vl2 --help` must not."""
-    from .exporting.command import export_command
+    from .commands.export_command import export_command
 
     sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
@@ -448,7 +448,7 @@ def convert(
                   "file or segment was seen by; see [cyan]vl2 report --help[/cyan].")
 def report(ctx: typer.Context) -> None:
     """Forward to the report command (its own options; imported only now)."""
-    from .report.command import report_command
+    from .commands.report_command import report_command
 
     sub = typer.Typer(rich_markup_mode="rich", pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})

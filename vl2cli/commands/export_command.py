@@ -12,10 +12,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Vl2Error
-from ..tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
-from .names import ALL_COMPONENTS
-from .pipeline import DEFAULT_MAX_BATCH, DEFAULT_PRECISION
-from .tensorrt_build import PRECISIONS
+from .exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from ..exporting.names import ALL_COMPONENTS
+from ..exporting.pipeline import DEFAULT_MAX_BATCH, DEFAULT_PRECISION
+from ..exporting.tensorrt_build import PRECISIONS
 
 ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 
@@ -79,7 +79,7 @@ def run_export(*, model: str | None, revision: str | None, export_dir: Path | No
     > default), so `vl2 export` exports the model that `vl2 caption` would load.
     """
     from ..settings import resolve_settings
-    from .pipeline import export_model
+    from ..exporting.pipeline import export_model
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

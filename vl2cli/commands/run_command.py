@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,101 +22,14 @@ from ..output.resume import ResumeIndex
 from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import MAX_LABELS, Settings
+from .console import Console, library_logs_to
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
-from .lazy_model import LazyModel
-from .prompts import parse_labels
-from .segmenting import Segmenting
-from .spec import RunOptions, TaskSpec, sampling_from
+from ..tasks.lazy_model import LazyModel
+from ..tasks.prompts import parse_labels
+from ..tasks.segmenting import Segmenting
+from ..tasks.spec import RunOptions, TaskSpec, sampling_from
 from .summary import RunSummary
-
-
-#: The end of the current file's name the progress bar shows.
-PROGRESS_NAME_CHARS = 40
-
-
-def _one_line(message: str) -> str:
-    """A log line stays one line: a file name holding a newline cannot forge a summary line."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
-
-
-class _Console:
-    """stderr logging that cooperates with the progress bar (rich) when one is shown."""
-
-    def __init__(self, *, quiet: bool, stderr: TextIO) -> None:
-        self.stderr = stderr
-        self.progress: Any = None
-        self.task_id: Any = None
-        self.show_progress = not quiet and stderr.isatty()
-        self.total: int | None = None
-        self.working: str | None = None  # the batch the model is working on, as the bar names it
-
-    def log(self, message: str) -> None:
-        message = _one_line(message)
-        if self.progress is not None:
-            self.progress.console.print(message, markup=False, highlight=False)
-        else:
-            print(message, file=self.stderr, flush=True)
-
-    def start(self) -> Any:
-        """The progress bar; its total is unknown while the folders are still being walked."""
-        if not self.show_progress:
-            return nullcontext()
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=Console(file=self.stderr), transient=True)
-        self.task_id = self.progress.add_task("files", total=None, rate="")
-        return self.progress
-
-    def set_total(self, total: int) -> None:
-        """Called (from the decode feeder thread) when the walk has found every file."""
-        self.total = total
-
-    def working_on(self, paths: Sequence[Path]) -> None:
-        """The model starts on a batch: the bar names its first file (and how many more are in it)."""
-        if self.progress is not None and paths:
-            self.working = _one_line(paths[0].name)[-PROGRESS_NAME_CHARS:] + (f" +{len(paths) - 1}" if len(paths) > 1 else "")
-            self.progress.update(self.task_id, description=self.working)
-
-    def advance(self, summary: RunSummary, path: Path | None = None) -> None:
-        """One more file finished. The bar names the file being worked on (`working_on`), or, when no
-        batch was announced (e.g. another engine does the model work), the file that just finished."""
-        if self.progress is not None:
-            rate = f"{summary.done / summary.seconds:.2f} files/s" if summary.seconds > 0 else ""
-            description = self.working or (_one_line(path.name)[-PROGRESS_NAME_CHARS:] if path is not None else "files")
-            self.progress.update(self.task_id, advance=1, rate=rate, total=self.total, description=description)
-
-
-class _ConsoleLogHandler(logging.Handler):
-    """Library log lines (e.g. which encoder backend was chosen and why) as `vl2: ...` stderr lines."""
-
-    def __init__(self, console: _Console) -> None:
-        super().__init__(level=logging.INFO)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        prefix = "vl2: warning: " if record.levelno >= logging.WARNING else "vl2: "
-        self.console.log(prefix + record.getMessage())
-
-
-@contextmanager
-def _library_logs_to(console: _Console):
-    """Route the `vl2cli` loggers to the console for one run (quiet too: cron logs want these lines)."""
-    logger = logging.getLogger("vl2cli")
-    handler = _ConsoleLogHandler(console)
-    previous_level, previous_propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
-        logger.propagate = previous_propagate
 
 
 def _single_answer_mode(task: str, inputs: list[Path], settings: Settings, spec: TaskSpec, listed: bool) -> bool:
@@ -216,7 +128,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
             settings = dataclasses.replace(settings, out=str(sharded.part))
         return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr,
                          keep=sharded.keeps if sharded is not None else None)
-    console = _Console(quiet=settings.quiet, stderr=stderr)
+    console = Console(quiet=settings.quiet, stderr=stderr)
     sharded = plan_sharded_output(settings.shard, settings.out, inputs)
     if sharded is not None:  # from here on the run's output is the shard's part file
         settings = dataclasses.replace(settings, out=str(sharded.part))
@@ -237,7 +149,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         console.log(f"vl2: warning: {warning.message}")
 
     with ExitStack() as stack:
-        stack.enter_context(_library_logs_to(console))
+        stack.enter_context(library_logs_to(console))
         if sharded is not None:
             console.log(f"vl2: shard {sharded.shard} (array index {sharded.array_index}) of {sharded.folder.root} "
                         f"-> {sharded.part.name}")

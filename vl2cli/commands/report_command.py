@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ..errors import Vl2Error
-from ..tasks.exit_codes import EXIT_FATAL
-from .page import DEFAULT_MAX_SHEETS, write_report
+from .exit_codes import EXIT_FATAL
+from ..report.page import DEFAULT_MAX_SHEETS, write_report
 
 
 
