@@ -15,7 +15,7 @@ from reference_fixtures import reference_root
 from vl2cli.cli import app
 from vl2cli.errors import InputError
 from vl2cli.input_lists import looks_like_input, read_path_list
-from vl2cli.tasks.exit_codes import EXIT_FATAL
+from vl2cli.commands.exit_codes import EXIT_FATAL
 
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
 AV_FIXTURE = "siglip-qwen2-av"

@@ -16,7 +16,7 @@ from vl2cli.errors import HubResolutionError
 from vl2cli.model.cache_inventory import cached_models
 from vl2cli.model.identity import CheckpointIdentity
 from vl2cli.model.requirements import TOWER_FILES, check_offline_requirements, model_requirements
-from vl2cli.tasks.exit_codes import EXIT_FATAL, EXIT_OK
+from vl2cli.commands.exit_codes import EXIT_FATAL, EXIT_OK
 
 FIXTURE = "siglip-qwen2-stc-v35"
 V1_FIXTURE = "v1-llama2-vision"

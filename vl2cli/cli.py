@@ -359,7 +359,7 @@ def inspect_file(
 def models(as_json: Annotated[bool, typer.Option("--json", help="one JSON array, for scripts", metavar="")] = False) -> None:
     """The models in the Hugging Face cache vl2 runs: id, revision, size, and what each still lacks
     (its vision tower, Video-LLaMA's LAVIS files)."""
-    from .tasks.models_command import models_command
+    from .commands.models_command import models_command
 
     raise typer.Exit(_guarded(lambda: models_command(as_json=as_json, stdout=sys.stdout, stderr=sys.stderr)))
 
@@ -374,7 +374,7 @@ def pull(
 ) -> None:
     """Download a model and everything it needs (its vision tower, BERT for Video-LLaMA) into the Hugging
     Face cache, with progress; with HF_HUB_OFFLINE set, say what is missing."""
-    from .tasks.models_command import pull_command
+    from .commands.models_command import pull_command
 
     raise typer.Exit(_guarded(lambda: pull_command(model, revision=revision, stdout=sys.stdout, stderr=sys.stderr)))
 
