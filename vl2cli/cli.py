@@ -228,12 +228,18 @@ def ask_arguments(inputs: list[Path], question: str | None, questions: list[str]
     """Sort `vl2 ask`'s positionals: with -q every positional is an input; else the last one is the question.
 
     The command line parser hands the last positional to QUESTION whenever there is one, so
-    `vl2 ask clip.mp4` arrives as no inputs and the question "clip.mp4": that is a missing question.
+    `vl2 ask clip.mp4` arrives as no inputs and the question "clip.mp4", and `vl2 ask a.mp4 b.mp4` as the
+    question "b.mp4": both are a missing question, refused rather than asked.
     """
+    from .input_lists import looks_like_input
+
     if questions:
         return [*inputs, *([Path(question)] if question is not None else [])], tuple(questions)
     if question is None or (not inputs and not has_list):
         raise Vl2Error('ask: the question is missing: vl2 ask FILES... "QUESTION", or -q "QUESTION" (repeatable)')
+    if looks_like_input(question):
+        raise Vl2Error(f'ask: the question is missing: {question!r} is a file, not a question; give the question '
+                       'last in quotes (vl2 ask FILES... "QUESTION") or with -q "QUESTION"')
     return inputs, (question,)
 
 
@@ -291,6 +297,30 @@ def inspect_file(
     raise typer.Exit(_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
                                                   overlap=segment_overlap, segment_min=segment_min,
                                                   segment_max=segment_max, video_backend=video_backend)))
+
+
+@app.command("models", cls=_Command, epilog=examples("vl2 models", "vl2 models --json"))
+def models(as_json: Annotated[bool, typer.Option("--json", help="one JSON array, for scripts", metavar="")] = False) -> None:
+    """The models in the Hugging Face cache vl2 runs: id, revision, size, and what each still lacks
+    (its vision tower, Video-LLaMA's LAVIS files)."""
+    from .commands.models_command import models_command
+
+    raise typer.Exit(_guarded(lambda: models_command(as_json=as_json, stdout=sys.stdout, stderr=sys.stderr)))
+
+
+@app.command("pull", cls=_Command, epilog=examples("vl2 pull DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
+                                                            "HF_HUB_OFFLINE=1 vl2 caption ./videos   (runs from the cache alone)"))
+def pull(
+    model: Annotated[str, typer.Argument(help="hub id (or a folder, for the repos it names)", show_default=False,
+                                         metavar="MODEL")],
+    revision: Annotated[Optional[str], typer.Option("--revision", help="branch, tag or commit of the model",
+                                                    show_default=False, metavar="TEXT")] = None,
+) -> None:
+    """Download a model and everything it needs (its vision tower, BERT for Video-LLaMA) into the Hugging
+    Face cache, with progress; with HF_HUB_OFFLINE set, say what is missing."""
+    from .commands.models_command import pull_command
+
+    raise typer.Exit(_guarded(lambda: pull_command(model, revision=revision, stdout=sys.stdout, stderr=sys.stderr)))
 
 
 @app.command(cls=_Command, epilog=examples("vl2 chat clip.mp4   (type questions; Ctrl-D ends)",
