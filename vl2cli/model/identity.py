@@ -40,9 +40,9 @@ class CheckpointIdentity:
         """Resolve a hub id (through the HF cache) or a local folder and read its config.json."""
         from .families import family_of
 
+        check_offline_requirements(model, revision=revision)  # every missing repo named, the tower's too
         if family_of(model) == "videollama":
             return cls._resolve_v1(model, revision=revision)
-        check_offline_requirements(model, revision=revision)  # every missing repo named, the tower's too
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         raw = read_config_json(repo.folder / CONFIG_FILE)
         return cls(

@@ -164,9 +164,6 @@ def _required(path: Path | None, what: str, where: Path) -> Path:
 def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
                      llm: str | None = None) -> tuple[V1Paths, str | None]:
     """Every file of a v1 model given as a folder, hub id or eval YAML; also the hub revision (None locally)."""
-    from ..requirements import check_offline_requirements
-
-    check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
     path = Path(model).expanduser()
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _from_eval_yaml(path, lavis_dir=lavis_dir, llm=llm), None
