@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .errors import Vl2Error
-from .commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_SOME_FAILED
+from .commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from .commands.guard import install_signal_handlers, run_guarded
 from .settings import (COMMAND_SETTINGS, MODEL, RUN, SETTING_NAMES, ResolvedSettings, default_text, env_var_name,
                        resolve_settings, setting_flags, setting_metadata, setting_type)
 
@@ -158,10 +158,6 @@ def _with_settings(command: str, *leading: inspect.Parameter,
     return decorate
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _version_callback(value: bool) -> None:
     if value:
         print(f"vl2 {__version__}")
@@ -192,7 +188,7 @@ def _run(task: str, values: dict[str, Any], questions: tuple[str, ...] = ()) -> 
 @_with_settings("caption", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def caption(**values: Any) -> None:
     """Describe every file (one JSON record per file)."""
-    raise typer.Exit(_guarded(lambda: _run("caption", values)))
+    raise typer.Exit(run_guarded(lambda: _run("caption", values)))
 
 
 _QUESTION_PARAMETER = inspect.Parameter(
@@ -220,7 +216,7 @@ def ask(**values: Any) -> None:
                                           has_list=_resolve(values).settings.files_from is not None)
         return _run("ask", {**values, "inputs": inputs}, questions=questions)
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 def ask_arguments(inputs: list[Path], question: str | None, questions: list[str], *,
@@ -248,7 +244,7 @@ def ask_arguments(inputs: list[Path], question: str | None, questions: list[str]
 @_with_settings("classify", _INPUTS_PARAMETER, trailing=(_DRY_RUN_PARAMETER,))
 def classify(**values: Any) -> None:
     """Score each label by the model's log-likelihood; the record has probabilities and the top-k."""
-    raise typer.Exit(_guarded(lambda: _run("classify", values)))
+    raise typer.Exit(run_guarded(lambda: _run("classify", values)))
 
 
 @app.command("shards", cls=_Command, epilog=examples("vl2 shards out/"))
@@ -256,7 +252,7 @@ def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sh
     """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
     from .commands.shard_commands import shards_report
 
-    raise typer.Exit(_guarded(lambda: shards_report(folder)))
+    raise typer.Exit(run_guarded(lambda: shards_report(folder)))
 
 
 @app.command("merge", cls=_Command, epilog=examples("vl2 merge out/ --out captions.parquet --format parquet"))
@@ -269,7 +265,7 @@ def merge(
     """Merge a sharded run's part files into one file: the last record per file and request, once."""
     from .commands.shard_commands import merge_shards
 
-    raise typer.Exit(_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
+    raise typer.Exit(run_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
 
 
 
@@ -294,7 +290,7 @@ def inspect_file(
     the sound heard as a 16 kHz WAV, and inspect.json naming them with the probe and the notes."""
     from .commands.inspect_command import run_inspect
 
-    raise typer.Exit(_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
+    raise typer.Exit(run_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
                                                   overlap=segment_overlap, segment_min=segment_min,
                                                   segment_max=segment_max, video_backend=video_backend)))
 
@@ -305,7 +301,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="one JSON array,
     (its vision tower, Video-LLaMA's LAVIS files)."""
     from .commands.models_command import models_command
 
-    raise typer.Exit(_guarded(lambda: models_command(as_json=as_json, stdout=sys.stdout, stderr=sys.stderr)))
+    raise typer.Exit(run_guarded(lambda: models_command(as_json=as_json, stdout=sys.stdout, stderr=sys.stderr)))
 
 
 @app.command("pull", cls=_Command, epilog=examples("vl2 pull DAMO-NLP-SG/VideoLLaMA2.1-7B-AV",
@@ -320,7 +316,7 @@ def pull(
     Face cache, with progress; with HF_HUB_OFFLINE set, say what is missing."""
     from .commands.models_command import pull_command
 
-    raise typer.Exit(_guarded(lambda: pull_command(model, revision=revision, stdout=sys.stdout, stderr=sys.stderr)))
+    raise typer.Exit(run_guarded(lambda: pull_command(model, revision=revision, stdout=sys.stdout, stderr=sys.stderr)))
 
 
 @app.command(cls=_Command, epilog=examples("vl2 chat clip.mp4   (type questions; Ctrl-D ends)",
@@ -336,7 +332,7 @@ def chat(**values: Any) -> None:
         return chat_command(list(values["inputs"] or []), _resolve(values).settings, stdin=sys.stdin,
                             stdout=sys.stdout, stderr=sys.stderr)
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 @config_app.command("show", cls=_Command)
@@ -354,7 +350,7 @@ def config_show(**values: Any) -> None:
             print(f"{line.strip()[1:-1]}  # {resolved.sources[name]} ({env_var_name(name)})")
         return EXIT_OK
 
-    raise typer.Exit(_guarded(show))
+    raise typer.Exit(run_guarded(show))
 
 
 EXPORT_HELP = """Export the encoders (vision tower, STC connector, BEATs + audio projector) to ONNX, and to
@@ -376,7 +372,7 @@ def export(**values: Any) -> None:
 
         return run_export(_resolve(values).settings)
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 @app.command("convert", cls=_Command, epilog=examples("vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b"))
@@ -392,7 +388,7 @@ def convert(
         print(f"wrote {len(written)} files to {out}; use --model {out}")
         return EXIT_OK
 
-    raise typer.Exit(_guarded(body))
+    raise typer.Exit(run_guarded(body))
 
 
 _RESULTS_PARAMETER = inspect.Parameter(
@@ -410,42 +406,12 @@ def report(**values: Any) -> None:
 
         return run_report(values["results"], _resolve(values).settings)
 
-    raise typer.Exit(_guarded(body))
-
-
-def _guarded(body: Any) -> int:
-    """User errors become one stderr line and exit 2, without a traceback."""
-    try:
-        return body()
-    except Vl2Error as exc:
-        _stderr(f"vl2: error: {exc}")
-        return EXIT_FATAL
-    except OSError as exc:  # the output or a folder vl2 must write: read-only, full disk, a folder, no access
-        where = f"{exc.filename}: " if exc.filename else ""
-        _stderr(f"vl2: error: {where}{exc.strerror or exc} (what was written so far is intact)")
-        return EXIT_FATAL
-    except Interrupted as exc:
-        _stderr(f"vl2: interrupted by {exc.signal_name}; every record written so far is kept, rerun to go on")
-        return EXIT_SIGNAL_BASE + exc.signal_number
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM reached the run: it stops where it is (records are whole, the lock is freed)."""
-
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(signal_number)
-        self.signal_number = signal_number
-        self.signal_name = signal.Signals(signal_number).name
-
-
-def _raise_interrupted(signal_number: int, frame: Any) -> None:
-    raise Interrupted(signal_number)
+    raise typer.Exit(run_guarded(body))
 
 
 def main() -> None:
     """Console-script entry point (`vl2`)."""
-    for handled in (signal.SIGINT, signal.SIGTERM):  # one message and the shell's 128+N code, no traceback
-        signal.signal(handled, _raise_interrupted)
+    install_signal_handlers()  # one message and the shell's 128+N code, no traceback
     app(prog_name="vl2")
 
 

@@ -20,7 +20,7 @@ ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 
 def run_export(settings: Settings) -> int:
     """Export what the settings name; returns the exit code (0 all kept, 1 some component failed).
-    A Vl2Error (nothing done) is the caller's to report."""
+    Errors (nothing done) end it through the command guard, as for every command."""
     from ..exporting.pipeline import export_model  # loads torch
 
     if not logging.getLogger().handlers:

@@ -213,7 +213,7 @@ def _select_components(specs: dict[str, ComponentSpec], requested: Sequence[str]
         return list(specs)
     unknown = [c for c in requested if c not in specs]
     if unknown:
-        raise Vl2Error(f"--component {', '.join(unknown)}: this model has {', '.join(specs)}.")
+        raise Vl2Error(f"components {', '.join(unknown)}: this model has {', '.join(specs)}.")
     return [c for c in specs if c in requested]
 
 

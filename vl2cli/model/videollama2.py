@@ -31,6 +31,7 @@ from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
 from .requirements import check_offline_requirements
 from .vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
+from .strict_load import load_exact
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class VideoLlama2(SplicedFamilyModel):
             vision_tower = VisionTower(spec, config.vision_select_layer, config.vision_select_feature)
             vision_tower.load_released_weights(_required(shards, TOWER_WEIGHT_PREFIX, "vision tower"))
             connector = build_video_connector(config.projector_type, config.mm_hidden_size or vision_tower.hidden_size, config.hidden_size)
-            _load_strict(connector, _required(shards, CONNECTOR_PREFIX, "video connector"), "video connector")
+            load_exact(connector, _required(shards, CONNECTOR_PREFIX, "video connector"), "video connector")
         if config.has_audio:
             from .beats import BeatsConfig, BeatsModel, load_beats_state_dict
 
@@ -134,7 +135,7 @@ class VideoLlama2(SplicedFamilyModel):
                 config.mm_hidden_size_a or beats_config.encoder_embed_dim,
                 config.hidden_size_a or config.hidden_size,
             )
-            _load_strict(audio_projector, _required(shards, AUDIO_PROJECTOR_PREFIX, "audio projector"), "audio projector")
+            load_exact(audio_projector, _required(shards, AUDIO_PROJECTOR_PREFIX, "audio projector"), "audio projector")
         modules = [m for m in (vision_tower, connector, audio_tower, audio_projector) if m is not None]
         for module in modules:
             module.to(device=encoder_device, dtype=torch_dtype).eval()
@@ -261,14 +262,3 @@ def _required(shards: ShardedSafetensors, prefix: str, what: str) -> dict[str, t
     if not keys:
         raise CheckpointError(f"{shards.folder}: the checkpoint has no {what} weights (no keys under {prefix!r}).")
     return shards.load(keys, strip_prefix=prefix)
-
-
-def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    try:
-        result = module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:  # torch reports mis-shaped tensors this way
-        raise CheckpointError(f"{what} weights have the wrong shape for the config: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{what} weights do not match the config: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )

@@ -23,6 +23,7 @@ from ...errors import CheckpointError, Vl2Error
 from ...constants import V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
 from ..family import SplicedFamilyModel, check_decode_loop, resolve_device, resolve_dtype
 from ..inputs import MultimodalInput
+from ..strict_load import load_exact
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
 from ..requirements import check_offline_requirements
@@ -345,7 +346,7 @@ def _build_visual(eva_sd, merged, bert, hidden, *, image_size: int, eva_heads: i
     eva = build_eva_vit(eva_sd, image_size=image_size, heads=eva_heads)
     width = eva.config.hidden_size
     ln_vision = Fp32LayerNorm(width, eps=LN_VISION_EPS)
-    ln_vision.load_state_dict(with_prefix(merged, "ln_vision."))
+    load_exact(ln_vision, with_prefix(merged, "ln_vision."), "ln_vision (vision-branch checkpoint)")
     image_qformer = build_qformer(with_prefix(merged, "Qformer."), bert, num_layers=bert["num_hidden_layers"],
                                   cross_attention_freq=IMAGE_QFORMER_CROSS_ATTENTION_FREQ, encoder_width=width,
                                   what="image Q-Former (blip2_pretrained_flant5xxl.pth)")
