@@ -29,6 +29,7 @@ from .family import (  # noqa: F401 - re-exported: callers import these from her
 from .inputs import MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
+from .requirements import check_offline_requirements
 from .vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
 from .strict_load import load_exact
 
@@ -98,6 +99,7 @@ class VideoLlama2(SplicedFamilyModel):
         `generate`).
         """
         check_decode_loop(decode_loop)
+        check_offline_requirements(model, revision=revision)  # offline: every missing repo named before loading
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
         if config.is_base_checkpoint:

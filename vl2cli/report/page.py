@@ -19,6 +19,7 @@ from typing import Any
 from ..atomic_files import write_atomically
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
+from ..settings import DEFAULT_MAX_SHEETS
 from ..output.reader import SkippedLines, read_records
 from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
@@ -26,8 +27,6 @@ from .rows import latest_records, summarise
 
 #: Rows drawn at a time; the rest wait behind the pager.
 PAGE_SIZE = 100
-#: Contact sheets made by default (each decodes frames from its file again); later rows say so instead.
-DEFAULT_MAX_SHEETS = 2000
 _DATA_MARK = "/*VL2_REPORT_DATA*/"
 
 

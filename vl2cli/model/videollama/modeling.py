@@ -26,6 +26,7 @@ from ..inputs import MultimodalInput
 from ..strict_load import load_exact
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
+from ..requirements import check_offline_requirements
 from .files import V1Paths, resolve_v1_paths
 from .imagebind_audio import ImageBindAudioEncoder, build_imagebind_audio
 from .language_model import load_llama
@@ -142,6 +143,9 @@ class VideoLlamaV1(SplicedFamilyModel):
                         llm: str | None = None, eva_heads: int | None = None, imagebind_heads: int | None = None,
                         decode_loop: str = "auto", **_: object) -> "VideoLlamaV1":
         """Load from a released folder / hub id / upstream eval YAML (see `files.py` for where files are found)."""
+        # offline: every missing repo and file named at once (the files module itself stays below the
+        # requirements check, which reads it)
+        check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
         paths, resolved_revision = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
         eva_heads = eva_heads or _env_int(EVA_HEADS_ENV)
         imagebind_heads = imagebind_heads or _env_int(IMAGEBIND_HEADS_ENV)
