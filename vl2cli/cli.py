@@ -107,6 +107,7 @@ SETTING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "ray_address": (("--ray-address",), RUN_PANEL),
     "actors": (("--actors",), RUN_PANEL),
     "quiet": (("--quiet/--no-quiet",), RUN_PANEL),
+    "log_level": (("--log-level",), RUN_PANEL),
     "log_files": (("--log-files/--no-log-files", "-v"), RUN_PANEL),
     "out": (("--out", "-o"), OUTPUT_PANEL),
     "overwrite": (("--overwrite/--no-overwrite",), OUTPUT_PANEL),
@@ -129,15 +130,15 @@ _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "f
                    "export_dir", "engine_dir")
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, "include", "exclude", "kinds", "recursive",
-                 "files_from", "batch_size", "workers", "decode_timeout", "video_backend", "quiet", "log_files",
-                 "shard", "engine", "ray_address", "actors",
+                 "files_from", "batch_size", "workers", "decode_timeout", "video_backend", "quiet", "log_level",
+                 "log_files", "shard", "engine", "ray_address", "actors",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
 #: Which settings each command takes as flags (the rest still come from the environment and config file);
-#: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).
+#: a command never offers a flag that would do nothing for it (`--json` is for the commands that print records).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS),
+    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
     "ask": (*_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
-    "classify": ("labels", "top_k", *_RUN_SETTINGS),
+    "classify": ("labels", "top_k", *_RUN_SETTINGS, "json"),
     "chat": (*_GENERATE_SETTINGS, *_MODEL_SETTINGS, "include", "exclude", "kinds", "recursive", "files_from",
              "video_backend", "json"),
     "config show": SETTING_NAMES,
@@ -149,7 +150,7 @@ assert set(SETTING_FLAGS) == set(SETTING_NAMES), "every setting needs its flags 
 _METAVARS = {bool: "", int: "INTEGER", float: "NUMBER", str: "TEXT"}
 #: How a default of None reads in --help, where "none" would not say what happens.
 _UNSET_DEFAULTS = {
-    "revision": "the default branch", "device_map": "one device",
+    "revision": "the default branch", "device_map": "one device", "log_level": "info; error with --quiet",
     "export_dir": "export/ under $VL2_HOME, the checkout or ~/.cache/vl2",
     "engine_dir": "engines/ under $VL2_HOME, the checkout or ~/.cache/vl2", "frames": "the model's num_frames",
     "batch_size": f"{CPU_BATCH_SIZE} on CPU; on a GPU what its free memory holds, up to {GPU_MAX_BATCH_SIZE}",

@@ -46,6 +46,8 @@ ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
 MODALITIES = ("auto", "video", "audio", "av")
 ENGINES = ("local", "ray")
+#: `log_level` values, most to least talkative (Python's logging level names, lower case).
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -144,8 +146,10 @@ class Settings:
     out: str = _setting("-", "JSONL output file; - for stdout; a folder (DIR/) for one part file per shard")
     overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
     retry_failed: bool = _setting(False, "redo files whose last record is an error")
-    quiet: bool = _setting(False, "no progress bar; log lines only")
-    json: bool = _setting(False, "ask on one file, chat: print JSON records instead of plain answers")
+    quiet: bool = _setting(False, "no progress bar and nothing on stderr unless something failed (for cron)")
+    log_level: str | None = _setting(None, "stderr lines kept: debug, info, warning, error (default: info; "
+                                           "error with quiet); library warnings included", LOG_LEVELS)
+    json: bool = _setting(False, "print JSON records on a terminal too (piped output always is JSON lines)")
     files_from: str | None = _setting(None, "a file listing inputs, one path per line; - reads them from stdin")
     temperature: float | None = _setting(None, "sample with this temperature (> 0); unset or 0: greedy decoding")
     top_p: float | None = _setting(None, "nucleus sampling mass when sampling (the default is upstream's)")
@@ -219,7 +223,7 @@ def _validate(settings: Settings) -> None:
     """Range and choice checks shared by every layer (raised as Vl2Error naming the setting)."""
     for f in dataclasses.fields(Settings):
         choices = f.metadata.get("choices")
-        if choices and getattr(settings, f.name) not in choices:
+        if choices and getattr(settings, f.name) not in (*choices, *((None,) if f.default is None else ())):
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
     for name, allowed in RANGES.items():
         value = getattr(settings, name)

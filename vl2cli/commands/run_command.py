@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +24,8 @@ from ..output.subtitles import SubtitleFiles, subtitle_line
 from ..output.writer import STDOUT_NAME, JsonlWriter
 from ..settings import MAX_LABELS, Settings
 from .console import Console, library_logs_to
+from .count_ahead import CountAhead
+from .readable import readable_text
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
 from ..tasks.lazy_model import LazyModel
@@ -89,10 +92,14 @@ def _subtitle_list_mode(settings: Settings, stdout: TextIO, single: bool) -> boo
     return bool(settings.segment) and settings.out == STDOUT_NAME and not settings.json and (single or stdout.isatty())
 
 
-def lazy_model(settings: Settings) -> LazyModel:
-    """The checkpoint's identity now (no torch); its weights when a file first needs them."""
+def lazy_model(settings: Settings, *, before_load: Callable[[], None] | None = None) -> LazyModel:
+    """The checkpoint's identity now (no torch); its weights when a file first needs them (`before_load`
+    is called first, once the libraries are imported: the console takes their loggers over)."""
     def load() -> Any:
         from ..api import load_model
+
+        if before_load is not None:
+            before_load()
 
         return load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
                           frames=settings.frames, encoder_backend=settings.encoder_backend,
@@ -128,7 +135,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
             settings = dataclasses.replace(settings, out=str(sharded.part))
         return plan_only(inputs, listed, spec, settings, lazy_model(settings), stdout=stdout, stderr=stderr,
                          keep=sharded.keeps if sharded is not None else None)
-    console = Console(quiet=settings.quiet, stderr=stderr)
+    console = Console(quiet=settings.quiet, stderr=stderr, stdout=stdout, log_level=settings.log_level)
     sharded = plan_sharded_output(settings.shard, settings.out, inputs)
     if sharded is not None:  # from here on the run's output is the shard's part file
         settings = dataclasses.replace(settings, out=str(sharded.part))
@@ -138,6 +145,9 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     as_list = _subtitle_list_mode(settings, stdout, single)
     single = single and not as_list
     several_inputs = listed is not None or len(inputs) > 1 or not inputs[0].is_file()
+    # on a terminal, records as text (`path: caption`, label tables); JSON lines with --json or when piped
+    readable = not (single or as_list or settings.json) and settings.out == STDOUT_NAME and stdout.isatty()
+    console.outcomes_per_file = max(len(spec.questions), 1)
     heading = None  # the file whose segments the subtitle-like list shows now
     if options.segmenting is not None:
         summary.unit = "segments"
@@ -146,39 +156,45 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     def on_warning(warning: WalkWarning) -> None:
         summary.unreadable_folders += warning.reason == "unreadable_folder"
         summary.bad_list_entries += warning.reason == "bad_list_entry"
-        console.log(f"vl2: warning: {warning.message}")
+        console.log(f"vl2: warning: {warning.message}", logging.WARNING)
 
     with ExitStack() as stack:
-        stack.enter_context(library_logs_to(console))
+        library_logs = stack.enter_context(library_logs_to(console))
         if sharded is not None:
             console.log(f"vl2: shard {sharded.shard} (array index {sharded.array_index}) of {sharded.folder.root} "
                         f"-> {sharded.part.name}")
         if settings.engine == "ray":  # Ray's console lines (raylet, C++, its processes) never reach the records
             from ..runners.ray_engine import records_stdout
 
-            stdout = stack.enter_context(records_stdout(stdout))
+            stdout = console.stdout = stack.enter_context(records_stdout(stdout))
         runner = stack.enter_context(engine_runner(settings))
         index = None
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
             index = ResumeIndex.from_output(settings.out)
             if (skipped := index.skipped.describe(settings.out)) is not None:
-                console.log(f"vl2: warning: {skipped}")
-        writer = None if single or as_list else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
+                console.log(f"vl2: warning: {skipped}", logging.WARNING)
+        writer = None if single or as_list or readable else stack.enter_context(
+            JsonlWriter(settings.out, stdout=console.results_stream()))
         subtitles = None
         if settings.format != "jsonl":
             subtitles = SubtitleFiles(settings.format, out_dir=settings.out_dir,  # type: ignore[arg-type]
                                       earlier=settings.out if index is not None else None,
                                       overwrite=settings.overwrite,
-                                      on_refused=lambda message: console.log(f"vl2: error: {message}"))
+                                      on_refused=lambda message: console.log(f"vl2: error: {message}", logging.ERROR))
             stack.callback(subtitles.close)
         if writer is not None and writer.repaired_partial_line:
-            console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended")
+            console.log(f"vl2: warning: {settings.out} ended in a partial line (an interrupted run); a newline was appended",
+                        logging.WARNING)
         is_done = None
         if index is not None and not settings.overwrite:
             is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed)  # noqa: E731
         known = index.known_segments if index is not None and not settings.overwrite else None
-        outcomes = iter_outcomes(lazy_model(settings), inputs, spec, options, is_done=is_done, known_segments=known,
+        if listed is None and sharded is None:  # (a list is read once, by the run; a shard keeps only some files)
+            counter = CountAhead(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
+                                 exclude=settings.exclude, on_count=console.estimate_total).start()
+            stack.callback(counter.stop)
+        outcomes = iter_outcomes(lazy_model(settings, before_load=library_logs.adopt), inputs, spec, options, is_done=is_done, known_segments=known,
                                  on_warning=on_warning, on_walk_end=console.set_total, recursive=settings.recursive, include=settings.include,
                                  exclude=settings.exclude, kinds=settings.kinds, listed=listed,
                                  keep=sharded.keeps if sharded is not None else None, runner=runner)
@@ -187,7 +203,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 record = outcome.record
                 summary.count(record)
                 if record is not None and record["error"] is not None:
-                    console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
+                    console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]", logging.ERROR)
                 if file_log is not None and record is not None:
                     file_log.finished(record)
                 if subtitles is not None:
@@ -196,32 +212,36 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                     if record is not None:
                         if several_inputs and record["path"] != heading:  # a heading per file
                             heading = record["path"]
-                            print(f"== {heading}", file=stdout)
-                        print(subtitle_line(record), file=stdout, flush=True)
+                            console.result(f"== {heading}")
+                        console.result(subtitle_line(record))
                 elif single:
                     if record is not None and record["error"] is None:
-                        print(record["output"], file=stdout, flush=True)
+                        console.result(record["output"])
+                elif readable:
+                    if record is not None and (text := readable_text(record, with_question=len(spec.questions) > 1)):
+                        console.result(text)
                 elif record is not None:
                     if index is not None:
                         _count_attempt(record, index)
                         index.add(record)
                     writer.write(record)
-                console.advance(summary, outcome.path)
+                console.advance(summary, outcome.path, record)
         shard_complete = False
         if sharded is not None and index is not None:  # still under the lock: no rerun can start in between
             shard_complete = sharded.finish(files=summary.total, failed_in_part=index.still_failed(),
                                             complete=not summary.unreadable_folders)
     if index is not None:
         summary.failed_in_output = index.still_failed()
+        summary.pending_in_output = index.pending_retry()
     if subtitles is not None:
         summary.subtitles_refused = len(subtitles.refused)
     if sharded is not None and summary.total == 0:
         console.log(f"vl2: shard {sharded.shard}: none of the inputs' files belong to this shard; it is complete")
     elif summary.total == 0:
-        console.log("vl2: warning: no media files found in the inputs")
-    if not single:
-        console.log(summary.line())
+        console.log("vl2: warning: no media files found in the inputs", logging.WARNING)
     code = summary.exit_code()
+    if not single:  # a good run's summary is info (--quiet: nothing); one that failed is always said
+        console.log(summary.line(), logging.INFO if code == EXIT_OK else logging.ERROR)
     if shard_complete and code == EXIT_SOME_FAILED:
         # every file of the shard has its record: the job step succeeded (Slurm's afterok chains on it);
         # the files ending in an error are counted in the marker and by `vl2 shards`
