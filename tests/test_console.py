@@ -10,8 +10,10 @@ import logging
 import os
 import re
 import select
+import shutil
 import struct
 import subprocess
+import sys
 import termios
 import time
 import warnings
@@ -20,7 +22,9 @@ from pathlib import Path
 import pyte
 import pytest
 
-from test_cli import BROKEN, IMAGE, RUN_TIMEOUT_S, TINY_VIDEO, _copy, _env, _lines, _model_args, _vl2_command, needs_fixtures, vl2
+from media_helpers.fixtures import MEDIA_FIXTURES
+from reference_fixtures import reference_root
+from test_cli import AV_FIXTURE, BROKEN, IMAGE, RUN_TIMEOUT_S, TINY_VIDEO, needs_fixtures, vl2
 from vl2cli.commands.console import Console, library_logs_to
 from vl2cli.commands.count_ahead import CountAhead
 from vl2cli.commands.exit_codes import EXIT_OK, EXIT_SOME_FAILED
@@ -34,13 +38,28 @@ SUMMARY_STAMP = re.compile(r"^vl2: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ done: ")
 PROGRESS_REMNANTS = re.compile(r"ETA|━|[\u2800-\u28ff]")
 
 
+def copy_media(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(MEDIA_FIXTURES / name, folder / name)
+    return folder
+
+
+def model_args() -> list[str]:
+    """The tiny AV checkpoint, a 4-token answer (as tests/test_cli.py runs it)."""
+    return ["--model", str(reference_root() / AV_FIXTURE / "checkpoint"), "--max-new-tokens", "4"]
+
+
 def run_on_terminal(*args: str) -> tuple[int, list[str], bytes]:
     """`vl2 ARGS` with stdin, stdout and stderr on one pseudo-terminal: the exit code, the screen it leaves
     (its non-blank rows) and the bytes it wrote."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SCREEN_ROWS, SCREEN_COLUMNS, 0, 0))
-    env = {k: v for k, v in _env(TERM="xterm-256color").items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    process = subprocess.Popen([*_vl2_command(), *args], stdin=slave, stdout=slave, stderr=slave, env=env,
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env.update(TERM="xterm-256color", HF_HUB_CACHE=str(reference_root() / AV_FIXTURE / "hub"), HF_HUB_OFFLINE="1")
+    script = Path(sys.executable).with_name("vl2")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vl2cli.cli"]
+    process = subprocess.Popen([*command, *args], stdin=slave, stdout=slave, stderr=slave, env=env,
                                close_fds=True)
     os.close(slave)
     screen = pyte.Screen(SCREEN_COLUMNS, SCREEN_ROWS)
@@ -144,15 +163,15 @@ def test_the_summary_line_is_stamped_in_utc() -> None:
 # ------------------------------------------------------------------ with the tiny AV model
 @needs_fixtures
 def test_on_a_terminal_results_print_above_the_progress_line(tmp_path: Path) -> None:
-    folder = _copy(tmp_path / "clips", TINY_VIDEO, IMAGE)
-    code, rows, written = run_on_terminal("caption", str(folder), "--json", "--workers", "1", *_model_args())
+    folder = copy_media(tmp_path / "clips", TINY_VIDEO, IMAGE)
+    code, rows, written = run_on_terminal("caption", str(folder), "--json", "--workers", "1", *model_args())
     assert code == EXIT_OK, rows
     assert "ETA".encode() in written and "/2".encode() in written  # a progress line with its total was drawn...
     assert not any(PROGRESS_REMNANTS.search(row) for row in rows), rows  # ...and nothing of it is left
     records = [json.loads(row) for row in rows if row.startswith("{")]  # whole, no character overwritten
     assert sorted(Path(r["path"]).name for r in records) == sorted([TINY_VIDEO, IMAGE])
     assert all(row.startswith(("{", "vl2: ")) for row in rows), rows
-    code, rows, _ = run_on_terminal("caption", str(folder), "--workers", "1", *_model_args())  # text by default
+    code, rows, _ = run_on_terminal("caption", str(folder), "--workers", "1", *model_args())  # text by default
     assert code == EXIT_OK, rows
     assert not any(PROGRESS_REMNANTS.search(row) for row in rows), rows
     for record in records:
@@ -162,18 +181,18 @@ def test_on_a_terminal_results_print_above_the_progress_line(tmp_path: Path) -> 
 
 @needs_fixtures
 def test_cron_quiet_says_nothing_on_a_good_run_and_old_permanent_failures_exit_0(tmp_path: Path) -> None:
-    folder = _copy(tmp_path / "clips", IMAGE)
+    folder = copy_media(tmp_path / "clips", IMAGE)
     out = tmp_path / "out.jsonl"
-    args = ("caption", str(folder), "--out", str(out), "--quiet", "--workers", "1", *_model_args())
+    args = ("caption", str(folder), "--out", str(out), "--quiet", "--workers", "1", *model_args())
     first = vl2(*args)
     assert (first.returncode, first.stdout, first.stderr) == (EXIT_OK, "", "")  # no preamble, no library warnings
-    _copy(folder, BROKEN[0])
+    copy_media(folder, BROKEN[0])
     failing = vl2(*args)
     assert failing.returncode == EXIT_SOME_FAILED and failing.stdout == ""
     lines = failing.stderr.splitlines()
     assert len(lines) == 2 and lines[0].startswith("vl2: failed: ") and SUMMARY_STAMP.match(lines[1]), lines
     night_after = vl2(*args)  # nothing new; the empty file fails the same way forever: not exit 1 every night
     assert (night_after.returncode, night_after.stdout, night_after.stderr) == (EXIT_OK, "", "")
-    told = vl2(*args[:-len(_model_args()) - 3], "--workers", "1", *_model_args())  # the same, not quiet
+    told = vl2(*args[:-len(model_args()) - 3], "--workers", "1", *model_args())  # the same, not quiet
     assert told.returncode == EXIT_OK and "1 file(s) of the output end in a permanent error" in told.stderr
-    assert len(_lines(out)) == 2
+    assert len(out.read_text().splitlines()) == 2
