@@ -105,9 +105,12 @@ def test_segments_are_counted_as_part_of_files_never_past_the_total() -> None:
             console.advance(summary, Path("/a.mp4"), {"error": None, "segment": {"index": index, "count": 3}})
             task = console.progress.tasks[0]
             assert task.completed == pytest.approx((index + 1) / 3) and task.total == 2
+        summary.count(None)  # the second file's first segment was done by an earlier run
+        console.advance(summary, Path("/b.mp4"), None)
+        assert console.progress.tasks[0].completed == 1
         summary.count({"error": None})
-        console.advance(summary, Path("/b.mp4"), {"error": None, "segment": None})
-        assert console.progress.tasks[0].completed == 2 and console.progress.tasks[0].fields["unit"] == "files, 4 segments"
+        console.advance(summary, Path("/b.mp4"), {"error": None, "segment": {"index": 1, "count": 2}})
+        assert console.progress.tasks[0].completed == 2 and console.progress.tasks[0].fields["unit"] == "files, 5 segments"
 
 
 def test_the_count_ahead_gives_the_total_before_the_walk_and_gives_up_past_its_bounds(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -65,7 +64,8 @@ class Console:
         self.walk_counted = False  # the walk itself reported the total: an estimate ahead of it is not taken
         self.working: str | None = None  # the batch the model is working on, as the bar names it
         self.files_done = 0  # files finished: in a --segment run each has several outcomes
-        self.segment_file: tuple[str, int] | None = None  # (path, segments) of the file being cut, if any
+        self.segment_path: Path | None = None  # the file whose segments come now, and the part of it done
+        self.segment_part = 0.0
         self.outcomes_per_file = 1  # an ask with several questions has one outcome per file and question
 
     def shows(self, level: int) -> bool:
@@ -130,20 +130,19 @@ class Console:
             self.progress.update(self.task_id, description=self.working)
 
     def _files_completed(self, path: Path | None, record: dict | None) -> float:
-        """Files done, a file being cut into segments counting the part of it done (the bar's unit is files:
-        the segments of a file are only known once it is probed)."""
+        """Files done, the file being cut into segments counting the part of it done (the bar's unit is files:
+        how many segments a file has is known only once it is probed). Outcomes come file by file, so a
+        new path means the one before is finished; a skipped segment (no record) keeps its file's part."""
+        if path != self.segment_path:
+            if self.segment_path is not None:
+                self.files_done += 1
+            self.segment_path, self.segment_part = path, 0.0
         segment = record.get("segment") if record is not None else None
-        if segment is None:
-            self.files_done += 1
-            self.segment_file = None
-            return float(self.files_done)
-        index, count = segment["index"], max(int(segment["count"]), 1)
-        if index + 1 >= count:
-            self.files_done += 1
-            self.segment_file = None
-            return float(self.files_done)
-        self.segment_file = (str(path), count)
-        return self.files_done + (index + 1) / count
+        if segment is not None:
+            self.segment_part = (segment["index"] + 1) / max(int(segment["count"]), 1)
+        elif record is not None:  # a whole file's record (e.g. one that could not be read)
+            self.segment_part = 1.0
+        return self.files_done + min(self.segment_part, 1.0)
 
     def advance(self, summary: RunSummary, path: Path | None = None, record: dict | None = None) -> None:
         """One more outcome. The bar names the file being worked on (`working_on`), or, when no batch was
@@ -242,11 +241,9 @@ def library_logs_to(console: Console) -> Iterator[LibraryLogs]:
     """`LibraryLogs` for the length of a run, Python's warnings captured into logging meanwhile."""
     logs = LibraryLogs(console)
     logs.adopt()
-    logging.captureWarnings(True)
+    logging.captureWarnings(True)  # (Python's filters still decide which warnings are shown at all)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")  # each distinct warning once per place, as Python shows them
-            yield logs
+        yield logs
     finally:
         logging.captureWarnings(False)
         logs.restore()
