@@ -199,3 +199,15 @@ def test_cron_quiet_says_nothing_on_a_good_run_and_old_permanent_failures_exit_0
     told = vl2(*args[:-len(model_args()) - 3], "--workers", "1", *model_args())  # the same, not quiet
     assert told.returncode == EXIT_OK and "1 file(s) of the output end in a permanent error" in told.stderr
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_log_level_is_a_setting_like_the_others() -> None:
+    from vl2cli.errors import Vl2Error
+    from vl2cli.settings import resolve_settings
+
+    resolved = resolve_settings({"log_level": None}, env={"VL2_LOG_LEVEL": "warning"})
+    assert resolved.settings.log_level == "warning" and resolved.sources["log_level"] == "env"
+    assert Console(quiet=True, stderr=io.StringIO(), log_level="warning").level == logging.WARNING  # it wins
+    assert Console(quiet=True, stderr=io.StringIO()).level == logging.ERROR
+    with pytest.raises(Vl2Error, match="log_level"):
+        resolve_settings({"log_level": "loud"}, env={})
