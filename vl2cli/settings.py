@@ -147,8 +147,8 @@ class Settings:
     overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
     retry_failed: bool = _setting(False, "redo files whose last record is an error")
     quiet: bool = _setting(False, "no progress bar and nothing on stderr unless something failed (for cron)")
-    log_level: str | None = _setting(None, "stderr lines kept: debug, info, warning, error (default: info; "
-                                           "error with quiet); library warnings included", LOG_LEVELS)
+    log_level: str | None = _setting(None, "stderr lines kept, the libraries' warnings included: debug, info, "
+                                           "warning or error (None: info, error with quiet)", LOG_LEVELS)
     json: bool = _setting(False, "print JSON records on a terminal too (piped output always is JSON lines)")
     files_from: str | None = _setting(None, "a file listing inputs, one path per line; - reads them from stdin")
     temperature: float | None = _setting(None, "sample with this temperature (> 0); unset or 0: greedy decoding")

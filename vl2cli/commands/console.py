@@ -77,7 +77,7 @@ class Console:
             return
         message = one_line(message)
         if self.progress is not None:
-            self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+            self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True, emoji=False)
         else:
             print(message, file=self.stderr, flush=True)
 
