@@ -183,6 +183,20 @@ def test_on_a_terminal_results_print_above_the_progress_line(tmp_path: Path) -> 
 
 
 @needs_fixtures
+def test_on_a_terminal_one_answer_is_on_its_own_line(tmp_path: Path) -> None:
+    clip = copy_media(tmp_path, TINY_VIDEO) / TINY_VIDEO
+    code, rows, _ = run_on_terminal("ask", str(clip), "what sound is heard?", "--json", *model_args())
+    assert code == EXIT_OK, rows
+    answer = next(json.loads(row) for row in rows if row.startswith("{"))["output"]
+    code, rows, written = run_on_terminal("ask", str(clip), "what sound is heard?", *model_args())
+    assert code == EXIT_OK, rows
+    assert "ETA".encode() in written  # the progress line was drawn while the model worked...
+    assert not any(PROGRESS_REMNANTS.search(row) for row in rows), rows  # ...and the answer is not glued to it
+    assert [row for row in rows if not row.startswith("vl2: ")] == [
+        line.rstrip() for line in answer.split("\n") if line.strip()], rows
+
+
+@needs_fixtures
 def test_cron_quiet_says_nothing_on_a_good_run_and_old_permanent_failures_exit_0(tmp_path: Path) -> None:
     folder = copy_media(tmp_path / "clips", IMAGE)
     out = tmp_path / "out.jsonl"
