@@ -50,7 +50,7 @@ class ChatSession:
             item = WorkItem(plan.path, plan.stamp)
             runner.prepare(item, self._decode(plan.path, plan.stamp, runner))
             runner.run_batch([item])
-            records.append(runner.record(item))
+            records.append(runner.record(item).as_dict())
         return records
 
     def _decode(self, path: Path, stamp: FileStamp, runner: PipelineRunner) -> LoadedMedia | MediaError:
