@@ -220,8 +220,9 @@ def test_log_level_is_a_setting_like_the_others() -> None:
     from vl2cli.settings import resolve_settings
 
     resolved = resolve_settings({"log_level": None}, env={"VL2_LOG_LEVEL": "warning"})
+    assert resolve_settings({}, env={}).settings.log_level == "auto"
     assert resolved.settings.log_level == "warning" and resolved.sources["log_level"] == "env"
     assert Console(quiet=True, stderr=io.StringIO(), log_level="warning").level == logging.WARNING  # it wins
-    assert Console(quiet=True, stderr=io.StringIO()).level == logging.ERROR
+    assert Console(quiet=True, stderr=io.StringIO(), log_level="auto").level == logging.ERROR
     with pytest.raises(Vl2Error, match="log_level"):
         resolve_settings({"log_level": "loud"}, env={})

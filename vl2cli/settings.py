@@ -46,8 +46,8 @@ ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
 MODALITIES = ("auto", "video", "audio", "av")
 ENGINES = ("local", "ray")
-#: `log_level` values, most to least talkative (Python's logging level names, lower case).
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: `log_level` values: auto (info; error with quiet), then Python's logging level names, most to least talkative.
+LOG_LEVELS = ("auto", "debug", "info", "warning", "error")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -187,13 +187,10 @@ class Settings:
                                "--overwrite/--no-overwrite", group=OUTPUT)
     retry_failed: bool = _setting(False, "redo files whose last record is an error",
                                   "--retry-failed/--no-retry-failed", group=OUTPUT)
-    quiet: bool = _setting(False, "no progress bar; nothing on stderr unless something failed", "--quiet/--no-quiet",
-                           group=RUN)
-    log_level: str | None = _setting(None, "stderr lines kept, library warnings included", "--log-level", group=RUN,
-                                     choices=LOG_LEVELS, unset="info; error with --quiet",
-                                     hint=": debug|info|warning|error")
-    json: bool = _setting(False, "print JSON records on a terminal too (a pipe always gets JSON lines)",
-                          "--json/--no-json", group=OUTPUT)
+    quiet: bool = _setting(False, "silent unless a file failed", "--quiet/--no-quiet", group=RUN)
+    log_level: str = _setting("auto", "lowest stderr level shown", "--log-level", group=RUN,
+                              choices=LOG_LEVELS)
+    json: bool = _setting(False, "JSON records on a terminal too", "--json/--no-json", group=OUTPUT)
     files_from: str | None = _setting(None, "a file listing inputs, one per line; - reads stdin", "--files-from",
                                       group=INPUTS, unset="none")
     temperature: float | None = _setting(None, "sample with this temperature; unset or 0: greedy", "--temperature",
@@ -338,7 +335,7 @@ def _validate(settings: Settings) -> None:
     """Range and choice checks shared by every layer (raised as Vl2Error naming the setting)."""
     for f in dataclasses.fields(Settings):
         choices = f.metadata["choices"]
-        if choices and getattr(settings, f.name) not in (*choices, *((None,) if f.default is None else ())):
+        if choices and getattr(settings, f.name) not in choices:
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
     for name, allowed in RANGES.items():
         value = getattr(settings, name)

@@ -32,8 +32,8 @@ def one_line(message: str) -> str:
 
 
 def log_level_of(log_level: str | None, *, quiet: bool) -> int:
-    """The level below which stderr lines are dropped: the setting, else info (error when quiet)."""
-    if log_level is None:
+    """The level below which stderr lines are dropped: the setting, else (auto) info, error when quiet."""
+    if log_level in (None, "auto"):
         return logging.ERROR if quiet else logging.INFO
     return LOG_LEVEL_NUMBERS[log_level]
 
