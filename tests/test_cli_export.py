@@ -24,7 +24,7 @@ def test_export_then_caption_with_onnxruntime_equals_torch(tmp_path):
     assert exported.returncode == EXIT_OK, exported.stderr
     assert list(export_dir.rglob("manifest.json")), "export wrote no manifest"
     media = str(MEDIA_FIXTURES / TINY_VIDEO)
-    common = ["caption", media, "--model", checkpoint, "--max-new-tokens", "6", "--quiet"]
+    common = ["caption", media, "--model", checkpoint, "--max-new-tokens", "6", "--quiet", "--log-level", "info"]
     # the export above is the command under test; the two runs that compare its use are in-process
     with_torch = vl2_in_process(*common, "--encoder-backend", "torch")
     with_ort = vl2_in_process(*common, "--encoder-backend", "onnxruntime", "--export-dir", str(export_dir))

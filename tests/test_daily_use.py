@@ -92,7 +92,8 @@ def test_several_questions_equal_separate_runs_and_encode_each_file_once(model: 
 def test_a_rerun_with_one_more_question_does_only_the_new_one(hub_env: Any, files: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "qa.jsonl"
     settings = resolve_settings({"model": str(hub_env.checkpoint), "max_new_tokens": TOKENS, "out": str(out),
-                                 "quiet": True, "workers": 1, "log_files": True}, env={}).settings
+                                 "quiet": True, "log_level": "info", "workers": 1,
+                                 "log_files": True}, env={}).settings
     first_err, second_err = io.StringIO(), io.StringIO()
     assert execute("ask", [files[0]], settings, questions=QUESTIONS[:1], stderr=first_err) == 0
     assert execute("ask", [files[0]], settings, questions=QUESTIONS, stderr=second_err) == 0

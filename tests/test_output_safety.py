@@ -21,7 +21,7 @@ needs_checkpoint = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir
 
 def _settings(out: Path | str, **more):
     flags = {"model": str(reference_root() / AV_FIXTURE / "checkpoint"), "out": str(out), "quiet": True,
-             "workers": 1, "batch_size": 1, **more}
+             "workers": 1, "batch_size": 1, "log_level": "info", **more}  # (the tests read info lines)
     return resolve_settings(flags, env={}).settings
 
 

@@ -166,7 +166,7 @@ def _names_filling_every_shard(count: int, *, at_least: int, busiest: int, busy:
 
 def _run_settings(checkpoint: Path, out: str, **more: Any):
     flags = {"model": str(checkpoint), "max_new_tokens": 3, "out": out, "quiet": True, "batch_size": 1,
-             "workers": 1, **more}
+             "workers": 1, "log_level": "info", **more}  # (quiet's log level is error: the tests read info lines)
     return resolve_settings(flags, env={}).settings
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +83,14 @@ def run_options(settings: Settings) -> RunOptions:
                       segmenting=segmenting_of(settings))
 
 
-def lazy_model(settings: Settings) -> LazyModel:
-    """The checkpoint's identity now (no torch); its weights when a file first needs them."""
+def lazy_model(settings: Settings, *, before_load: Callable[[], None] | None = None) -> LazyModel:
+    """The checkpoint's identity now (no torch); its weights when a file first needs them (`before_load`
+    first, the libraries imported: a console takes their loggers over)."""
     def load() -> Any:
         from .loading import load_model
+
+        if before_load is not None:
+            before_load()
 
         return load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
                           frames=settings.frames, encoder_backend=settings.encoder_backend,
@@ -119,6 +123,9 @@ class RunObserver:
         """Something about the run as a whole (its shard, a repaired output, a subtitle file refused)."""
         getattr(log, level)(message)
 
+    def before_model_load(self) -> None:
+        """The weights are about to load (torch and transformers are imported by now)."""
+
 
 @dataclass
 class RunResult:
@@ -129,6 +136,8 @@ class RunResult:
     unreadable_folders: int = 0
     #: files of the whole output file whose latest record is an error (None: no output file)
     failed_in_output: int | None = None
+    #: of those, transient failures a later run tries again
+    pending_in_output: int = 0
     subtitles_refused: int = 0
     #: the shard's marker was written: every file of the shard has its record
     shard_complete: bool = False
@@ -215,7 +224,7 @@ class BatchRun:
             is_done = lambda key: index.is_done(key, retry_failed=settings.retry_failed,  # noqa: E731
                                                   max_new_tokens=settings.max_new_tokens)
             known = index.known_segments
-        model = self.model if self.model is not None else lazy_model(settings)
+        model = self.model if self.model is not None else lazy_model(settings, before_load=self.observer.before_model_load)
         for outcome in iter_outcomes(model, self.paths, self.task, self.options, is_done=is_done,
                                      known_segments=known, on_warning=self._on_walk_warning,
                                      on_walk_end=self.observer.on_walk_end, recursive=settings.recursive,
@@ -245,6 +254,7 @@ class BatchRun:
         self._stack.close()
         if self.index is not None:
             self.result.failed_in_output = self.index.still_failed()
+            self.result.pending_in_output = self.index.pending_retry()
         if self._subtitles is not None:
             self.result.subtitles_refused = len(self._subtitles.refused)
 

@@ -46,6 +46,8 @@ ENV_PREFIX = "VL2_"
 CONFIG_ENV_VAR = "VL2_CONFIG"
 MODALITIES = ("auto", "video", "audio", "av")
 ENGINES = ("local", "ray")
+#: `log_level` values: auto (info; error with quiet), then Python's logging level names, most to least talkative.
+LOG_LEVELS = ("auto", "debug", "info", "warning", "error")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -185,8 +187,10 @@ class Settings:
                                "--overwrite/--no-overwrite", group=OUTPUT)
     retry_failed: bool = _setting(False, "redo files whose last record is an error",
                                   "--retry-failed/--no-retry-failed", group=OUTPUT)
-    quiet: bool = _setting(False, "no progress bar; log lines only", "--quiet/--no-quiet", group=RUN)
-    json: bool = _setting(False, "print JSON records instead of plain answers", "--json/--no-json", group=OUTPUT)
+    quiet: bool = _setting(False, "silent unless a file failed", "--quiet/--no-quiet", group=RUN)
+    log_level: str = _setting("auto", "lowest stderr level shown", "--log-level", group=RUN,
+                              choices=LOG_LEVELS)
+    json: bool = _setting(False, "JSON records on a terminal too", "--json/--no-json", group=OUTPUT)
     files_from: str | None = _setting(None, "a file listing inputs, one per line; - reads stdin", "--files-from",
                                       group=INPUTS, unset="none")
     temperature: float | None = _setting(None, "sample with this temperature; unset or 0: greedy", "--temperature",
@@ -223,14 +227,15 @@ _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "f
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _INPUT_SETTINGS = ("include", "exclude", "kinds", "recursive", "files_from")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, *_INPUT_SETTINGS, "batch_size", "workers",
-                 "decode_timeout", "video_backend", "quiet", "log_files", "shard", "engine", "ray_address", "actors",
+                 "decode_timeout", "video_backend", "quiet", "log_level", "log_files", "shard", "engine", "ray_address",
+                 "actors",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
 #: Which settings each command takes as flags (the rest still come from the environment and config file);
-#: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).
+#: a command never offers a flag that would do nothing for it (`--json` is for the commands that print records).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS),
+    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
     "ask": (*_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
-    "classify": ("labels", "top_k", *_RUN_SETTINGS),
+    "classify": ("labels", "top_k", *_RUN_SETTINGS, "json"),
     "chat": (*_GENERATE_SETTINGS, *_MODEL_SETTINGS, *_INPUT_SETTINGS, "video_backend", "json"),
     "export": ("model", "revision", "device", "export_dir", "engine_dir", "precision", "components", "max_batch",
                "engines", "gpu_targets"),

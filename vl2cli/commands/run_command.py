@@ -6,6 +6,7 @@ exit code. Kept out of cli.py so the typer layer only parses flags, and so torch
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,9 +18,11 @@ from ..output.writer import STDOUT_NAME
 from ..run import BatchRun, NoticeLevel, RunObserver, lazy_model, listed_inputs, task_spec
 from ..settings import Settings
 from ..tasks.spec import TaskSpec
-from .console import Console, library_logs_to
+from .console import Console, LibraryLogs, library_logs_to
+from .count_ahead import CountAhead
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from .file_log import FileLog
+from .readable import readable_text
 from .summary import RunSummary
 
 
@@ -47,11 +50,12 @@ class _ConsoleObserver(RunObserver):
 
     def __init__(self, console: Console, summary: RunSummary) -> None:
         self.console, self.summary = console, summary
+        self.library_logs: LibraryLogs | None = None  # set while the run's log routing is in place
 
     def on_walk_warning(self, warning: WalkWarning) -> None:
         self.summary.unreadable_folders += warning.reason == "unreadable_folder"
         self.summary.bad_list_entries += warning.reason == "bad_list_entry"
-        self.console.log(f"vl2: warning: {warning.message}")
+        self.console.log(f"vl2: warning: {warning.message}", logging.WARNING)
 
     def on_walk_end(self, total: int) -> None:
         self.console.set_total(total)
@@ -60,7 +64,16 @@ class _ConsoleObserver(RunObserver):
         self.console.working_on(paths)
 
     def on_notice(self, level: NoticeLevel, message: str) -> None:
-        self.console.log(f"vl2: {message}" if level == "info" else f"vl2: {level}: {message}")
+        self.console.log(f"vl2: {message}" if level == "info" else f"vl2: {level}: {message}", _LEVELS[level])
+
+    def before_model_load(self) -> None:
+        if self.library_logs is not None:
+            import transformers  # noqa: F401  (the load imports it anyway; importing adds its own stderr handler,
+            self.library_logs.adopt()  # which is set aside here, before the load's first warning)
+
+
+#: A notice's level as logging's.
+_LEVELS: dict[NoticeLevel, int] = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | None = None,
@@ -73,7 +86,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     inputs, listed = listed_inputs(inputs, settings, stdin or sys.stdin)
     if dry_run:
         return _dry_run(inputs, listed, spec, settings, stdout=stdout, stderr=stderr)
-    console = Console(quiet=settings.quiet, stderr=stderr)
+    console = Console(quiet=settings.quiet, stderr=stderr, stdout=stdout, log_level=settings.log_level)
+    console.outcomes_per_file = max(len(spec.questions), 1)
     summary = RunSummary()
     if settings.segment:
         summary.unit = "segments"
@@ -81,27 +95,46 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
     as_list = _subtitle_list_mode(settings, stdout, single)
     single = single and not as_list
     several_inputs = listed is not None or len(inputs) > 1 or not inputs[0].is_file()
+    # on a terminal, records as text (`path: caption`, label tables); JSON lines with --json or when piped
+    readable = not (single or as_list or settings.json) and settings.out == STDOUT_NAME and stdout.isatty()
     heading = None  # the file whose segments the subtitle-like list shows now
     file_log = FileLog(console.log) if settings.log_files else None
-    run = BatchRun(spec, inputs, settings, listed=listed, observer=_ConsoleObserver(console, summary),
-                   write_jsonl=not (single or as_list), stdout=stdout)
-    with library_logs_to(console):
-        with run, console.start():
-            for outcome in run.outcomes():
-                record = outcome.record
-                summary.count(record)
-                if record is not None and record["error"] is not None:
-                    console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]")
-                if file_log is not None and record is not None:
-                    file_log.finished(record)
-                if as_list and record is not None:
-                    if several_inputs and record["path"] != heading:  # a heading per file
-                        heading = record["path"]
-                        print(f"== {heading}", file=run.stdout)
-                    print(subtitle_line(record), file=run.stdout, flush=True)
-                elif single and record is not None and record["error"] is None:
-                    print(record["output"], file=run.stdout, flush=True)
-                console.advance(summary, outcome.path)
+    observer = _ConsoleObserver(console, summary)
+    # JSON lines on stdout print through the console too (above the progress line); Ray needs the real stream
+    records_to = console.results_stream() if settings.engine != "ray" else stdout
+    run = BatchRun(spec, inputs, settings, listed=listed, observer=observer,
+                   write_jsonl=not (single or as_list or readable), stdout=records_to)  # type: ignore[arg-type]
+    counter = None
+    if listed is None and run.sharded is None:  # (a list is read once, by the run; a shard keeps only some files)
+        counter = CountAhead(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
+                             exclude=settings.exclude, on_count=console.estimate_total).start()
+    try:
+        with library_logs_to(console) as observer.library_logs:
+            with run, console.start():
+                if settings.engine == "ray":
+                    console.stdout = run.stdout  # Ray's private copy of fd 1
+                for outcome in run.outcomes():
+                    record = outcome.record
+                    summary.count(record)
+                    if record is not None and record["error"] is not None:
+                        console.log(f"vl2: failed: {record['error']['message']} [{record['error']['code']}]",
+                                    logging.ERROR)
+                    if file_log is not None and record is not None:
+                        file_log.finished(record)
+                    if as_list and record is not None:
+                        if several_inputs and record["path"] != heading:  # a heading per file
+                            heading = record["path"]
+                            console.result(f"== {heading}")
+                        console.result(subtitle_line(record))
+                    elif single and record is not None and record["error"] is None:
+                        console.result(record["output"])
+                    elif readable and record is not None:
+                        if (text := readable_text(record, with_question=len(spec.questions) > 1)) is not None:
+                            console.result(text)
+                    console.advance(summary, outcome.path, record)
+    finally:
+        if counter is not None:
+            counter.stop()
     return _finish(run, summary, console, single)
 
 
@@ -120,15 +153,16 @@ def _dry_run(inputs: list[Path], listed: Iterator[str] | None, spec: TaskSpec, s
 def _finish(run: BatchRun, summary: RunSummary, console: Console, single: bool) -> int:
     """The summary line and the exit code (a complete shard exits 0: its errors are counted elsewhere)."""
     summary.failed_in_output = run.result.failed_in_output
+    summary.pending_in_output = run.result.pending_in_output
     summary.subtitles_refused = run.result.subtitles_refused
     sharded = run.sharded
     if sharded is not None and summary.total == 0:
         console.log(f"vl2: shard {sharded.shard}: none of the inputs' files belong to this shard; it is complete")
     elif summary.total == 0:
-        console.log("vl2: warning: no media files found in the inputs")
-    if not single:
-        console.log(summary.line())
+        console.log("vl2: warning: no media files found in the inputs", logging.WARNING)
     code = summary.exit_code()
+    if not single:  # a good run's summary is info (--quiet: nothing); one that failed is always said
+        console.log(summary.line(), logging.INFO if code == EXIT_OK else logging.ERROR)
     if run.result.shard_complete and code == EXIT_SOME_FAILED:
         # every file of the shard has its record: the job step succeeded (Slurm's afterok chains on it);
         # the files ending in an error are counted in the marker and by `vl2 shards`

@@ -99,5 +99,10 @@ class ResumeIndex:
         """Files of the output whose latest record is an error."""
         return sum(latest.failed for latest in self.latest.values())
 
+    def pending_retry(self) -> int:
+        """Of `still_failed`, the transient failures a later run tries again (attempts left)."""
+        return sum(latest.failed and latest.transient and latest.attempts < MAX_ATTEMPTS
+                   for latest in self.latest.values())
+
     def __len__(self) -> int:
         return len(self.latest)
