@@ -249,7 +249,8 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
         index = None
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
-            index = ResumeIndex.from_output(settings.out)
+            index = ResumeIndex.from_output(settings.out, keep=True)  # under the lock: it may write the sidecar
+            stack.callback(index.save)  # before the lock is released: the sidecar catches up with this run's records
             if (skipped := index.skipped.describe(settings.out)) is not None:
                 console.log(f"vl2: warning: {skipped}")
         writer = None if single or as_list else stack.enter_context(JsonlWriter(settings.out, stdout=stdout))
