@@ -3,7 +3,7 @@
 Why (issue 25): a nightly cron rerun over a large archive finds nothing to do, yet paid 2.7× the time and
 3× the memory of a bare walk + stat + parsing the output into a set of keys; `vl2 report` took memory and
 a page size proportional to the archive. Each row here runs as its own child process over the same
-synthetic tree (hard links of one clip in FOLDERS folders, with an output holding a record for each file),
+synthetic tree (FOLDERS folders of hard links to a clip, with an output holding a record for each file),
 and is set against the bare baseline measured in the same run: wall time and peak memory (ru_maxrss).
 
 `VL2_BENCH_ARCHIVE_FILES` sets the sizes (default 100000; `100000,1000000` for the 1M row, which takes
@@ -68,20 +68,20 @@ def _request(checkpoint: Path, out: Path):
 
 
 def _archive(scratch: Path, files: int, checkpoint: Path) -> tuple[Path, Path]:
-    """FOLDERS folders of hard links to one clip, and an output holding a success record for each."""
+    """FOLDERS folders of hard links to a clip (one per folder), and an output holding a success record for each."""
     from vl2cli import __version__
     from vl2cli.output.record import FileStamp, build_record
     from vl2cli.output.writer import encode_record
 
     root, out = scratch / "archive", scratch / "out.jsonl"
-    clip = scratch / "clip.mp4"
-    clip.write_bytes(CLIP_BYTES)
     request = _request(checkpoint, out)
     per_folder = files // FOLDERS
     with open(out, "wb") as handle:
         for number in range(FOLDERS):
             folder = root / f"f{number:03d}"
             folder.mkdir(parents=True)
+            clip = scratch / f"clip{number:03d}.mp4"  # one per folder: a file system caps the links to one inode
+            clip.write_bytes(CLIP_BYTES)
             for item in range(per_folder):
                 path = folder / f"clip{item:06d}.mp4"
                 os.link(clip, path)

@@ -17,7 +17,7 @@ from typing import Any
 from .index_file import (DIGEST_BYTES, Coverage, IndexFile, coverage_of, index_path_for, pack_entry, read_index,
                          unpack_entries, write_index)
 from .reader import NAMED_LINES, ReadPosition, SkippedLine, SkippedLines, read_records
-from .record import ResumeKey, file_key, key_of_record
+from .record import FILE_KEY_LENGTH, ResumeKey, file_key, key_of_record
 
 #: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
 TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
@@ -33,6 +33,10 @@ _DONE = 0
 _STORED_REASON_CHARS = 300
 
 
+#: Where a key holds the sampling part (record.resume_key): a tuple of floats, or None.
+_SAMPLING_PART = 10
+
+
 def _canonical(value: Any) -> Any:
     """A key part as tuple equality sees it: 1, 1.0 and True are one value (JSON may spell a float 1)."""
     if isinstance(value, tuple):
@@ -46,7 +50,9 @@ def _canonical(value: Any) -> Any:
 
 def key_digest(key: ResumeKey) -> bytes:
     """A fixed-size digest of a resume key: what the index holds instead of the key itself."""
-    text = repr(_canonical(key)).encode("utf-8", "surrogatepass")
+    if key[_SAMPLING_PART] is not None or len(key) > FILE_KEY_LENGTH:  # the parts that may hold floats
+        key = _canonical(key)
+    text = repr(key).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
 
 
