@@ -97,6 +97,8 @@ class ReadPosition:
 
     offset: int = 0
     line: int = 0
+    #: where the last line read (complete or not) starts: a record's own place in the file
+    start: int = 0
 
 
 def _lines(handle: Any, position: ReadPosition) -> Iterator[tuple[int, bytes | None]]:
@@ -109,6 +111,7 @@ def _lines(handle: Any, position: ReadPosition) -> Iterator[tuple[int, bytes | N
         if not raw:
             return
         number += 1
+        position.start = offset
         offset += len(raw)
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while (chunk := handle.readline(_CHUNK)) and not chunk.endswith(b"\n"):

@@ -7,17 +7,17 @@ memory) is tried again by later runs, up to MAX_ATTEMPTS runs in all; each error
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .index_file import (DIGEST_BYTES, Coverage, IndexFile, coverage_of, index_path_for, pack_entry, read_index,
+from .index_file import (Coverage, IndexFile, coverage_of, index_path_for, pack_entry, read_index,
                          unpack_entries, write_index)
 from .reader import NAMED_LINES, ReadPosition, SkippedLine, SkippedLines, read_records
-from .record import FILE_KEY_LENGTH, ResumeKey, file_key, key_of_record
+from .latest import key_digest
+from .record import ResumeKey, file_key, key_of_record
 
 #: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
 TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
@@ -31,29 +31,6 @@ _MAX_STORED_ATTEMPTS = (1 << 14) - 1
 _DONE = 0
 #: Characters of a skipped line's reason the sidecar keeps (the warning quotes the first one).
 _STORED_REASON_CHARS = 300
-
-
-#: Where a key holds the sampling part (record.resume_key): a tuple of floats, or None.
-_SAMPLING_PART = 10
-
-
-def _canonical(value: Any) -> Any:
-    """A key part as tuple equality sees it: 1, 1.0 and True are one value (JSON may spell a float 1)."""
-    if isinstance(value, tuple):
-        return tuple(_canonical(part) for part in value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
-def key_digest(key: ResumeKey) -> bytes:
-    """A fixed-size digest of a resume key: what the index holds instead of the key itself."""
-    if key[_SAMPLING_PART] is not None or len(key) > FILE_KEY_LENGTH:  # the parts that may hold floats
-        key = _canonical(key)
-    text = repr(key).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
 
 
 def _state_of(record: dict[str, Any]) -> int:
