@@ -60,7 +60,7 @@ def _checkpoint(scratch: Path) -> Path:
 
 def _request(checkpoint: Path, out: Path):
     from vl2cli.settings import resolve_settings
-    from vl2cli.tasks.command import lazy_model, run_options, task_spec
+    from vl2cli.run import lazy_model, run_options, task_spec
     from vl2cli.tasks.plan import build_request
 
     settings = resolve_settings({"model": str(checkpoint), "out": str(out)}, env={}).settings

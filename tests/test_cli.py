@@ -17,7 +17,7 @@ from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import load_reference, reference_root
 from vl2cli import __version__, api
 from vl2cli.output import load_schema
-from vl2cli.tasks.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
+from vl2cli.commands.exit_codes import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED
 
 AV_FIXTURE = "siglip-qwen2-av"
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
@@ -232,7 +232,7 @@ def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path: Path, caps
 @needs_fixtures
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_run_is_one_line_and_its_exit_code(tmp_path: Path, sent: signal.Signals) -> None:
-    from vl2cli.tasks.exit_codes import EXIT_SIGNAL_BASE
+    from vl2cli.commands.exit_codes import EXIT_SIGNAL_BASE
 
     folder = tmp_path / "archive"
     folder.mkdir()

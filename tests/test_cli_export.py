@@ -8,7 +8,7 @@ import pytest
 from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import reference_root
 from test_cli import AV_FIXTURE, TINY_VIDEO, vl2, vl2_in_process
-from vl2cli.tasks.exit_codes import EXIT_OK
+from vl2cli.commands.exit_codes import EXIT_OK
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,7 +10,7 @@ import pytest
 
 from reference_fixtures import load_reference, reference_root
 from test_cli import vl2_in_process as vl2
-from vl2cli.tasks.exit_codes import EXIT_FATAL
+from vl2cli.commands.exit_codes import EXIT_FATAL
 
 FIXTURE = "siglip-qwen2-av"
 pytestmark = pytest.mark.skipif(

@@ -23,7 +23,7 @@ from vl2cli.output import load_schema
 from vl2cli.output.record import Sampling
 from vl2cli.settings import resolve_settings
 from vl2cli.tasks.chat import ChatSession
-from vl2cli.tasks.command import execute
+from vl2cli.commands.run_command import execute
 from vl2cli.tasks.spec import RunOptions, TaskSpec
 
 AV_FIXTURE = "siglip-qwen2-av"

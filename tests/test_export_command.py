@@ -12,7 +12,7 @@ import pytest
 from reference_fixtures import reference_root
 from test_cli import AV_FIXTURE, vl2_in_process as vl2
 from vl2cli.errors import ExportError
-from vl2cli.tasks.exit_codes import EXIT_FATAL, EXIT_OK
+from vl2cli.commands.exit_codes import EXIT_FATAL, EXIT_OK
 
 pytestmark = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason=f"reference fixture {AV_FIXTURE} not found")
 #: The quickest component of the AV fixture to export (a small MLP), for tests about the command itself.

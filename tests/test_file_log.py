@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from vl2cli.tasks.file_log import file_log_line
+from vl2cli.commands.file_log import file_log_line
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ vl2: (done|failed:[a-z_]+) (\d+\.\d\d|-) s (.+)$")
 

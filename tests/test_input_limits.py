@@ -18,7 +18,7 @@ from vl2cli.settings import RANGES, resolve_settings
 AV_FIXTURE = "siglip-qwen2-av"
 OUT_OF_RANGE = {"frames": 1_000_000, "batch_size": 100_000, "workers": 10_000, "max_new_tokens": 10**9,
                 "top_k": 10**7, "decode_timeout": 10**9, "temperature": 1e6, "top_p": 1.5, "seed": 2**64,
-                "actors": 100_000}
+                "actors": 100_000, "max_batch": 100_000, "max_sheets": 10**7}
 
 
 @pytest.mark.parametrize("name", sorted(RANGES))
@@ -110,7 +110,7 @@ def test_a_model_config_json_is_range_checked_too(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_a_shard_layout_claiming_absurd_counts_is_refused(tmp_path: Path) -> None:
-    from vl2cli.runners.shard_commands import shards_report
+    from vl2cli.commands.shard_commands import shards_report
     from vl2cli.runners.shards import MAX_SHARDS, Shard, ShardError
 
     (tmp_path / "shards.json").write_text(json.dumps({"shards": 10**12, "array_min": 0}))
@@ -151,19 +151,19 @@ def test_settings_that_do_nothing_without_another_are_refused() -> None:
 def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) -> None:
     import shutil
 
-    from vl2cli.model.videollama2 import _load_tokenizer
+    from vl2cli.model.videollama2 import load_tokenizer
 
     folder = tmp_path / "checkpoint"
     shutil.copytree(reference_root() / AV_FIXTURE / "checkpoint", folder,
                     ignore=shutil.ignore_patterns("*.safetensors"))
     (folder / "tokenizer.json").write_text(junk)
     with pytest.raises(CheckpointError, match="cannot load the tokenizer"):
-        _load_tokenizer(folder)
+        load_tokenizer(folder)
 
 
 def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
     from vl2cli.settings import MAX_LABELS
-    from vl2cli.tasks.command import task_spec
+    from vl2cli.run import task_spec
 
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"label {i}\n" for i in range(MAX_LABELS + 1)))

@@ -109,7 +109,7 @@ def test_a_line_longer_than_the_bound_is_skipped_without_reading_it_whole(tmp_pa
 
 def test_merge_report_and_shards_read_past_hostile_lines(tmp_path: Path, media: Path) -> None:
     from vl2cli.report.page import build_report
-    from vl2cli.runners.shard_commands import merge_shards, shards_report
+    from vl2cli.commands.shard_commands import merge_shards, shards_report
 
     out, other, hostile = _planted(tmp_path, media)
     merged = latest_records([out])

@@ -13,7 +13,7 @@ import pytest
 from reference_fixtures import load_reference, reference_root, use_fixture_hub
 from vl2cli.errors import OutputReplacedError
 from vl2cli.settings import resolve_settings
-from vl2cli.tasks.command import execute
+from vl2cli.commands.run_command import execute
 
 AV_FIXTURE = "siglip-qwen2-av"
 needs_checkpoint = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
@@ -160,7 +160,7 @@ def test_a_dry_run_plans_only_its_shard_and_writes_nothing(tmp_path: Path, monke
 
 
 def test_the_same_question_twice_is_asked_once() -> None:
-    from vl2cli.tasks.command import task_spec
+    from vl2cli.run import task_spec
 
     settings = resolve_settings({}, env={}).settings
     assert task_spec("ask", settings, questions=["who?", "where?", "who?"]).questions == ("who?", "where?")
@@ -170,7 +170,7 @@ def test_the_same_question_twice_is_asked_once() -> None:
 
 def test_merge_refuses_to_write_over_the_shard_layout(tmp_path: Path) -> None:
     from vl2cli.errors import Vl2Error
-    from vl2cli.runners.shard_commands import merge_shards
+    from vl2cli.commands.shard_commands import merge_shards
 
     layout = tmp_path / "shards.json"
     layout.write_text(json.dumps({"shards": 2, "array_min": 0}))

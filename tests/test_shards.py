@@ -22,12 +22,12 @@ from reference_fixtures import offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.errors import Vl2Error
 from vl2cli.output.merge import latest_records, write_merged
-from vl2cli.runners.shard_commands import merge_shards, shards_report
+from vl2cli.commands.shard_commands import merge_shards, shards_report
 from vl2cli.runners.shards import (Shard, ShardError, ShardFolder, SlurmArray, array_expression, file_id,
                                    plan_sharded_output, shard_of)
 from vl2cli.settings import resolve_settings
-from vl2cli.tasks.command import execute
-from vl2cli.tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from vl2cli.commands.run_command import execute
+from vl2cli.commands.exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from vl2cli.tasks.spec import RunOptions, TaskSpec
 
 AV_FIXTURE = "siglip-qwen2-av"
@@ -251,7 +251,7 @@ def test_shards_and_merge_commands_and_the_shard_flag(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from vl2cli.cli import app
-    from vl2cli.tasks.exit_codes import EXIT_FATAL
+    from vl2cli.commands.exit_codes import EXIT_FATAL
 
     parts = tmp_path / "parts"
     folder = ShardFolder(parts)

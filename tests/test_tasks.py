@@ -14,12 +14,12 @@ from reference_fixtures import load_reference, reference_root
 from vl2cli import api
 from vl2cli.errors import NoAudioStreamError, NoVideoStreamError, ModalityError, Vl2Error
 from vl2cli.output.record import FileStamp, Request, key_of_record, resume_key
-from vl2cli.tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from vl2cli.commands.exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from vl2cli.tasks.modality import AUDIO_MISSING_NOTE, ModelTowers, choose_modality
 from vl2cli.tasks.pipeline import run_task
 from vl2cli.tasks.prompts import DEFAULT_CAPTION_PROMPTS, caption_instruction, classify_instruction, parse_labels
 from vl2cli.tasks.spec import RunOptions, TaskSpec
-from vl2cli.tasks.summary import RunSummary
+from vl2cli.commands.summary import RunSummary
 
 AV, VISION = ModelTowers(True, True), ModelTowers(True, False)
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
@@ -247,10 +247,10 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
-    from vl2cli.tasks.command import _Console
+    from vl2cli.commands.console import Console
 
     terminal = _Terminal()
-    console = _Console(quiet=False, stderr=terminal)
+    console = Console(quiet=False, stderr=terminal)
     summary = RunSummary()
     with console.start():
         summary.count({"error": None})
@@ -259,7 +259,7 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
         console.log("vl2: failed: x")
     assert "files" in terminal.getvalue() and "vl2: failed: x" in terminal.getvalue()
     assert "1/2" in terminal.getvalue()
-    for console in (_Console(quiet=True, stderr=_Terminal()), _Console(quiet=False, stderr=io.StringIO())):
+    for console in (Console(quiet=True, stderr=_Terminal()), Console(quiet=False, stderr=io.StringIO())):
         with console.start():
             console.log("vl2: failed: y")
         assert console.progress is None and console.stderr.getvalue() == "vl2: failed: y\n"
@@ -269,7 +269,7 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet() -> None:
 def test_rerun_with_nothing_new_never_loads_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vl2cli.errors import CheckpointError
     from vl2cli.settings import resolve_settings
-    from vl2cli.tasks.command import execute
+    from vl2cli.commands.run_command import execute
 
     fixture = load_reference("siglip-qwen2-av")
     monkeypatch.setenv("HF_HUB_CACHE", str(fixture.hub_cache))
@@ -307,10 +307,10 @@ def test_stream_notes_reach_the_record_only_for_streams_the_model_sees() -> None
 
 
 def test_the_progress_bar_names_the_batch_being_worked_on() -> None:
-    from vl2cli.tasks.command import _Console
+    from vl2cli.commands.console import Console
 
     terminal = _Terminal()
-    console = _Console(quiet=False, stderr=terminal)
+    console = Console(quiet=False, stderr=terminal)
     summary = RunSummary()
     with console.start():
         console.working_on([Path("/a/first.mp4"), Path("/a/second.mp4"), Path("/a/third.mp4")])

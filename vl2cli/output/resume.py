@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import TRANSIENT_ERROR_CODES
 from .index_file import (Coverage, IndexFile, coverage_of, index_path_for, pack_entry, read_index,
                          unpack_entries, write_index)
-from .reader import NAMED_LINES, ReadPosition, SkippedLine, SkippedLines, read_records
 from .latest import key_digest
+from .reader import NAMED_LINES, ReadPosition, SkippedLine, SkippedLines, read_records
 from .record import ResumeKey, file_key, key_of_record
 
-#: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
-TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
 #: Runs that may try a transiently failing file before its error is taken as final.
 MAX_ATTEMPTS = 3
 

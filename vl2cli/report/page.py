@@ -18,8 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import write_atomically
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
+from ..settings import DEFAULT_MAX_SHEETS
 from ..output.latest import LatestRecords
 from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
@@ -27,8 +29,6 @@ from .rows import SummaryCounter
 
 #: Rows drawn at a time; the rest wait behind the pager.
 PAGE_SIZE = 100
-#: Contact sheets made by default (each decodes frames from its file again); later rows say so instead.
-DEFAULT_MAX_SHEETS = 2000
 #: Rows per file of the report: the first file holds the summary, the failures and the first rows, the
 #: others link back to it and to each other, so a million-record report opens at once.
 ROWS_PER_FILE = 10_000
@@ -119,7 +119,7 @@ def report_files(results: str | Path, *, out_name: str = "report.html", max_shee
         if index < max_sheets:
             sheet = contact_sheet(record, video_backend=video_backend)
         else:
-            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (--max-sheets)")
+            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (max_sheets)")
         row = _row(index, record, sheet)
         text = json.dumps(row, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
         if rows and (len(rows) >= ROWS_PER_FILE or size + len(text) > FILE_ROW_BYTES):  # this file is full
@@ -167,5 +167,5 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name, html in report_files(results, out_name=out.name, **options):
-        out.with_name(name).write_text(html, encoding="utf-8", errors="backslashreplace")
+        write_atomically(out.with_name(name), html, errors="backslashreplace")
     return out

@@ -24,13 +24,13 @@ import torch
 
 from .. import __version__
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
-from ..errors import MediaError, NoVideoStreamError
+from ..errors import MediaError, ModelError, NoVideoStreamError, record_error
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, decoding_facts, media_facts
+from ..output.record import FileStamp, Record, Request, ResumeKey, decoding_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
@@ -51,7 +51,6 @@ MAX_ITEMS_PER_BATCH_SLOT = 4
 INLINE_LOOKAHEAD = 64
 #: Tokens of a prompt besides its media (system prompt, instruction, chat markup), for memory planning.
 PROMPT_TEXT_TOKENS = 256
-MODEL_ERROR_CODE = "model_error"
 #: Files whose encoded media a run with several questions keeps: a file's questions are adjacent in the
 #: stream, but may straddle two batches.
 FEATURE_CACHE_FILES = 2
@@ -64,7 +63,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 @dataclass
-class _Item:
+class WorkItem:
     """A file on its way through a batch."""
 
     path: Path
@@ -92,11 +91,7 @@ def _round_ms(value: float | None) -> float | None:
     return None if value is None else round(value, TIMING_DECIMALS)
 
 
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
-
-
-class _Runner:
+class PipelineRunner:
     """Holds what every file of a run shares; turns decoded files into records."""
 
     def __init__(self, model: Any, task: TaskSpec, options: RunOptions, request: Request) -> None:
@@ -138,19 +133,19 @@ class _Runner:
             return classify_instruction(modality, self.task.labels or ())
         return (request or self.request).prompt or ""
 
-    def items_for(self, plan: PlannedFile, result: LoadedMedia | MediaError) -> list[_Item]:
+    def items_for(self, plan: PlannedFile, result: LoadedMedia | MediaError) -> list[WorkItem]:
         """A decoded file's items: one per request still to do for it (they share the decoded media)."""
         requests = plan.requests or (None,)
         if len(requests) > 1 and self.feature_cache is None:
             self.feature_cache = FeatureCache(max_entries=FEATURE_CACHE_FILES)
         items = []
         for request in requests:
-            item = _Item(plan.path, plan.stamp, plan.segment, request=request)
+            item = WorkItem(plan.path, plan.stamp, plan.segment, request=request)
             self.prepare(item, result)
             items.append(item)
         return items
 
-    def feature_key(self, item: _Item) -> tuple | None:
+    def feature_key(self, item: WorkItem) -> tuple | None:
         """What identifies a file's encoded media: its stamp, the model, frames and modality."""
         if self.feature_cache is None or item.stamp is None:
             return None
@@ -158,10 +153,10 @@ class _Runner:
         segment = (item.segment["start_s"], item.segment["end_s"]) if item.segment is not None else None
         return (item.stamp, segment, request.model_id, request.revision, request.frames, item.modality)
 
-    def prepare(self, item: _Item, result: LoadedMedia | MediaError) -> None:
+    def prepare(self, item: WorkItem, result: LoadedMedia | MediaError) -> None:
         """Decide the modality and instruction of a decoded file, or mark it failed."""
         if isinstance(result, MediaError):
-            item.error = _error(result.code, str(result))
+            item.error = result.as_record_error()
             return
         item.loaded = result
         info = result.info
@@ -169,8 +164,8 @@ class _Runner:
         kind = info.kind
         if result.video_absent:  # a segment after the video track's end: its sound is what there is
             if self.options.modality in ("video", "av") or not self.towers.has_audio or not has_audio:
-                item.error = _error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end of the "
-                                                             "video track: it has no frames to show")
+                item.error = record_error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end "
+                                                                   "of the video track: it has no frames to show")
                 return
             kind = "audio"
         try:
@@ -178,7 +173,7 @@ class _Runner:
                                             towers=self.towers, path=str(item.path))
         except MediaError as exc:
             item.modality = None
-            item.error = _error(exc.code, str(exc))
+            item.error = exc.as_record_error()
             return
         item.instruction = self.instruction_for(item.modality, item.request)
 
@@ -195,7 +190,7 @@ class _Runner:
             self._pixel_table = value_lookup_table(self.media_spec().image).to(self.device)
         return normalize_levels(self._to_device(levels), self._pixel_table)
 
-    def model_input(self, item: _Item) -> MultimodalInput:
+    def model_input(self, item: WorkItem) -> MultimodalInput:
         """The decoded file as the model takes it, its tensors on the model's device."""
         loaded = item.loaded
         pixels = loaded.pixel_values if item.modality != "audio" else None
@@ -246,12 +241,12 @@ class _Runner:
         return tokens
 
     # ------------------------------------------------------------ model calls
-    def run_batch(self, items: list[_Item]) -> None:
+    def run_batch(self, items: list[WorkItem]) -> None:
         ready = [item for item in items if item.ready]
         if ready:
             self._call(ready, self._classify if self.task.task == "classify" else self._generate)
 
-    def _call(self, ready: list[_Item], fn: Callable[[list[_Item]], None]) -> None:
+    def _call(self, ready: list[WorkItem], fn: Callable[[list[WorkItem]], None]) -> None:
         """Run `fn` on a batch; out of memory -> halves (and a lower cap); other errors -> one by one."""
         try:
             fn(ready)
@@ -269,9 +264,9 @@ class _Runner:
                     self._call([item], fn)
             else:
                 what = "out of memory" if _is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
-                ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {what}")
+                ready[0].error = record_error(ModelError.code, f"{ready[0].path}: {what}")
 
-    def _generate(self, ready: list[_Item]) -> None:
+    def _generate(self, ready: list[WorkItem]) -> None:
         start = perf_counter()
         inputs = [self.model_input(item) for item in ready]
         generations = self.model.generate(inputs, [i.instruction for i in ready], max_new_tokens=self.task.max_new_tokens,
@@ -290,7 +285,7 @@ class _Runner:
             options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
         return options
 
-    def _classify(self, ready: list[_Item]) -> None:
+    def _classify(self, ready: list[WorkItem]) -> None:
         start = perf_counter()
         labels = list(self.task.labels or ())
         inputs = [self.model_input(item) for item in ready]
@@ -300,7 +295,7 @@ class _Runner:
             self._set_label_scores(item, labels, scores)
             item.model_ms, item.batch_size = per_item, len(ready)
 
-    def _set_label_scores(self, item: _Item, labels: list[str], scores: LabelScores) -> None:
+    def _set_label_scores(self, item: WorkItem, labels: list[str], scores: LabelScores) -> None:
         probabilities = scores.probabilities()
         ranked = sorted(range(len(labels)), key=lambda k: (-probabilities[k], k))
         item.label_scores = [{"label": labels[k], "probability": probabilities[k],
@@ -310,17 +305,17 @@ class _Runner:
         item.output = labels[ranked[0]]
 
     # ------------------------------------------------------------ records
-    def record(self, item: _Item) -> dict[str, Any]:
+    def record(self, item: WorkItem) -> Record:
         loaded = item.loaded
         decode_ms = sum(loaded.timings_ms.values()) if loaded is not None else None
         total = (decode_ms or 0.0) + (item.model_ms or 0.0) if decode_ms is not None else None
         failed = item.error is not None
-        return build_record(
+        return Record(
             item.request or self.request, path=str(item.path), stamp=item.stamp, vl2_version=__version__,
             media=media_facts(loaded.info) if loaded is not None else None,
             instruction=item.instruction, modality=item.modality,
             audio_missing=bool(loaded is not None and loaded.audio_missing and item.modality == "av"),
-            notes=item.notes,
+            notes=tuple(item.notes),
             output=None if failed else item.output,
             label_scores=None if failed else item.label_scores,
             top_k=None if failed else item.top_k,
@@ -376,7 +371,7 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
             yield item.outcome
         if ended:
             return
-    runner = _Runner(model, task, options, request)
+    runner = PipelineRunner(model, task, options, request)
     spec = runner.media_spec()
     batch_size = runner.batch_size()
     if ended and sum(item.pending for item in head) == 1:
@@ -387,7 +382,7 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
         decoder = DecodePool(spec, workers=workers, timeout_s=options.decode_timeout,
                              max_pending=max(BATCHES_IN_FLIGHT * batch_size, workers))
     with decoder:
-        batch: list[_Item] = []
+        batch: list[WorkItem] = []
         ready = 0
         stream = decoder.imap_items(itertools.chain(head, planned), path_of=_decode_target)
         for plan, result in stream:
@@ -413,12 +408,12 @@ def _decode_target(item: PlannedFile) -> str | Clip | None:
     return str(item.path)
 
 
-def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:
+def _flush(runner: PipelineRunner, batch: list[WorkItem]) -> Iterator[FileOutcome]:
     on_batch = runner.options.on_batch
     if on_batch is not None and any(item.ready for item in batch):
         on_batch([item.path for item in batch if item.ready])
     runner.run_batch(batch)
     for item in batch:
-        record = runner.record(item)
+        record = runner.record(item).as_dict()
         item.loaded = None  # free the tensors before the next batch decodes
         yield FileOutcome(item.path, record)

@@ -7,7 +7,7 @@ from ..constants import DEFAULT_NUM_FRAMES
 from ..errors import Vl2Error
 from ..media.inspection import INSPECT_FILE, InspectRequest, inspect_media
 from ..settings import RANGES
-from .segmenting import Segmenting
+from ..tasks.segmenting import Segmenting
 
 
 def run_inspect(file: Path, out_dir: Path, *, model: str | None = None, frames: int | None = None,

@@ -8,8 +8,8 @@ from typing import TextIO
 
 from ..errors import Vl2Error
 from ..output.merge import MergeFormat, latest_records, write_merged
-from ..tasks.exit_codes import EXIT_OK, EXIT_SOME_FAILED
-from .shards import LAYOUT_NAME, ShardFolder, array_expression, report_lines
+from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from ..runners.shards import LAYOUT_NAME, ShardFolder, array_expression, report_lines
 
 
 def shards_report(folder: str | Path, *, stdout: TextIO | None = None) -> int:

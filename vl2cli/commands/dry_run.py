@@ -20,9 +20,9 @@ from ..discover import WalkWarning
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME
 from ..settings import Settings
-from .command import run_options
+from ..run import run_options
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
-from .spec import TaskSpec
+from ..tasks.spec import TaskSpec
 
 
 def _line(action: str, path: Path, prompt: str | None, several: bool) -> str:
