@@ -128,7 +128,10 @@ class ResumeIndex:
         covered = self._coverage
         if covered is not None and (now.st_dev, now.st_ino, now.st_size) == (covered.device, covered.inode, covered.offset):
             return
-        type(self).from_output(self._out, keep=True)
+        try:
+            type(self).from_output(self._out, keep=True)
+        except OSError:
+            pass  # the output went away or cannot be read now: the next run reads what is there
 
     def add(self, record: dict[str, Any]) -> None:
         """Take a record into account (one read back, or one just written)."""
