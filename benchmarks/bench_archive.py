@@ -158,4 +158,4 @@ if __name__ == "__main__":
     from benchmarks.run import format_table
 
     for result in run():
-        print(format_table(result), json.dumps(result.rows) and "", sep="\n")
+        print(format_table(result), end="\n\n")
