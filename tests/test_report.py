@@ -210,3 +210,67 @@ def test_lines_that_are_not_records_are_said_and_a_file_of_none_is_refused(run_o
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert "vl2 report" in build_report(empty, max_sheets=0)  # a run that found nothing: an empty report
+
+
+def _report_data(html: str) -> dict[str, Any]:
+    start = html.index('<script type="application/json" id="data">') + len('<script type="application/json" id="data">')
+    return json.loads(html[start:html.index("</script>", start)])
+
+
+def _many_records(tmp_path: Path, count: int) -> Path:
+    """`count` units of work (no media behind them), every 7th a failure, the first one recorded twice."""
+    gone = tmp_path / "gone.mp4"
+    lines = []
+    for i in range(count):
+        failed = i % 7 == 3
+        record = build_record(REQUEST, path=f"{gone}.{i:06d}.mp4", stamp=None, vl2_version="test",
+                              output=None if failed else f"caption number {i}", modality=None if failed else "video",
+                              error={"code": "corrupt_media", "message": f"damaged {i}"} if failed else None)
+        lines.append(json.dumps(record))
+    lines.insert(5, lines[0].replace("caption number 0", "the latest caption"))  # a later record of unit 0
+    results = tmp_path / "many.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    return results
+
+
+def test_a_large_report_is_files_the_first_page_linking_the_rest(tmp_path: Path) -> None:
+    from vl2cli.report.page import FILE_ROW_BYTES, LISTED_FAILURES, ROWS_PER_FILE
+
+    count = 2 * ROWS_PER_FILE + 2_345
+    report = write_report(_many_records(tmp_path, count), tmp_path / "big.html", max_sheets=0)
+    first = _report_data(report.read_text())
+    assert report.stat().st_size < FILE_ROW_BYTES + 256 * 1024  # the first page is bounded, whatever the run's size
+    assert first["summary"]["records"] == count and first["summary"]["failed"] == len(range(3, count, 7))
+    assert [file["href"] for file in first["files"]] == ["big.html", "big-2.html", "big-3.html"]
+    assert len(first["failures"]) == LISTED_FAILURES and first["failures"][0]["path"].endswith(".000003.mp4")
+    seen = list(first["rows"])
+    for number, file in enumerate(first["files"][1:], start=2):
+        data = _report_data((tmp_path / file["href"]).read_text())
+        assert data["file"]["number"] == number and data["file"]["home"] == "big.html" and data["summary"] is None
+        assert data["file"]["next"] == (f"big-{number + 1}.html" if number < 3 else None)
+        assert [row["i"] for row in data["rows"]] == list(range(file["first"], file["last"] + 1))
+        seen += data["rows"]
+    assert [row["i"] for row in seen] == list(range(count))  # every row once, in order
+    assert seen[0]["output"] == "the latest caption"  # the latest record of a unit of work, at its first place
+    assert [row["path"] for row in seen] == [f"{tmp_path / 'gone.mp4'}.{i:06d}.mp4" for i in range(count)]
+
+
+@needs_browser
+def test_the_files_of_a_large_report_link_to_each_other(browser: Any, tmp_path: Path) -> None:
+    from vl2cli.report.page import ROWS_PER_FILE
+
+    report = write_report(_many_records(tmp_path, ROWS_PER_FILE + 50), tmp_path / "big.html", max_sheets=0)
+    page = browser.new_page()
+    _open(page, report)
+    assert "failures (the first" in page.locator("#failures").inner_text()
+    page.click(f"#files a:has-text('{ROWS_PER_FILE + 1}–{ROWS_PER_FILE + 50}')")
+    page.wait_for_selector("#rows tr")
+    assert page.url.endswith("big-2.html")
+    assert page.locator("#rows tr").count() == 50
+    assert page.locator("#rows tr").first.get_attribute("data-index") == str(ROWS_PER_FILE)
+    page.fill("#search", f"caption number {ROWS_PER_FILE + 49}")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    page.click("#files a:has-text('first page')")
+    page.wait_for_selector("#rows tr")
+    assert page.url.endswith("big.html") and page.locator("#rows tr").count() == PAGE_SIZE
+    page.close()

@@ -53,10 +53,18 @@ class Discovery:
     warnings: list[WalkWarning] = field(default_factory=list)
 
 
+_KIND_BY_EXTENSION = {suffix: kind for kind, suffixes in EXTENSIONS_BY_KIND.items() for suffix in suffixes}
+
+
 def kind_from_extension(path: str | Path) -> str | None:
     """The media kind a file name suggests, or None when the extension is not one we know."""
-    suffix = Path(path).suffix.lower()
-    return next((kind for kind, suffixes in EXTENSIONS_BY_KIND.items() if suffix in suffixes), None)
+    return _KIND_BY_EXTENSION.get(Path(path).suffix.lower())
+
+
+def _kind_of_name(name: str) -> str | None:
+    """`kind_from_extension` of a bare file name, in string operations (the walk asks it of every file)."""
+    dot = name.rfind(".")
+    return _KIND_BY_EXTENSION.get(name[dot:].lower()) if 0 < dot < len(name) - 1 else None
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
@@ -82,6 +90,7 @@ def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include:
     held, so the walk of a million-file archive starts yielding at once and in flat memory.
     """
     seen_folders: set[tuple[int, int]] = set()
+    root_prefix = len(os.path.join(str(root), ""))
 
     def visit(folder: Path) -> Iterator[Path]:
         try:
@@ -104,23 +113,23 @@ def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include:
         for name, entry in children:
             if name.startswith("."):
                 continue
-            path = Path(entry.path)
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
                 is_file = not is_dir and entry.is_file(follow_symlinks=True)
             except OSError as exc:
                 reason = "symlink_loop" if entry.is_symlink() else "unreadable_folder"
-                warn(WalkWarning(str(path), reason, f"{path}: cannot follow ({exc.strerror})"))
+                warn(WalkWarning(entry.path, reason, f"{entry.path}: cannot follow ({exc.strerror})"))
                 continue
             if is_dir:
                 if recursive:
-                    yield from visit(path)
+                    yield from visit(Path(entry.path))
             elif is_file:
-                relative = path.relative_to(root).as_posix()
-                if kind_from_extension(path) in kinds and _selected(relative, include, exclude):
-                    yield path
+                # string operations, not pathlib: this runs for every file of an archive, done or not
+                if _kind_of_name(name) in kinds and (not (include or exclude) or _selected(
+                        entry.path[root_prefix:].replace(os.sep, "/"), include, exclude)):
+                    yield Path(entry.path)
             elif entry.is_symlink():
-                warn(WalkWarning(str(path), "broken_symlink", f"{path}: broken symlink; skipped"))
+                warn(WalkWarning(entry.path, "broken_symlink", f"{entry.path}: broken symlink; skipped"))
 
     yield from visit(root)
 

@@ -201,7 +201,8 @@ class BatchRun:
         self._runner = stack.enter_context(engine_runner(settings))
         if settings.out != STDOUT_NAME:
             stack.enter_context(OutputLock(settings.out))
-            self.index = ResumeIndex.from_output(settings.out)
+            self.index = ResumeIndex.from_output(settings.out, keep=True)  # under the lock: it may write the sidecar
+            stack.callback(self.index.save)  # before the lock is released: the sidecar catches up with this run
             if (skipped := self.index.skipped.describe(settings.out)) is not None:
                 notice("warning", skipped)
         if self.write_jsonl:

@@ -17,9 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
-from huggingface_hub.constants import HF_HUB_CACHE
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from ..errors import CheckpointError, HubResolutionError
 from .hub import CHECKPOINT_PATTERNS, hub_offline
@@ -108,11 +105,20 @@ class ModelRequirements:
 
 def cache_folder() -> Path:
     """The hub cache vl2 reads: HF_HUB_CACHE now (tests and users switch it), else huggingface_hub's."""
-    return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE)
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE)
 
 
 def cached_snapshot(repo_id: str, *, revision: str | None = None) -> Path | None:
     """The cached snapshot folder of a hub repo, or None; never downloads."""
+    # huggingface_hub is imported only when a hub repo is looked up: a run from a local folder (a nightly
+    # rerun's usual model) never pays its 0.1 s and ~10 MB
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
                                       cache_dir=os.environ.get("HF_HUB_CACHE") or None))
@@ -231,6 +237,9 @@ def fetch_requirements(model: str, *, revision: str | None = None, lavis_dir: st
                        llm: str | None = None, on_fetch: Callable[[RepoNeed], None] | None = None) -> ModelRequirements:
     """Download every missing hub repo `model` needs through huggingface_hub (its own progress bars on
     stderr); what is still missing afterwards (files not on the hub) is in the returned requirements."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
     fetched: set[str] = set()
     for _ in range(FETCH_ROUNDS):
         needs = model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)

@@ -6,19 +6,39 @@ The merged file is a new, derived file: it is written whole to a temporary name 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic_files import replacing
 from ..errors import Vl2Error
-from .record import ResumeKey, key_of_record, printable
-from .reader import SkippedLines, read_records
+from .latest import LatestRecords
+from .record import key_of_record, printable
 from .writer import encode_record
 
 MergeFormat = Literal["jsonl", "parquet"]
 MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
+
+
+class MergedRecords(Sequence):
+    """The kept records, read back from their outputs one at a time (never all held in memory)."""
+
+    def __init__(self, latest: LatestRecords, places: list[int]) -> None:
+        self._latest = latest
+        self._places = places
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        return next(iter(self._latest.records_at([self._places[index]])))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._latest.records_at(self._places)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Iterable) else NotImplemented
 
 
 @dataclass
@@ -26,10 +46,17 @@ class Merged:
     """The records kept (one per resume key, ordered by path) and how many lines were not records
     (`warnings`: one line per input file that had some, naming them)."""
 
-    records: list[dict[str, Any]]
+    records: Sequence[dict[str, Any]]
     superseded: int
     foreign: int
     warnings: list[str] = field(default_factory=list)
+
+
+def _walk_order(record: dict[str, Any]) -> tuple[str, str]:
+    """Sorts as (path components, rest of the key) do: "/" made the lowest character, so a folder's
+    files come before a sibling name that merely starts with the folder's name (a/b.png before a.png)."""
+    key = key_of_record(record)
+    return str(record["path"]).replace("/", "\0"), repr(key[1:] if key is not None else ())
 
 
 def latest_records(paths: Iterable[str | Path]) -> Merged:
@@ -37,24 +64,15 @@ def latest_records(paths: Iterable[str | Path]) -> Merged:
 
     Order: by path, component by component — the order a walk of one folder gives (names sorted per
     folder, depth first) — then by the rest of the key, so equal inputs always merge to equal bytes.
+    Memory: a digest and a place per key, then one sort key (path and request) per kept record.
     """
-    latest: dict[ResumeKey, dict[str, Any]] = {}
-    seen = foreign = 0
-    warnings = []
-    for path in paths:
-        skipped = SkippedLines()
-        for record in read_records(path, on_skipped=skipped):
-            key = key_of_record(record)  # every record the reader passes has one (file: null ones too)
-            if key is None:
-                foreign += 1
-                continue
-            seen += 1
-            latest[key] = record
-        foreign += len(skipped)
-        if (warning := skipped.describe(path)) is not None:
-            warnings.append(warning)
-    ordered = sorted(latest.items(), key=lambda item: (PurePath(item[0][0]).parts, repr(item[0][1:])))
-    return Merged([record for _, record in ordered], seen - len(latest), foreign, warnings)
+    latest = LatestRecords.scan(paths)
+    warnings = [warning for path, skipped in zip(latest.sources, latest.skipped)
+                if (warning := skipped.describe(path)) is not None]
+    foreign = sum(len(skipped) for skipped in latest.skipped)
+    ordered = sorted((_walk_order(record), place) for place, record in latest.placed_records(latest.places)
+                     if record is not None)
+    return Merged(MergedRecords(latest, [place for _, place in ordered]), latest.superseded, foreign, warnings)
 
 
 def _replace_with(out: Path, write: Any) -> None:
@@ -64,7 +82,7 @@ def _replace_with(out: Path, write: Any) -> None:
         write(temp)
 
 
-def write_jsonl(records: list[dict[str, Any]], out: str | Path) -> None:
+def write_jsonl(records: Iterable[dict[str, Any]], out: str | Path) -> None:
     """The records as one JSONL file (the writer's own line encoding)."""
     def write(temp: Path) -> None:
         with open(temp, "wb") as handle:
@@ -74,8 +92,9 @@ def write_jsonl(records: list[dict[str, Any]], out: str | Path) -> None:
     _replace_with(Path(out), write)
 
 
-def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
-    """The records as one Parquet table: one row per record, nested objects as structs (needs pyarrow)."""
+def write_parquet(records: Iterable[dict[str, Any]], out: str | Path) -> None:
+    """The records as one Parquet table: one row per record, nested objects as structs (needs pyarrow;
+    the table is built whole in memory, unlike JSONL, which is written a record at a time)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -89,7 +108,7 @@ def write_parquet(records: list[dict[str, Any]], out: str | Path) -> None:
     _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
 
 
-def write_merged(records: list[dict[str, Any]], out: str | Path, fmt: MergeFormat = "jsonl") -> None:
+def write_merged(records: Iterable[dict[str, Any]], out: str | Path, fmt: MergeFormat = "jsonl") -> None:
     """Write merged records in `fmt`."""
     if fmt not in MERGE_FORMATS:
         raise Vl2Error(f"format: {fmt!r} is not one of {', '.join(MERGE_FORMATS)}")

@@ -42,20 +42,22 @@ class SkippedLines:
     """The lines a read skipped (a callable: pass it as `on_skipped`)."""
 
     lines: list[SkippedLine] = field(default_factory=list)
+    #: skipped lines counted but not kept (a resume index remembers only the first NAMED_LINES)
+    uncounted: int = 0
 
     def __call__(self, line: SkippedLine) -> None:
         self.lines.append(line)
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.lines) + self.uncounted
 
     def describe(self, path: str | Path) -> str | None:
         """One warning naming the skipped lines (None when none was): count, first line numbers, first reason."""
         if not self.lines:
             return None
         numbers = ", ".join(str(line.number) for line in self.lines[:NAMED_LINES])
-        more = f" and {len(self.lines) - NAMED_LINES} more" if len(self.lines) > NAMED_LINES else ""
-        return (f"{path}: skipped {len(self.lines)} line(s) that are not vl2 records (line {numbers}{more}; "
+        more = f" and {len(self) - NAMED_LINES} more" if len(self) > NAMED_LINES else ""
+        return (f"{path}: skipped {len(self)} line(s) that are not vl2 records (line {numbers}{more}; "
                 f"line {self.lines[0].number}: {self.lines[0].reason})")
 
 
@@ -88,33 +90,57 @@ def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
-def _lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
-    """(number, line) for every line; line None for one over MAX_LINE_BYTES (read past in chunks)."""
-    number = 0
+@dataclass
+class ReadPosition:
+    """Where a read starts and, as it goes, how far it has come: the byte offset just past the last
+    complete (newline-terminated) line and that line's number. A resume index reads on from here."""
+
+    offset: int = 0
+    line: int = 0
+    #: where the last line read (complete or not) starts: a record's own place in the file
+    start: int = 0
+
+
+def _lines(handle: Any, position: ReadPosition) -> Iterator[tuple[int, bytes | None]]:
+    """(number, line) for every line; line None for one over MAX_LINE_BYTES (read past in chunks).
+    `position` moves past each complete line before it is yielded."""
+    number = position.line
+    offset = position.offset
     while True:
         raw = handle.readline(MAX_LINE_BYTES + 1)
         if not raw:
             return
         number += 1
+        position.start = offset
+        offset += len(raw)
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while (chunk := handle.readline(_CHUNK)) and not chunk.endswith(b"\n"):
-                pass
+                offset += len(chunk)
+            offset += len(chunk)
+            if chunk.endswith(b"\n"):
+                position.offset, position.line = offset, number
             yield number, None
             continue
+        if raw.endswith(b"\n"):
+            position.offset, position.line = offset, number
         yield number, raw
 
 
-def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] | None = None
-                 ) -> Iterator[dict[str, Any]]:
+def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] | None = None,
+                 position: ReadPosition | None = None) -> Iterator[dict[str, Any]]:
     """Every record of a vl2 JSONL output in order; `on_skipped` hears of each non-blank line that is
     not a valid record (SkippedLines collects and describes them). An output that is not a regular
-    file (`--out /dev/stdout`, a FIFO) holds no records to read back: it is not read (nor waited on)."""
+    file (`--out /dev/stdout`, a FIFO) holds no records to read back: it is not read (nor waited on).
+    `position`: start there instead of at the top, and track how far the read got."""
+    position = position if position is not None else ReadPosition()
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return
     with os.fdopen(fd, "rb") as handle:
-        for number, raw in _lines(handle):
+        if position.offset:
+            handle.seek(position.offset)
+        for number, raw in _lines(handle, position):
             if raw is None:
                 if on_skipped is not None:
                     on_skipped(SkippedLine(number, f"longer than {MAX_LINE_BYTES} bytes"))

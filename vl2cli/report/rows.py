@@ -1,10 +1,13 @@
 """A run's JSONL as report rows and a summary: the latest record per unit of work, in output order.
 
-Pure data (no HTML, no decoding), so the numbers the page shows are tested on their own.
+Pure data (no HTML, no decoding), so the numbers the page shows are tested on their own. The report
+reads an output through output.latest (a place per key, records read back one at a time) and counts
+with SummaryCounter; `latest_records` is the same rule for records already in memory.
 """
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,22 +69,59 @@ def _seconds(milliseconds: Any) -> float:
     return seconds if math.isfinite(seconds) else 0.0
 
 
-def summarise(rows: list[dict[str, Any]]) -> Summary:
-    """Counts, failures by error code and throughput (files per second between the first and the last
-    record, the first record's own processing time included)."""
-    summary = Summary(records=len(rows))
-    summary.files = len({row.get("path") for row in rows})
-    summary.segments = sum(row.get("segment") is not None for row in rows)
-    codes = Counter((row.get("error") or {}).get("code", "unknown") for row in rows if row.get("error") is not None)
-    summary.failed = sum(codes.values())
-    summary.succeeded = summary.records - summary.failed
-    summary.failures_by_code = dict(codes.most_common())
-    summary.tasks = sorted({str(row.get("task")) for row in rows if row.get("task")})
-    summary.models = sorted({str((row.get("model") or {}).get("id")) for row in rows if row.get("model")})
-    times = sorted(t for t in (_created(row) for row in rows) if t is not None)
-    if times:
-        first_total = _seconds((rows[0].get("timings_ms") or {}).get("total"))
-        span = (times[-1] - times[0]).total_seconds() + first_total
-        summary.span_s = span
-        summary.files_per_s = summary.files / span if span > 0 else None
-    return summary
+class SummaryCounter:
+    """A Summary built a record at a time, so a report never holds its rows to count them (files are told
+    apart by a hash of their path, kept in an array: 8 bytes each)."""
+
+    def __init__(self) -> None:
+        self._summary = Summary()
+        self._paths = array("q")  # a hash per record; told apart at the end (8 bytes each, not a set's ~60)
+        self._codes: Counter[str] = Counter()
+        self._tasks: set[str] = set()
+        self._models: set[str] = set()
+        self._first_total: float | None = None
+        self._earliest: datetime | None = None
+        self._latest: datetime | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        summary = self._summary
+        summary.records += 1
+        self._paths.append(hash(row.get("path")))
+        summary.segments += row.get("segment") is not None
+        if row.get("error") is not None:
+            self._codes[(row.get("error") or {}).get("code", "unknown")] += 1
+        if row.get("task"):
+            self._tasks.add(str(row.get("task")))
+        if row.get("model"):
+            self._models.add(str((row.get("model") or {}).get("id")))
+        if self._first_total is None:
+            self._first_total = _seconds((row.get("timings_ms") or {}).get("total"))
+        when = _created(row)
+        if when is not None:
+            self._earliest = when if self._earliest is None or when < self._earliest else self._earliest
+            self._latest = when if self._latest is None or when > self._latest else self._latest
+
+    def summary(self) -> Summary:
+        """Counts, failures by error code and throughput (files per second between the first and the last
+        record, the first record's own processing time included)."""
+        summary = self._summary
+        import numpy as np
+
+        summary.files = len(np.unique(np.frombuffer(self._paths, dtype=np.int64))) if self._paths else 0
+        summary.failed = sum(self._codes.values())
+        summary.succeeded = summary.records - summary.failed
+        summary.failures_by_code = dict(self._codes.most_common())
+        summary.tasks, summary.models = sorted(self._tasks), sorted(self._models)
+        if self._earliest is not None and self._latest is not None:
+            span = (self._latest - self._earliest).total_seconds() + (self._first_total or 0.0)
+            summary.span_s = span
+            summary.files_per_s = summary.files / span if span > 0 else None
+        return summary
+
+
+def summarise(rows: Iterable[dict[str, Any]]) -> Summary:
+    """Counts, failures by error code and throughput of these rows (see SummaryCounter)."""
+    counter = SummaryCounter()
+    for row in rows:
+        counter.add(row)
+    return counter.summary()

@@ -33,7 +33,7 @@ from ..atomic_files import write_atomically
 from ..errors import ShardError
 from ..bounded_files import read_small_file
 from ..output.lock import lock_path_for
-from ..output.reader import SkippedLines, read_records
+from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME
 
 log = logging.getLogger(__name__)
@@ -290,8 +290,10 @@ class ShardFolder:
             shard = Shard(index, layout["shards"])
             marker = self._marker(shard)
             part = self.part_path(shard)
-            skipped = SkippedLines()
-            records = sum(1 for _ in read_records(part, on_skipped=skipped)) if part.exists() else 0
+            # units of work with a record (the latest per key, as resume and merge count them), read through
+            # the part's resume index: a finished part costs its sidecar, not a parse of every line
+            resume = ResumeIndex.from_output(part)
+            records, skipped = len(resume), resume.skipped
             array_index, job = layout["array_min"] + index, None
             state: ShardStateName = ("complete" if marker is not None else "running" if self._locked(part)
                                      else "incomplete" if part.exists() else "missing")

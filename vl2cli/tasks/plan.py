@@ -115,9 +115,11 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
                 yield PlannedFile(absolute, None, FileOutcome(absolute, record.as_dict()), requests=(each,))
             continue
         pending = []
+        # the walk's own Path when it is already the absolute one (no new object per file already done)
+        where = path if isinstance(path, Path) and str(path) == stamp.path else Path(stamp.path)
         for each in requests:
             if is_done is not None and is_done(resume_key(stamp, each)):
-                yield PlannedFile(Path(stamp.path), stamp, FileOutcome(Path(stamp.path), None), requests=(each,))
+                yield PlannedFile(where, stamp, FileOutcome(where, None), requests=(each,))
             else:
                 pending.append(each)
         if not pending:
@@ -125,7 +127,7 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
         if segmenting is not None:
             yield from plan_segments(stamp, requests[0], segmenting, is_done, known_segments)
             continue
-        yield PlannedFile(Path(stamp.path), stamp, requests=tuple(pending) if several else ())
+        yield PlannedFile(where, stamp, requests=tuple(pending) if several else ())
 
 
 def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,
