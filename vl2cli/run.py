@@ -85,14 +85,17 @@ def run_options(settings: Settings) -> RunOptions:
 
 def lazy_model(settings: Settings) -> LazyModel:
     """The checkpoint's identity now (no torch); its weights when a file first needs them."""
+    from .loading import v1_locations
+    from .runners.engines import model_load_options
+
     def load() -> Any:
         from .loading import load_model
 
-        return load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-                          frames=settings.frames, encoder_backend=settings.encoder_backend,
-                          device_map=settings.device_map, export_dir=settings.export_dir, engine_dir=settings.engine_dir)
+        return load_model(**model_load_options(settings))  # type: ignore[arg-type]
 
-    return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load)
+    return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load,
+                     locations=v1_locations(home=settings.home, v1_llm=settings.v1_llm,
+                                            v1_lavis_dir=settings.v1_lavis_dir))
 
 
 

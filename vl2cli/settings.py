@@ -96,7 +96,10 @@ DEFAULT_REPORT_OUT = "report.html"
 
 #: Help panels: the groups settings are shown in by `--help` and listed by in docs/cli.md.
 MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT = "Model", "Inputs", "Run", "Output", "Segments", "Export", "Report"
-GROUPS = (MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT)
+V1 = "Video-LLaMA v1"
+GROUPS = (MODEL, V1, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT)
+#: Attention heads an encoder of another width than the released ones may declare (they are not in its files).
+MAX_ENCODER_HEADS = 1024
 #: The metadata keys every setting declares (`_setting`); tests/test_settings.py checks they are complete.
 METADATA_KEYS = ("help", "flags", "group", "choices", "unset", "range", "hint")
 
@@ -130,6 +133,19 @@ class Settings:
                                       unset="export/ under $VL2_HOME, the checkout or ~/.cache/vl2")
     engine_dir: str | None = _setting(None, "where `vl2 export` writes TensorRT engines", "--engine-dir", group=MODEL,
                                       unset="engines/ beside export/")
+    home: str | None = _setting(None, "root of export/, engines/ and Video-LLaMA's lavis/ folders", "--home",
+                                group=MODEL, unset="the source checkout, else ~/.cache/vl2")
+    v1_llm: str | None = _setting(None, "the LLaMA/Vicuna folder of a checkpoint folder that holds none", "--v1-llm",
+                                  group=V1, unset="the LLaMA folder inside the checkpoint folder")
+    v1_lavis_dir: str | None = _setting(None, "a folder holding eva_vit_g.pth and blip2_pretrained_flant5xxl.pth",
+                                        "--v1-lavis-dir", group=V1,
+                                        unset="beside the checkpoints, then lavis/ under the home folder")
+    v1_eva_heads: int | None = _setting(None, "attention heads of an EVA ViT of another width than the released",
+                                        "--v1-eva-heads", group=V1, unset="the released width's",
+                                        range=Range(1, MAX_ENCODER_HEADS))
+    v1_imagebind_heads: int | None = _setting(None, "attention heads of an ImageBind audio encoder of another width",
+                                              "--v1-imagebind-heads", group=V1, unset="the released width's",
+                                              range=Range(1, MAX_ENCODER_HEADS))
     frames: int | None = _setting(None, "frames per video", "--frames", group=MODEL, unset="the model's num_frames",
                                   range=Range(1, FRAMES_LIMIT))
     modality: str = _setting("auto", "what of each file the model sees", "--modality", group=MODEL,
@@ -220,6 +236,12 @@ RANGES: dict[str, Range] = {name: meta["range"] for name, meta in _METADATA.item
 
 _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
                    "export_dir", "engine_dir")
+#: Where a model's files are found: the home folder and Video-LLaMA v1's LLM and LAVIS files.
+_LOCATION_SETTINGS = ("home", "v1_llm", "v1_lavis_dir")
+#: Settings no command takes as a flag (set once per machine or model: their VL2_* variable or the config
+#: file; `config show` lists and takes every setting). The home folder and v1 files are flags of the
+#: commands that only locate files; a run's --help stays short (tests/test_cli_help.py).
+UNFLAGGED_SETTINGS = (*_LOCATION_SETTINGS, "v1_eva_heads", "v1_imagebind_heads")
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _INPUT_SETTINGS = ("include", "exclude", "kinds", "recursive", "files_from")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, *_INPUT_SETTINGS, "batch_size", "workers",
@@ -316,14 +338,22 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     if base is int:
         if isinstance(value, bool) or not (isinstance(value, int) or from_text):
             raise ValueError("must be an integer")
-        return int(value)
+        return _parsed(int, value, "must be an integer")
     if base is float:
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
             raise ValueError("must be a number")
-        return float(value)
+        return _parsed(float, value, "must be a number")
     if not isinstance(value, str):
         raise ValueError("must be a string")
     return value
+
+
+def _parsed(kind: type, value: Any, expected: str) -> Any:
+    """`kind(value)`, its failure said as the setting's expectation (not Python's `invalid literal` text)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(expected) from None
 
 
 def _validate(settings: Settings) -> None:
@@ -416,6 +446,23 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise Vl2Error(f"{var}={env[var]!r}: {exc}") from None
     return values
+
+
+def setting_from_env(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting from its `VL2_*` variable alone (its default when unset), range-checked: for library
+    calls made without resolved settings, e.g. `vl2cli.load_model` honouring VL2_HOME and VL2_V1_LLM."""
+    env = os.environ if env is None else env
+    var = env_var_name(name)
+    if var not in env:
+        return getattr(Settings(), name)
+    try:
+        value = _coerce(name, env[var], from_text=True)
+    except ValueError as exc:
+        raise Vl2Error(f"{var}={env[var]!r}: {exc}") from None
+    allowed = RANGES.get(name)
+    if value is not None and allowed is not None and not allowed.holds(value):
+        raise Vl2Error(f"{var}={env[var]!r}: must be {allowed.text()}")
+    return value
 
 
 def resolve_settings(
