@@ -93,6 +93,8 @@ DEFAULT_MAX_SHEETS = 2000
 #: More rows than any report page holds sheets for: the bound only refuses nonsense.
 MAX_SHEETS_LIMIT = 10**6
 DEFAULT_REPORT_OUT = "report.html"
+#: `vl2 merge`: the merged file's formats (parquet needs pyarrow).
+MERGE_FORMATS = ("jsonl", "parquet")
 
 #: Help panels: the groups settings are shown in by `--help` and listed by in docs/cli.md.
 MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT = "Model", "Inputs", "Run", "Output", "Segments", "Export", "Report"
@@ -226,6 +228,19 @@ class Settings:
     report_out: str = _setting(DEFAULT_REPORT_OUT, "the HTML file to write", "--out", "-o", group=REPORT)
     max_sheets: int = _setting(DEFAULT_MAX_SHEETS, "rows that get a contact sheet (each decodes its frames again)",
                                "--max-sheets", group=REPORT, range=Range(0, MAX_SHEETS_LIMIT))
+    # the helper commands' own settings: their --out (and inspect's --model) mean another thing, or have
+    # another default, than the run commands' ones of the same flag
+    merge_out: str | None = _setting(None, "merge: the merged file (written whole, then renamed into place)",
+                                     "--out", "-o", group=OUTPUT, unset="required")
+    merge_format: str = _setting("jsonl", "merge: jsonl or parquet (needs pyarrow)", "--format", group=OUTPUT,
+                                 choices=MERGE_FORMATS)
+    inspect_out: str | None = _setting(None, "inspect: folder for inspect.json, the frame PNGs and the WAV",
+                                       "--out", "-o", group=OUTPUT, unset="required")
+    inspect_model: str | None = _setting(None, "inspect: take the frame count from this checkpoint's config "
+                                         "(no weights are loaded)", "--model", group=MODEL,
+                                         unset="none: frames, else 8")
+    convert_out: str | None = _setting(None, "convert: new folder for the safetensors copy", "--out", group=OUTPUT,
+                                       unset="required")
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
@@ -239,14 +254,27 @@ _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "f
 #: Where a model's files are found: the home folder and Video-LLaMA v1's LLM and LAVIS files.
 _LOCATION_SETTINGS = ("home", "v1_llm", "v1_lavis_dir")
 #: Settings no command takes as a flag (set once per machine or model: their VL2_* variable or the config
-#: file; `config show` lists and takes every setting). The home folder and v1 files are flags of the
-#: commands that only locate files; a run's --help stays short (tests/test_cli_help.py).
-UNFLAGGED_SETTINGS = (*_LOCATION_SETTINGS, "v1_eva_heads", "v1_imagebind_heads")
+#: file; `config show` lists every setting). The home folder and v1 files are flags of `vl2 convert`
+#: only: a run's --help stays short (tests/test_cli_help.py).
+UNFLAGGED_SETTINGS = ("v1_eva_heads", "v1_imagebind_heads")
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _INPUT_SETTINGS = ("include", "exclude", "kinds", "recursive", "files_from")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, *_INPUT_SETTINGS, "batch_size", "workers",
                  "decode_timeout", "video_backend", "quiet", "log_files", "shard", "engine", "ray_address", "actors",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
+def _first_to_claim_their_flags(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings none of whose flags an earlier one declares: `config show --model` must set `model`,
+    not `inspect_model` (click lets the option declared last take a flag two options declare)."""
+    claimed: set[str] = set()
+    kept = []
+    for name in names:
+        flags = {flag for spec in _METADATA[name]["flags"] for flag in spec.split("/")}
+        if not flags & claimed:
+            kept.append(name)
+        claimed |= flags
+    return tuple(kept)
+
+
 #: Which settings each command takes as flags (the rest still come from the environment and config file);
 #: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -257,7 +285,12 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "export": ("model", "revision", "device", "export_dir", "engine_dir", "precision", "components", "max_batch",
                "engines", "gpu_targets"),
     "report": ("report_out", "max_sheets", "video_backend"),
-    "config show": SETTING_NAMES,
+    "merge": ("merge_out", "merge_format"),
+    "inspect": ("inspect_out", "inspect_model", "frames", "segment", "segment_overlap", "segment_min", "segment_max",
+                "video_backend"),
+    "convert": ("convert_out", *_LOCATION_SETTINGS),
+    "shards": (),
+    "config show": _first_to_claim_their_flags(SETTING_NAMES),
 }
 
 
