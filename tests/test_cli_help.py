@@ -16,7 +16,8 @@ from vl2cli.settings import COMMAND_SETTINGS, setting_flag
 from vl2cli.settings import DEFAULT_MAX_NEW_TOKENS
 from vl2cli.commands.exit_codes import EXIT_FATAL
 
-COMMANDS = (["caption"], ["ask"], ["classify"], ["chat"], ["config", "show"], ["export"], ["report"])
+COMMANDS = (["caption"], ["ask"], ["classify"], ["chat"], ["config", "show"], ["export"], ["report"], ["merge"],
+            ["inspect"], ["convert"], ["shards"])
 runner = CliRunner()
 
 
@@ -26,7 +27,7 @@ def _help(*command: str) -> str:
     return result.output
 
 
-@pytest.mark.parametrize("command", [[], *COMMANDS, ["convert"]], ids=lambda c: " ".join(c) or "vl2")
+@pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "vl2")
 def test_switches_have_no_value_placeholder(command: list[str]) -> None:
     assert "<bool>" not in _help(*command)
 
@@ -125,8 +126,7 @@ def test_every_option_of_a_command_is_generated_from_its_setting() -> None:
             assert getattr(param, "rich_help_panel", None) == setting_metadata(param.name)["group"]
 
 
-@pytest.mark.parametrize("command", [[], *COMMANDS, ["shards"], ["merge"], ["inspect"], ["convert"]],
-                         ids=lambda c: " ".join(c) or "vl2")
+@pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "vl2")
 def test_no_command_lists_shell_completion_options(command: list[str]) -> None:
     text = _help(*command)
     assert "--install-completion" not in text and "--show-completion" not in text
@@ -145,3 +145,12 @@ def test_an_option_of_another_command_names_that_command(tmp_path: Path) -> None
     result = runner.invoke(app, ["caption", str(tmp_path), "--labels", "a,b"])
     assert result.exit_code == 2
     assert "it is an option of vl2 classify" in result.output and "--frames" not in result.output
+
+
+def test_config_show_gives_a_flag_two_settings_declare_to_the_runs_setting() -> None:
+    """`--model` is the runs' model and inspect's own; `--out` the runs', report's, merge's...: config show
+    takes each flag for the setting declared first (click would let the last one declared take it)."""
+    result = runner.invoke(app, ["config", "show", "--model", "m", "--out", "o.jsonl"], env={"VL2_INSPECT_MODEL": None})
+    assert result.exit_code == 0, result.output
+    assert "model: m  # flag" in result.output and "out: o.jsonl  # flag" in result.output
+    assert "inspect_model: null  # default" in result.output and "report_out: report.html  # default" in result.output

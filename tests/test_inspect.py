@@ -117,3 +117,23 @@ def test_inspect_refuses_a_missing_file_and_an_out_of_range_frame_count(tmp_path
     Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(image)
     huge = RUNNER.invoke(app, ["inspect", str(image), "--out", str(tmp_path / "h"), "--frames", "1000000"])
     assert huge.exit_code == 2 and "at most 512" in huge.output and not (tmp_path / "h").exists()
+
+
+def test_inspect_takes_its_options_from_the_settings_layers(tmp_path: Path) -> None:
+    """inspect's options are settings: its --out and frames come from VL2_* and the config file too (a
+    flag still wins); without --out in any layer it is refused, and VL2_MODEL (the runs' model) is not
+    inspect's --model, which loads nothing by default."""
+    video = synth.write_video(tmp_path / "clip.mp4", codec="libsvtav1", frames=10, width=96, height=64)
+    config = tmp_path / "vl2.yaml"
+    config.write_text("frames: 3\n")
+    env = {"VL2_INSPECT_OUT": str(tmp_path / "from-env"), "VL2_MODEL": str(tmp_path / "no-such-checkpoint")}
+    result = RUNNER.invoke(app, ["inspect", str(video), "--config", str(config)], env=env)
+    assert result.exit_code == 0, result.output
+    seen = json.loads((tmp_path / "from-env" / "inspect.json").read_text())
+    assert len(seen["video"]["frames"]) == 3
+    flagged = RUNNER.invoke(app, ["inspect", str(video), "--config", str(config), "--frames", "2", "-o",
+                                  str(tmp_path / "flag")], env=env)
+    assert flagged.exit_code == 0, flagged.output
+    assert len(json.loads((tmp_path / "flag" / "inspect.json").read_text())["video"]["frames"]) == 2
+    missing = RUNNER.invoke(app, ["inspect", str(video)], env={"VL2_INSPECT_OUT": None})
+    assert missing.exit_code == 2 and "--out is required" in missing.output

@@ -136,9 +136,9 @@ def test_video_llama_names_bert_and_both_lavis_files_at_once(hub: Path, monkeypa
     assert "missing bert-base-uncased" in message
     assert "eva_vit_g.pth not found" in message and "blip2_pretrained_flant5xxl.pth not found" in message
     add_repo(hub, "bert-base-uncased", next((_v1() / "hub" / "models--bert-base-uncased" / "snapshots").iterdir()))
-    monkeypatch.setenv("VL2_V1_LAVIS_DIR", str(_v1() / "lavis"))
-    assert model_requirements(V1_ID).complete
-    assert CheckpointIdentity.resolve(V1_ID).revision == COMMIT
+    lavis = str(_v1() / "lavis")  # the v1_lavis_dir setting, passed to the model core as a plain parameter
+    assert model_requirements(V1_ID, lavis_dir=lavis).complete
+    assert CheckpointIdentity.resolve(V1_ID, lavis_dir=lavis).revision == COMMIT
 
 
 @needs_fixtures

@@ -177,7 +177,7 @@ def test_the_suite_runs_with_exports_outside_the_checkout() -> None:
 def test_every_setting_declares_complete_metadata() -> None:
     """One declaration per setting: flags, a help panel, help, an unset-default text where the default
     is None, a range for every number, choices only as a tuple of strings that holds the default."""
-    from vl2cli.settings import COMMAND_SETTINGS, GROUPS, METADATA_KEYS, RANGES, setting_type
+    from vl2cli.settings import COMMAND_SETTINGS, GROUPS, METADATA_KEYS, RANGES, UNFLAGGED_SETTINGS, setting_type
 
     for f in dataclasses.fields(Settings):
         meta = f.metadata
@@ -191,8 +191,8 @@ def test_every_setting_declares_complete_metadata() -> None:
             assert f.name in RANGES, f"{f.name}: every number has a range"
         if meta["choices"] is not None:
             assert isinstance(meta["choices"], tuple) and f.default in meta["choices"], f.name
-        assert any(f.name in taken for command, taken in COMMAND_SETTINGS.items() if command != "config show"), \
-            f"{f.name}: no command offers it"
+        offered = any(f.name in taken for command, taken in COMMAND_SETTINGS.items() if command != "config show")
+        assert offered or f.name in UNFLAGGED_SETTINGS, f"{f.name}: no command offers it"
 
 
 def test_no_command_offers_one_flag_twice() -> None:
@@ -224,3 +224,32 @@ def test_the_export_settings_choices_are_the_exporters() -> None:
     from vl2cli.settings import EXPORT_COMPONENTS, EXPORT_PRECISIONS
 
     assert EXPORT_COMPONENTS == ALL_COMPONENTS and EXPORT_PRECISIONS == PRECISIONS
+
+
+def test_the_home_and_v1_settings_keep_their_variables_and_reach_library_calls(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """VL2_HOME and the VL2_V1_* variables were read where they were used; as settings they keep their
+    names, and a library call without resolved settings (`vl2cli.loading`) still reads them."""
+    from vl2cli.exporting.locations import default_engine_dir, default_export_dir, vl2_home
+    from vl2cli.loading import v1_locations
+    from vl2cli.settings import setting_from_env
+
+    names = {"home": "VL2_HOME", "v1_llm": "VL2_V1_LLM", "v1_lavis_dir": "VL2_V1_LAVIS_DIR",
+             "v1_eva_heads": "VL2_V1_EVA_HEADS", "v1_imagebind_heads": "VL2_V1_IMAGEBIND_HEADS"}
+    assert {name: env_var_name(name) for name in names} == names
+    for name in ("export_dir", "engine_dir"):
+        monkeypatch.delenv(env_var_name(name), raising=False)
+    monkeypatch.setenv("VL2_HOME", str(tmp_path / "env-home"))
+    monkeypatch.setenv("VL2_V1_LLM", str(tmp_path / "vicuna"))
+    monkeypatch.delenv("VL2_V1_LAVIS_DIR", raising=False)
+    assert v1_locations() == {"home": str(tmp_path / "env-home"), "llm": str(tmp_path / "vicuna"), "lavis_dir": None}
+    assert v1_locations(home="given")["home"] == "given"
+    assert default_export_dir() == tmp_path / "env-home" / "export"  # unset export_dir: under the home folder
+    assert default_engine_dir(tmp_path / "given") == tmp_path / "given" / "engines"
+    assert vl2_home(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.setenv("VL2_V1_EVA_HEADS", "0")
+    with pytest.raises(Vl2Error, match="VL2_V1_EVA_HEADS='0': must be at least 1"):
+        setting_from_env("v1_eva_heads")
+    monkeypatch.setenv("VL2_V1_EVA_HEADS", "many")
+    with pytest.raises(Vl2Error, match="VL2_V1_EVA_HEADS='many': must be an integer"):
+        setting_from_env("v1_eva_heads")

@@ -365,3 +365,18 @@ def test_a_shard_recording_every_file_exits_0_with_its_failures_counted_and_an_e
     for name in SLURM:
         monkeypatch.delenv(name)
     assert execute("caption", [folder], plain, stderr=io.StringIO()) == EXIT_SOME_FAILED
+
+
+def test_merge_options_are_settings_and_its_out_is_required(tmp_path: Path) -> None:
+    """merge's --out and --format are settings of its own (the runs' --format takes srt|vtt, not parquet)."""
+    from typer.testing import CliRunner
+
+    from vl2cli.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["merge", str(tmp_path)], env={"VL2_MERGE_OUT": None})
+    assert missing.exit_code == 2 and "--out is required" in missing.output
+    bad = runner.invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path / "all.xml")],
+                        env={"VL2_MERGE_FORMAT": "xml"})
+    assert bad.exit_code == 2 and "merge_format: 'xml' is not one of jsonl, parquet" in bad.output
+    assert not (tmp_path / "all.xml").exists()

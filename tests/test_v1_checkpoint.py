@@ -80,14 +80,21 @@ def test_a_missing_lavis_file_is_named_with_where_to_get_it(fixture_copy, monkey
         _load(folder, fixture.name)
 
 
-def test_lavis_files_found_through_the_environment(fixture_copy, monkeypatch, tmp_path):
+def test_lavis_files_found_through_the_setting_and_its_variable(fixture_copy, monkeypatch, tmp_path):
+    """The model core takes the folder as a parameter; the library's loading layer reads VL2_V1_LAVIS_DIR."""
+    from vl2cli.loading import v1_locations
+
     fixture, root = fixture_copy
     folder = root / fixture.checkpoint_folder.relative_to(fixture.root)
     elsewhere = tmp_path / "lavis-files"
     shutil.move(str(root / fixture.lavis_folder.relative_to(fixture.root)), elsewhere)
-    monkeypatch.setenv("VL2_V1_LAVIS_DIR", str(elsewhere))
-    paths, _ = resolve_v1_paths(str(folder))
+    with pytest.raises(CheckpointError, match=r"eva_vit_g\.pth not found"):
+        resolve_v1_paths(str(folder))
+    paths, _ = resolve_v1_paths(str(folder), lavis_dir=str(elsewhere))
     assert paths.eva.parent == elsewhere.resolve() and paths.blip2.parent == elsewhere.resolve()
+    monkeypatch.setenv("VL2_V1_LAVIS_DIR", str(elsewhere))
+    paths, _ = resolve_v1_paths(str(folder), **v1_locations())
+    assert paths.eva.parent == elsewhere.resolve()
 
 
 def test_a_checkpoint_for_another_llm_size_is_refused(fixture_copy):

@@ -144,7 +144,7 @@ def test_hub_id_resolves_through_the_cache_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("VL2_V1_LAVIS_DIR", str(fixture.lavis_folder))
 
-    identity = CheckpointIdentity.resolve(repo_id)
+    identity = CheckpointIdentity.resolve(repo_id, lavis_dir=str(fixture.lavis_folder))  # the model core: a parameter
     assert (identity.model_id, identity.revision, identity.family) == (repo_id, commit, "videollama")
     assert identity.has_audio == fixture.has_audio and identity.num_frames == 8
     model = api.load_model(repo_id, device="cpu", dtype="fp32")

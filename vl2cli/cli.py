@@ -247,6 +247,12 @@ def classify(**values: Any) -> None:
     raise typer.Exit(run_guarded(lambda: _run("classify", values)))
 
 
+_SHARD_FOLDER_PARAMETER = inspect.Parameter(
+    "folder", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False,
+                                              metavar="FOLDER")])
+
+
 @app.command("shards", cls=_Command, epilog=examples("vl2 shards out/"))
 def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)]) -> None:
     """Which shards of a sharded run are complete, and the --array expression that reruns the others."""
@@ -255,44 +261,49 @@ def shards(folder: Annotated[Path, typer.Argument(help="the --out folder of a sh
     raise typer.Exit(run_guarded(lambda: shards_report(folder)))
 
 
-@app.command("merge", cls=_Command, epilog=examples("vl2 merge out/ --out captions.parquet --format parquet"))
-def merge(
-    folder: Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the merged file (written whole, then renamed into place)",
-                                      show_default=False)],
-    format: Annotated[str, typer.Option("--format", help="jsonl or parquet (needs pyarrow)")] = "jsonl",
-) -> None:
+def _required(value: str | None, command: str, flag: str) -> str:
+    """A setting a command cannot run without (its --out), refused by name when unset in every layer."""
+    if value is None:
+        raise Vl2Error(f"{command}: {flag} is required")
+    return value
+
+
+@app.command("merge", cls=_Command, epilog=examples("vl2 merge out/ --out captions.parquet --format parquet",
+                                                    settings=True))
+@_with_settings("merge", _SHARD_FOLDER_PARAMETER)
+def merge(**values: Any) -> None:
     """Merge a sharded run's part files into one file: the last record per file and request, once."""
-    from .commands.shard_commands import merge_shards
+    def body() -> int:
+        from .commands.shard_commands import merge_shards
 
-    raise typer.Exit(run_guarded(lambda: merge_shards(folder, out, format)))  # type: ignore[arg-type]
+        settings = _resolve(values).settings
+        out = _required(settings.merge_out, "vl2 merge", "--out")
+        return merge_shards(values["folder"], out, settings.merge_format)  # type: ignore[arg-type]
+
+    raise typer.Exit(run_guarded(body))
 
 
+_INSPECT_FILE_PARAMETER = inspect.Parameter(
+    "file", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[Path, typer.Argument(help="the media file", show_default=False, metavar="FILE")])
 
-@app.command("inspect", cls=_Command, epilog=examples("vl2 inspect clip.vob --out seen/ --frames 16"))
-def inspect_file(
-    file: Annotated[Path, typer.Argument(help="the media file", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for inspect.json, the frame PNGs and the WAV",
-                                      show_default=False)],
-    model: Annotated[Optional[str], typer.Option("--model", help="take the frame count from this checkpoint's config "
-                                                 "(no weights are loaded)", show_default=False)] = None,
-    frames: Annotated[Optional[int], typer.Option("--frames", help="frames per video (default: the model's, else 8)",
-                                                  show_default=False)] = None,
-    segment: Annotated[Optional[str], typer.Option("--segment", help="inspect each window: a length (30s, 2m) or "
-                                                   "scenes", show_default=False)] = None,
-    segment_overlap: Annotated[Optional[str], typer.Option("--segment-overlap", show_default=False)] = None,
-    segment_min: Annotated[Optional[str], typer.Option("--segment-min", show_default=False)] = None,
-    segment_max: Annotated[Optional[str], typer.Option("--segment-max", show_default=False)] = None,
-    video_backend: Annotated[str, typer.Option("--video-backend", help="decord (upstream's reader, PyAV where it "
-                                               "misreads) or pyav")] = "decord",
-) -> None:
+
+@app.command("inspect", cls=_Command, epilog=examples("vl2 inspect clip.vob --out seen/ --frames 16", settings=True))
+@_with_settings("inspect", _INSPECT_FILE_PARAMETER)
+def inspect_file(**values: Any) -> None:
     """Write what the model is given from one file: the sampled frames as PNGs (decoded size, upright),
     the sound heard as a 16 kHz WAV, and inspect.json naming them with the probe and the notes."""
-    from .commands.inspect_command import run_inspect
+    def body() -> int:
+        from .commands.inspect_command import run_inspect
 
-    raise typer.Exit(run_guarded(lambda: run_inspect(file, out, model=model, frames=frames, segment=segment,
-                                                  overlap=segment_overlap, segment_min=segment_min,
-                                                  segment_max=segment_max, video_backend=video_backend)))
+        settings = _resolve(values).settings
+        out = Path(_required(settings.inspect_out, "vl2 inspect", "--out"))
+        return run_inspect(values["file"], out, model=settings.inspect_model, frames=settings.frames,
+                           segment=settings.segment, overlap=settings.segment_overlap,
+                           segment_min=settings.segment_min, segment_max=settings.segment_max,
+                           video_backend=settings.video_backend)
+
+    raise typer.Exit(run_guarded(body))
 
 
 @app.command("models", cls=_Command, epilog=examples("vl2 models", "vl2 models --json"))
@@ -375,16 +386,24 @@ def export(**values: Any) -> None:
     raise typer.Exit(run_guarded(body))
 
 
-@app.command("convert", cls=_Command, epilog=examples("vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b"))
-def convert(
-    model: Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="new folder for the safetensors copy", show_default=False)],
-) -> None:
+_CONVERT_MODEL_PARAMETER = inspect.Parameter(
+    "model", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML",
+                                             show_default=False, metavar="MODEL")])
+
+
+@app.command("convert", cls=_Command, epilog=examples(
+    "vl2 convert DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned --out ./video-llama-2-7b", settings=True))
+@_with_settings("convert", _CONVERT_MODEL_PARAMETER)
+def convert(**values: Any) -> None:
     """Write a safetensors copy of a Video-LLaMA (v1) model, which then loads without unpickling."""
     def body() -> int:
         from .api import convert_model
 
-        written = convert_model(model, out)
+        settings = _resolve(values).settings
+        out = Path(_required(settings.convert_out, "vl2 convert", "--out"))
+        written = convert_model(values["model"], out, home=settings.home, v1_llm=settings.v1_llm,
+                                v1_lavis_dir=settings.v1_lavis_dir)
         print(f"wrote {len(written)} files to {out}; use --model {out}")
         return EXIT_OK
 

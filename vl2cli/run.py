@@ -86,17 +86,19 @@ def run_options(settings: Settings) -> RunOptions:
 def lazy_model(settings: Settings, *, before_load: Callable[[], None] | None = None) -> LazyModel:
     """The checkpoint's identity now (no torch); its weights when a file first needs them (`before_load`
     first, the libraries imported: a console takes their loggers over)."""
+    from .loading import v1_locations
+    from .runners.engines import model_load_options
+
     def load() -> Any:
         from .loading import load_model
 
         if before_load is not None:
             before_load()
+        return load_model(**model_load_options(settings))  # type: ignore[arg-type]
 
-        return load_model(settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-                          frames=settings.frames, encoder_backend=settings.encoder_backend,
-                          device_map=settings.device_map, export_dir=settings.export_dir, engine_dir=settings.engine_dir)
-
-    return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load)
+    return LazyModel(settings.model, revision=settings.revision, frames=settings.frames, load=load,
+                     locations=v1_locations(home=settings.home, v1_llm=settings.v1_llm,
+                                            v1_lavis_dir=settings.v1_lavis_dir))
 
 
 

@@ -95,10 +95,15 @@ DEFAULT_MAX_SHEETS = 2000
 #: More rows than any report page holds sheets for: the bound only refuses nonsense.
 MAX_SHEETS_LIMIT = 10**6
 DEFAULT_REPORT_OUT = "report.html"
+#: `vl2 merge`: the merged file's formats (parquet needs pyarrow).
+MERGE_FORMATS = ("jsonl", "parquet")
 
 #: Help panels: the groups settings are shown in by `--help` and listed by in docs/cli.md.
 MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT = "Model", "Inputs", "Run", "Output", "Segments", "Export", "Report"
-GROUPS = (MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT)
+V1 = "Video-LLaMA v1"
+GROUPS = (MODEL, V1, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT)
+#: Attention heads an encoder of another width than the released ones may declare (they are not in its files).
+MAX_ENCODER_HEADS = 1024
 #: The metadata keys every setting declares (`_setting`); tests/test_settings.py checks they are complete.
 METADATA_KEYS = ("help", "flags", "group", "choices", "unset", "range", "hint")
 
@@ -132,6 +137,19 @@ class Settings:
                                       unset="export/ under $VL2_HOME, the checkout or ~/.cache/vl2")
     engine_dir: str | None = _setting(None, "where `vl2 export` writes TensorRT engines", "--engine-dir", group=MODEL,
                                       unset="engines/ beside export/")
+    home: str | None = _setting(None, "root of export/, engines/ and Video-LLaMA's lavis/ folders", "--home",
+                                group=MODEL, unset="the source checkout, else ~/.cache/vl2")
+    v1_llm: str | None = _setting(None, "the LLaMA/Vicuna folder of a checkpoint folder that holds none", "--v1-llm",
+                                  group=V1, unset="the LLaMA folder inside the checkpoint folder")
+    v1_lavis_dir: str | None = _setting(None, "a folder holding eva_vit_g.pth and blip2_pretrained_flant5xxl.pth",
+                                        "--v1-lavis-dir", group=V1,
+                                        unset="beside the checkpoints, then lavis/ under the home folder")
+    v1_eva_heads: int | None = _setting(None, "attention heads of an EVA ViT of another width than the released",
+                                        "--v1-eva-heads", group=V1, unset="the released width's",
+                                        range=Range(1, MAX_ENCODER_HEADS))
+    v1_imagebind_heads: int | None = _setting(None, "attention heads of an ImageBind audio encoder of another width",
+                                              "--v1-imagebind-heads", group=V1, unset="the released width's",
+                                              range=Range(1, MAX_ENCODER_HEADS))
     frames: int | None = _setting(None, "frames per video", "--frames", group=MODEL, unset="the model's num_frames",
                                   range=Range(1, FRAMES_LIMIT))
     modality: str = _setting("auto", "what of each file the model sees", "--modality", group=MODEL,
@@ -214,6 +232,19 @@ class Settings:
     report_out: str = _setting(DEFAULT_REPORT_OUT, "the HTML file to write", "--out", "-o", group=REPORT)
     max_sheets: int = _setting(DEFAULT_MAX_SHEETS, "rows that get a contact sheet (each decodes its frames again)",
                                "--max-sheets", group=REPORT, range=Range(0, MAX_SHEETS_LIMIT))
+    # the helper commands' own settings: their --out (and inspect's --model) mean another thing, or have
+    # another default, than the run commands' ones of the same flag
+    merge_out: str | None = _setting(None, "merge: the merged file (written whole, then renamed into place)",
+                                     "--out", "-o", group=OUTPUT, unset="required")
+    merge_format: str = _setting("jsonl", "merge: jsonl or parquet (needs pyarrow)", "--format", group=OUTPUT,
+                                 choices=MERGE_FORMATS)
+    inspect_out: str | None = _setting(None, "inspect: folder for inspect.json, the frame PNGs and the WAV",
+                                       "--out", "-o", group=OUTPUT, unset="required")
+    inspect_model: str | None = _setting(None, "inspect: take the frame count from this checkpoint's config "
+                                         "(no weights are loaded)", "--model", group=MODEL,
+                                         unset="none: frames, else 8")
+    convert_out: str | None = _setting(None, "convert: new folder for the safetensors copy", "--out", group=OUTPUT,
+                                       unset="required")
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
@@ -224,12 +255,31 @@ RANGES: dict[str, Range] = {name: meta["range"] for name, meta in _METADATA.item
 
 _MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
                    "export_dir", "engine_dir")
+#: Where a model's files are found: the home folder and Video-LLaMA v1's LLM and LAVIS files.
+_LOCATION_SETTINGS = ("home", "v1_llm", "v1_lavis_dir")
+#: Settings no command takes as a flag (set once per machine or model: their VL2_* variable or the config
+#: file; `config show` lists every setting). The home folder and v1 files are flags of `vl2 convert`
+#: only: a run's --help stays short (tests/test_cli_help.py).
+UNFLAGGED_SETTINGS = ("v1_eva_heads", "v1_imagebind_heads")
 _GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
 _INPUT_SETTINGS = ("include", "exclude", "kinds", "recursive", "files_from")
 _RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, *_INPUT_SETTINGS, "batch_size", "workers",
                  "decode_timeout", "video_backend", "quiet", "log_level", "log_files", "shard", "engine", "ray_address",
                  "actors",
                  "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
+def _first_to_claim_their_flags(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings none of whose flags an earlier one declares: `config show --model` must set `model`,
+    not `inspect_model` (click lets the option declared last take a flag two options declare)."""
+    claimed: set[str] = set()
+    kept = []
+    for name in names:
+        flags = {flag for spec in _METADATA[name]["flags"] for flag in spec.split("/")}
+        if not flags & claimed:
+            kept.append(name)
+        claimed |= flags
+    return tuple(kept)
+
+
 #: Which settings each command takes as flags (the rest still come from the environment and config file);
 #: a command never offers a flag that would do nothing for it (`--json` is for the commands that print records).
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -240,7 +290,12 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "export": ("model", "revision", "device", "export_dir", "engine_dir", "precision", "components", "max_batch",
                "engines", "gpu_targets"),
     "report": ("report_out", "max_sheets", "video_backend"),
-    "config show": SETTING_NAMES,
+    "merge": ("merge_out", "merge_format"),
+    "inspect": ("inspect_out", "inspect_model", "frames", "segment", "segment_overlap", "segment_min", "segment_max",
+                "video_backend"),
+    "convert": ("convert_out", *_LOCATION_SETTINGS),
+    "shards": (),
+    "config show": _first_to_claim_their_flags(SETTING_NAMES),
 }
 
 
@@ -321,14 +376,22 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     if base is int:
         if isinstance(value, bool) or not (isinstance(value, int) or from_text):
             raise ValueError("must be an integer")
-        return int(value)
+        return _parsed(int, value, "must be an integer")
     if base is float:
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
             raise ValueError("must be a number")
-        return float(value)
+        return _parsed(float, value, "must be a number")
     if not isinstance(value, str):
         raise ValueError("must be a string")
     return value
+
+
+def _parsed(kind: type, value: Any, expected: str) -> Any:
+    """`kind(value)`, its failure said as the setting's expectation (not Python's `invalid literal` text)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(expected) from None
 
 
 def _validate(settings: Settings) -> None:
@@ -421,6 +484,23 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise Vl2Error(f"{var}={env[var]!r}: {exc}") from None
     return values
+
+
+def setting_from_env(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting from its `VL2_*` variable alone (its default when unset), range-checked: for library
+    calls made without resolved settings, e.g. `vl2cli.load_model` honouring VL2_HOME and VL2_V1_LLM."""
+    env = os.environ if env is None else env
+    var = env_var_name(name)
+    if var not in env:
+        return getattr(Settings(), name)
+    try:
+        value = _coerce(name, env[var], from_text=True)
+    except ValueError as exc:
+        raise Vl2Error(f"{var}={env[var]!r}: {exc}") from None
+    allowed = RANGES.get(name)
+    if value is not None and allowed is not None and not allowed.holds(value):
+        raise Vl2Error(f"{var}={env[var]!r}: must be {allowed.text()}")
+    return value
 
 
 def resolve_settings(

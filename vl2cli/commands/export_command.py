@@ -21,12 +21,14 @@ ENGINE_CHOICES = {"auto": None, "yes": True, "no": False}
 def run_export(settings: Settings) -> int:
     """Export what the settings name; returns the exit code (0 all kept, 1 some component failed).
     Errors (nothing done) end it through the command guard, as for every command."""
+    from ..exporting.locations import default_engine_dir, default_export_dir
     from ..exporting.pipeline import export_model  # loads torch
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     report = export_model(
-        settings.model, settings.export_dir, engine_dir=settings.engine_dir, precision=settings.precision,
+        settings.model, settings.export_dir or default_export_dir(settings.home),
+        engine_dir=settings.engine_dir or default_engine_dir(settings.home), precision=settings.precision,
         components=settings.components or None, max_batch=settings.max_batch,
         build_engines=ENGINE_CHOICES[settings.engines], revision=settings.revision,
         device=None if settings.device == "auto" else settings.device, targets=settings.gpu_targets or None,

@@ -25,7 +25,9 @@ def run_inspect(file: Path, out_dir: Path, *, model: str | None = None, frames: 
     if num_frames is None and model is not None:
         from ..model.identity import CheckpointIdentity  # config.json only: no torch, no weights
 
-        identity = CheckpointIdentity.resolve(model)
+        from ..loading import v1_locations
+
+        identity = CheckpointIdentity.resolve(model, **v1_locations())
         if identity.family != "videollama2":
             raise Vl2Error("vl2 inspect shows VideoLLaMA 2's decoding; Video-LLaMA (v1) checkpoints are not covered")
         num_frames = identity.num_frames

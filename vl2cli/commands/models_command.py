@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from ..loading import v1_locations
 from ..model.cache_inventory import CachedModel, cache_folder, cached_models
 from ..model.hub import hub_offline
 from ..model.requirements import ModelRequirements, RepoNeed, fetch_requirements, model_requirements
@@ -40,7 +41,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def models_command(*, as_json: bool, stdout: TextIO, stderr: TextIO) -> int:
     """List the cached models vl2 runs: a table (or one JSON array with --json); always exit 0."""
-    found = cached_models()
+    found = cached_models(**v1_locations())
     if as_json:
         print(json.dumps([model.as_json() for model in found], indent=2), file=stdout)
         return EXIT_OK
@@ -70,9 +71,10 @@ def pull_command(model: str, *, revision: str | None, stdout: TextIO, stderr: Te
     """Fetch `model` and every hub repo it needs (exit 0 once all is there); offline, name what is missing
     (exit 2). Files that are not on the hub (Video-LLaMA's LAVIS files) are named with where to get them."""
     if hub_offline():
-        return _report_done(model_requirements(model, revision=revision), stdout, stderr)
+        return _report_done(model_requirements(model, revision=revision, **v1_locations()), stdout, stderr)
 
     def announce(repo: RepoNeed) -> None:
         print(f"vl2: fetching {repo.repo_id} ({repo.role})", file=stderr, flush=True)
 
-    return _report_done(fetch_requirements(model, revision=revision, on_fetch=announce), stdout, stderr)
+    return _report_done(fetch_requirements(model, revision=revision, on_fetch=announce, **v1_locations()),
+                        stdout, stderr)

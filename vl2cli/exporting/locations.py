@@ -1,8 +1,9 @@
 """Where exported graphs and engines live, and the per-model folder name inside those roots.
 
 A source checkout uses its own `export/` and `engines/` folders (the repo layout); an installed tool
-uses `$VL2_HOME` or `~/.cache/vl2`. `VL2_EXPORT_DIR` / `VL2_ENGINE_DIR` (and the CLI's
-`--export-dir` / `--engine-dir`) override either.
+uses the `home` setting (`VL2_HOME`) or `~/.cache/vl2`. The `export_dir` / `engine_dir` settings
+override either. Callers with resolved settings pass `home`; without it the settings' own reading of
+the environment decides (`vl2cli.settings.setting_from_env`), so a library call behaves as the CLI.
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import os
 import re
 from pathlib import Path
 
-EXPORT_DIR_ENV = "VL2_EXPORT_DIR"
-ENGINE_DIR_ENV = "VL2_ENGINE_DIR"
-HOME_ENV = "VL2_HOME"
+from ..settings import setting_from_env
+
 EXPORT_FOLDER = "export"
 ENGINE_FOLDER = "engines"
 #: Hex digits of the path hash that keeps two local checkpoints with the same folder name apart.
@@ -29,10 +29,12 @@ def _checkout_root() -> Path | None:
     return None
 
 
-def vl2_home() -> Path:
-    """Root for exports: `$VL2_HOME`, else the source checkout, else `~/.cache/vl2`."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
+def vl2_home(home: str | Path | None = None) -> Path:
+    """Root for exports: `home` (default: the `home` setting from the environment), else the source
+    checkout, else `~/.cache/vl2`."""
+    home = home or setting_from_env("home")
+    if home:
+        return Path(home).expanduser()
     checkout = _checkout_root()
     if checkout is not None:
         return checkout
@@ -40,12 +42,14 @@ def vl2_home() -> Path:
     return cache / "vl2"
 
 
-def default_export_dir() -> Path:
-    return Path(os.environ.get(EXPORT_DIR_ENV) or vl2_home() / EXPORT_FOLDER).expanduser()
+def default_export_dir(home: str | Path | None = None) -> Path:
+    """The `export_dir` setting from the environment, else `export/` under the home folder."""
+    return Path(setting_from_env("export_dir") or vl2_home(home) / EXPORT_FOLDER).expanduser()
 
 
-def default_engine_dir() -> Path:
-    return Path(os.environ.get(ENGINE_DIR_ENV) or vl2_home() / ENGINE_FOLDER).expanduser()
+def default_engine_dir(home: str | Path | None = None) -> Path:
+    """The `engine_dir` setting from the environment, else `engines/` under the home folder."""
+    return Path(setting_from_env("engine_dir") or vl2_home(home) / ENGINE_FOLDER).expanduser()
 
 
 def model_slug(model_id: str) -> str:

@@ -52,9 +52,11 @@ def _is_vl2_model(repo: CachedRepoInfo, snapshot: Path) -> bool:
     return isinstance(model_type, str) and model_type.startswith(VL2_MODEL_TYPE_PREFIX)
 
 
-def cached_models() -> list[CachedModel]:
+def cached_models(*, lavis_dir: str | None = None, llm: str | None = None,
+                  home: str | None = None) -> list[CachedModel]:
     """The VideoLLaMA 2 / Video-LLaMA model repos in the cache, sorted by id (towers and BERT are not
-    models of their own: they show as what a model needs)."""
+    models of their own: they show as what a model needs); `lavis_dir`, `llm` and `home` locate a
+    Video-LLaMA model's files outside its repo (`videollama/files.py`)."""
     try:
         info = scan_cache_dir(cache_folder())
     except CacheNotFound:
@@ -67,7 +69,8 @@ def cached_models() -> list[CachedModel]:
         revision = by_ref[0] if by_ref else max(repo.revisions, key=lambda rev: rev.last_modified)
         if not _is_vl2_model(repo, revision.snapshot_path):
             continue
-        needs = model_requirements(repo.repo_id, revision=revision.commit_hash)
+        needs = model_requirements(repo.repo_id, revision=revision.commit_hash, lavis_dir=lavis_dir, llm=llm,
+                                   home=home)
         found.append(CachedModel(repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)),
                                  repo.size_on_disk, repo.size_on_disk_str, needs))
     return found

@@ -36,13 +36,16 @@ class CheckpointIdentity:
     family: str = "videollama2"
 
     @classmethod
-    def resolve(cls, model: str, *, revision: str | None = None) -> "CheckpointIdentity":
-        """Resolve a hub id (through the HF cache) or a local folder and read its config.json."""
+    def resolve(cls, model: str, *, revision: str | None = None, lavis_dir: str | None = None,
+                llm: str | None = None, home: str | None = None) -> "CheckpointIdentity":
+        """Resolve a hub id (through the HF cache) or a local folder and read its config.json; `lavis_dir`,
+        `llm` and `home` locate a Video-LLaMA (v1) model's other files (`videollama/files.py`)."""
         from .families import family_of
 
-        check_offline_requirements(model, revision=revision)  # every missing repo named, the tower's too
+        # every missing repo named, the tower's too
+        check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
         if family_of(model) == "videollama":
-            return cls._resolve_v1(model, revision=revision)
+            return cls._resolve_v1(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         raw = read_config_json(repo.folder / CONFIG_FILE)
         return cls(
@@ -55,11 +58,12 @@ class CheckpointIdentity:
         )
 
     @classmethod
-    def _resolve_v1(cls, model: str, *, revision: str | None) -> "CheckpointIdentity":
+    def _resolve_v1(cls, model: str, *, revision: str | None, lavis_dir: str | None, llm: str | None,
+                    home: str | None) -> "CheckpointIdentity":
         """A Video-LLaMA (v1) model: every file located (a missing one is named now), 8 frames."""
         from .videollama.files import V1_NUM_FRAMES, resolve_v1_paths
 
-        paths, resolved = resolve_v1_paths(model, revision=revision)
+        paths, resolved = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
         return cls(
             model_id=model if resolved is not None else str(Path(model).expanduser().resolve()),
             revision=resolved, folder=paths.vision_checkpoint.parent, num_frames=V1_NUM_FRAMES,

@@ -178,7 +178,7 @@ def videollama2_requirements(model: str, *, revision: str | None = None) -> Mode
 
 
 def videollama_v1_requirements(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
-                               llm: str | None = None) -> ModelRequirements:
+                               llm: str | None = None, home: str | None = None) -> ModelRequirements:
     """The release repo (unless a folder or eval YAML), bert-base-uncased's config, the LLaMA folder and
     the two LAVIS files."""
     from .videollama import files as v1
@@ -195,36 +195,36 @@ def videollama_v1_requirements(model: str, *, revision: str | None = None, lavis
         needs.repos.append(_hub_need(v1.BERT_REPO, "the Q-Former sizes", [CONFIG_FILE], files=[CONFIG_FILE]))
     if local.is_file():
         return needs  # an eval YAML names its own files; the loader checks each of them
-    if folder is not None and (llm or os.environ.get(v1.LLM_ENV)) is None and v1.llm_folder_in(folder) is None:
+    if folder is not None and not llm and v1.llm_folder_in(folder) is None:
         needs.files.append(FileNeed("LLaMA folder", "its language model", None,
-                                    f"{folder}: no LLaMA folder inside it; point {v1.LLM_ENV} at the "
+                                    f"{folder}: no LLaMA folder inside it; point {v1.LLM_SETTING} at the "
                                     "Vicuna/LLaMA folder it was trained with"))
     near = [folder] if folder is not None else []
     for name in (v1.EVA_FILE, v1.BLIP2_FILE):
         try:
-            needs.files.append(FileNeed(name, "LAVIS weights", v1.lavis_file(name, near, lavis_dir)))
+            needs.files.append(FileNeed(name, "LAVIS weights", v1.lavis_file(name, near, lavis_dir, home)))
         except CheckpointError as exc:
             needs.files.append(FileNeed(name, "LAVIS weights", None, str(exc)))
     return needs
 
 
 def model_requirements(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
-                       llm: str | None = None) -> ModelRequirements:
+                       llm: str | None = None, home: str | None = None) -> ModelRequirements:
     """What `model` (hub id, folder, or a v1 eval YAML) needs, and which of it the cache holds."""
     from .families import family_of
 
     if family_of(model) == "videollama":
-        return videollama_v1_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
+        return videollama_v1_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
     return videollama2_requirements(model, revision=revision)
 
 
 def check_offline_requirements(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
-                               llm: str | None = None) -> None:
+                               llm: str | None = None, home: str | None = None) -> None:
     """With HF_HUB_OFFLINE set, a HubResolutionError naming everything the model lacks, before anything
     loads (online, the loaders fetch what is missing)."""
     if not hub_offline():
         return
-    needs = model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
+    needs = model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
     if not needs.complete:
         raise HubResolutionError(needs.missing_message())
 
@@ -234,7 +234,7 @@ FETCH_ROUNDS = 3
 
 
 def fetch_requirements(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
-                       llm: str | None = None, on_fetch: Callable[[RepoNeed], None] | None = None) -> ModelRequirements:
+                       llm: str | None = None, home: str | None = None, on_fetch: Callable[[RepoNeed], None] | None = None) -> ModelRequirements:
     """Download every missing hub repo `model` needs through huggingface_hub (its own progress bars on
     stderr); what is still missing afterwards (files not on the hub) is in the returned requirements."""
     from huggingface_hub import snapshot_download
@@ -242,7 +242,7 @@ def fetch_requirements(model: str, *, revision: str | None = None, lavis_dir: st
 
     fetched: set[str] = set()
     for _ in range(FETCH_ROUNDS):
-        needs = model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
+        needs = model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
         todo = [repo for repo in needs.missing_repos if repo.repo_id not in fetched]
         if not todo:
             return needs
@@ -260,4 +260,4 @@ def fetch_requirements(model: str, *, revision: str | None = None, lavis_dir: st
                 raise HubResolutionError(f"{repo.repo_id}: not a hub repository: {exc}") from exc
             except OSError as exc:  # network errors surface as OSError subclasses
                 raise HubResolutionError(f"{repo.repo_id}: could not download: {exc}") from exc
-    return model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
+    return model_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)

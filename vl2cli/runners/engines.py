@@ -19,7 +19,9 @@ def model_load_options(settings: Settings) -> dict[str, object]:
     Ray actors, which load the model themselves)."""
     return {"model": settings.model, "revision": settings.revision, "device": settings.device, "dtype": settings.dtype,
             "frames": settings.frames, "encoder_backend": settings.encoder_backend, "device_map": settings.device_map,
-            "export_dir": settings.export_dir, "engine_dir": settings.engine_dir}
+            "export_dir": settings.export_dir, "engine_dir": settings.engine_dir, "home": settings.home,
+            "v1_llm": settings.v1_llm, "v1_lavis_dir": settings.v1_lavis_dir, "v1_eva_heads": settings.v1_eva_heads,
+            "v1_imagebind_heads": settings.v1_imagebind_heads}
 
 
 @contextmanager

@@ -9,7 +9,7 @@ loads the real model on first access.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..model.identity import CheckpointIdentity
@@ -22,15 +22,19 @@ class LazyModel:
     model's full config is `loaded_model.config`.
     """
 
-    def __init__(self, model: str, *, revision: str | None, frames: int | None, load: Callable[[], Any]) -> None:
+    def __init__(self, model: str, *, revision: str | None, frames: int | None, load: Callable[[], Any],
+                 locations: Mapping[str, str | None] | None = None) -> None:
+        """`locations`: where a Video-LLaMA (v1) model's other files are (`CheckpointIdentity.resolve`'s
+        lavis_dir, llm and home), as the settings say."""
         self._name, self._revision, self._frames = model, revision, frames
+        self._locations = dict(locations or {})
         self._load = load
         self._model: Any = None
 
     @functools.cached_property
     def config(self) -> CheckpointIdentity:
         """Resolved on first use, so a run checks its inputs before it looks for the checkpoint."""
-        return CheckpointIdentity.resolve(self._name, revision=self._revision)
+        return CheckpointIdentity.resolve(self._name, revision=self._revision, **self._locations)
 
     @property
     def model_id(self) -> str:

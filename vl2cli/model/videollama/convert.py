@@ -46,10 +46,12 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def convert_v1(model: str, out: Path, *, revision: str | None = None) -> list[Path]:
-    """Write the safetensors copy of `model` (folder, hub id or eval YAML) into `out`; returns the files."""
-    check_offline_requirements(model, revision=revision)
-    paths, _ = resolve_v1_paths(model, revision=revision)
+def convert_v1(model: str, out: Path, *, revision: str | None = None, lavis_dir: str | None = None,
+               llm: str | None = None, home: str | None = None) -> list[Path]:
+    """Write the safetensors copy of `model` (folder, hub id or eval YAML) into `out`; returns the files.
+    `lavis_dir`, `llm` and `home` say where the files outside the checkpoint folder are (`files.py`)."""
+    check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
+    paths, _ = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out}: the output folder exists and is not empty; choose a new folder.")

@@ -11,17 +11,18 @@ vl2 takes, in this order of precedence:
   relative paths are taken from the YAML's parent folder, then from the current directory),
 * a released folder or hub id (`DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned`): `VL_*`, `AL_*`,
   `imagebind_huge.pth` and the `llama-2-*-chat-hf/` (or any LLaMA) subfolder inside it,
-* environment variables `VL2_V1_LAVIS_DIR` (the two LAVIS files), `VL2_V1_LLM` (a LLaMA folder when
-  the checkpoint folder holds none, e.g. Vicuna for the Video-LLaMA-Series files),
-* LAVIS files next to the checkpoints, in a `lavis/` folder beside or inside it, or in
-  `$VL2_HOME/lavis/`; `bert-base-uncased` through the Hugging Face cache (HF_HUB_OFFLINE honoured).
+* `lavis_dir` (the two LAVIS files) and `llm` (a LLaMA folder when the checkpoint folder holds none,
+  e.g. Vicuna for the Video-LLaMA-Series files): the `v1_lavis_dir` / `v1_llm` settings, which the
+  loader above resolves (`VL2_V1_LAVIS_DIR`, `VL2_V1_LLM`); this module reads no environment,
+* LAVIS files next to the checkpoints, in a `lavis/` folder beside or inside it, or in `lavis/` under
+  `home` (the `home` setting, `VL2_HOME`); `bert-base-uncased` through the Hugging Face cache
+  (HF_HUB_OFFLINE honoured).
 
 Every missing file is a `CheckpointError` naming the file and where it was looked for.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +42,11 @@ BERT_REPO = "bert-base-uncased"
 V1_HUB_PATTERNS = ["*.pth", "*/*.json", "*/*.bin", "*/*.safetensors", "*/tokenizer.model"]
 #: Hub ids of the v1 family (vl2 also recognises a folder by its files).
 V1_HUB_PREFIXES = ("DAMO-NLP-SG/Video-LLaMA",)
-LAVIS_ENV = "VL2_V1_LAVIS_DIR"
-LLM_ENV = "VL2_V1_LLM"
+#: The settings (and their variables) that say where the LAVIS files and the LLM are, for messages.
+LAVIS_SETTING = "v1_lavis_dir (VL2_V1_LAVIS_DIR)"
+LLM_SETTING = "v1_llm (VL2_V1_LLM)"
+#: The folder under the home folder where LAVIS files are looked for.
+LAVIS_FOLDER = "lavis"
 
 
 @dataclass
@@ -123,15 +127,13 @@ def template_for(llm_folder: Path, vision_checkpoint: Path) -> str:
     return "llama_v2" if ("llama-2" in names or "llama_2" in names or "llama2" in names) else "vicuna"
 
 
-def lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
+def lavis_file(name: str, near: list[Path], lavis_dir: str | None, home: str | None = None) -> Path:
     """A LAVIS file from the first place that holds it, or a CheckpointError naming every place looked in."""
-    places: list[Path] = []
-    for base in ([Path(lavis_dir)] if lavis_dir else []) + ([Path(os.environ[LAVIS_ENV])] if os.environ.get(LAVIS_ENV) else []):
-        places.append(base.expanduser())
+    places: list[Path] = [Path(lavis_dir).expanduser()] if lavis_dir else []
     for folder in near:
-        places += [folder, folder / "lavis", folder.parent / "lavis"]
-    if os.environ.get("VL2_HOME"):
-        places.append(Path(os.environ["VL2_HOME"]) / "lavis")
+        places += [folder, folder / LAVIS_FOLDER, folder.parent / LAVIS_FOLDER]
+    if home:
+        places.append(Path(home).expanduser() / LAVIS_FOLDER)
     for place in places:
         found = _named(place, name)
         if found is not None:
@@ -139,7 +141,7 @@ def lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
     looked = ", ".join(dict.fromkeys(str(p) for p in places))
     raise CheckpointError(
         f"{name} not found (looked in: {looked}). Video-LLaMA downloads it from LAVIS: get it from "
-        f"{LAVIS_URLS[name]} and put it in one of those folders, or point {LAVIS_ENV} at its folder."
+        f"{LAVIS_URLS[name]} and put it in one of those folders, or point {LAVIS_SETTING} at its folder."
     )
 
 
@@ -162,20 +164,21 @@ def _required(path: Path | None, what: str, where: Path) -> Path:
 
 
 def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str | None = None,
-                     llm: str | None = None) -> tuple[V1Paths, str | None]:
-    """Every file of a v1 model given as a folder, hub id or eval YAML; also the hub revision (None locally)."""
+                     llm: str | None = None, home: str | None = None) -> tuple[V1Paths, str | None]:
+    """Every file of a v1 model given as a folder, hub id or eval YAML; also the hub revision (None locally).
+    `lavis_dir`, `llm` and `home` are the `v1_lavis_dir`, `v1_llm` and `home` settings (see the module doc)."""
     path = Path(model).expanduser()
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        return _from_eval_yaml(path, lavis_dir=lavis_dir, llm=llm), None
+        return _from_eval_yaml(path, lavis_dir=lavis_dir, llm=llm, home=home), None
     repo = resolve_repo(model, revision=revision, allow_patterns=V1_HUB_PATTERNS)
     folder = repo.folder
     vision = _required(_vision_checkpoint_in(folder), "vision-branch checkpoint (VL_*.pth or finetune-vicuna*.pth)", folder)
     audio = _audio_checkpoint_in(folder)
-    llm_folder = Path(llm or os.environ.get(LLM_ENV) or "").expanduser() if (llm or os.environ.get(LLM_ENV)) else llm_folder_in(folder)
+    llm_folder = Path(llm).expanduser() if llm else llm_folder_in(folder)
     if llm_folder is None or not (llm_folder / "config.json").is_file():
         raise CheckpointError(
             f"{folder}: no LLaMA folder found inside it (e.g. llama-2-7b-chat-hf/); for the Video-LLaMA-Series "
-            f"files point {LLM_ENV} at the Vicuna/LLaMA folder they were trained with."
+            f"files point {LLM_SETTING} at the Vicuna/LLaMA folder they were trained with."
         )
     imagebind = (_named(folder, IMAGEBIND_FILE) or folder / IMAGEBIND_FILE) if audio is not None else None
     if imagebind is not None and not imagebind.is_file():
@@ -183,13 +186,13 @@ def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str 
     near = [folder, vision.parent]
     paths = V1Paths(
         vision_checkpoint=vision, audio_checkpoint=audio, imagebind=imagebind, llm_folder=llm_folder.resolve(),
-        eva=lavis_file(EVA_FILE, near, lavis_dir), blip2=lavis_file(BLIP2_FILE, near, lavis_dir),
+        eva=lavis_file(EVA_FILE, near, lavis_dir, home), blip2=lavis_file(BLIP2_FILE, near, lavis_dir, home),
         bert_config=bert_config_path(folder), template=template_for(llm_folder, vision),
     )
     return paths, repo.revision
 
 
-def _from_eval_yaml(path: Path, *, lavis_dir: str | None, llm: str | None) -> V1Paths:
+def _from_eval_yaml(path: Path, *, lavis_dir: str | None, llm: str | None, home: str | None) -> V1Paths:
     import yaml
 
     try:
@@ -227,8 +230,8 @@ def _from_eval_yaml(path: Path, *, lavis_dir: str | None, llm: str | None) -> V1
     model_type = str(config.get("model_type", ""))
     return V1Paths(
         vision_checkpoint=vision, audio_checkpoint=audio, imagebind=imagebind, llm_folder=llm_folder,
-        eva=lavis_file(EVA_FILE, near, lavis_dir),
-        blip2=blip2 if blip2 is not None and blip2.is_file() else lavis_file(BLIP2_FILE, near, lavis_dir),
+        eva=lavis_file(EVA_FILE, near, lavis_dir, home),
+        blip2=blip2 if blip2 is not None and blip2.is_file() else lavis_file(BLIP2_FILE, near, lavis_dir, home),
         bert_config=bert_config_path(),
         template="llama_v2" if model_type.endswith("llama_v2") else ("vicuna" if model_type else template_for(llm_folder, vision)),
         extra={k: config[k] for k in ("image_size", "num_query_token", "max_frame_pos", "num_video_query_token",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,6 @@ FAMILY = "videollama"
 #: Image Q-Former cross-attention frequency (BLIP-2), image size upstream's demo uses.
 IMAGE_QFORMER_CROSS_ATTENTION_FREQ = 2
 LN_VISION_EPS = 1e-5
-#: Head counts for encoder widths other than the released ones (they are not stored in the files).
-EVA_HEADS_ENV = "VL2_V1_EVA_HEADS"
-IMAGEBIND_HEADS_ENV = "VL2_V1_IMAGEBIND_HEADS"
 
 
 @dataclass
@@ -140,15 +136,15 @@ class VideoLlamaV1(SplicedFamilyModel):
     @classmethod
     def from_pretrained(cls, model: str, *, revision: str | None = None, device: str | None = None,
                         dtype: str | None = None, num_frames: int | None = None, lavis_dir: str | None = None,
-                        llm: str | None = None, eva_heads: int | None = None, imagebind_heads: int | None = None,
-                        decode_loop: str = "auto", **_: object) -> "VideoLlamaV1":
-        """Load from a released folder / hub id / upstream eval YAML (see `files.py` for where files are found)."""
+                        llm: str | None = None, home: str | None = None, eva_heads: int | None = None,
+                        imagebind_heads: int | None = None, decode_loop: str = "auto", **_: object) -> "VideoLlamaV1":
+        """Load from a released folder / hub id / upstream eval YAML (see `files.py` for where files are found).
+        `eva_heads` / `imagebind_heads`: head counts for encoder widths other than the released ones (they
+        are not stored in the files; the `v1_eva_heads` / `v1_imagebind_heads` settings)."""
         # offline: every missing repo and file named at once (the files module itself stays below the
         # requirements check, which reads it)
-        check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
-        paths, resolved_revision = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
-        eva_heads = eva_heads or _env_int(EVA_HEADS_ENV)
-        imagebind_heads = imagebind_heads or _env_int(IMAGEBIND_HEADS_ENV)
+        check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
+        paths, resolved_revision = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm, home=home)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         log.info("loading Video-LLaMA (v1) %s on %s in %s", model, torch_device, str(torch_dtype).removeprefix("torch."))
@@ -306,16 +302,6 @@ def _rows(stage: dict[str, torch.Tensor], row: int, *, frames: int) -> dict[str,
         per_frame = name in ("eva_out", "image_embeds", "qformer_out")
         out[name] = tensor[row * frames : (row + 1) * frames] if per_frame else tensor[row : row + 1]
     return out
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise Vl2Error(f"{name}={value!r}: expected a whole number of attention heads.") from None
 
 
 def _read_json(path: Path, what: str) -> dict:
