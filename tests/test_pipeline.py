@@ -29,7 +29,9 @@ from vl2cli.settings import default_workers
 from vl2cli.tasks import pipeline
 from vl2cli.tasks.budget import LlmShape, batch_size_for_memory, bytes_per_item
 from vl2cli.tasks.pipeline import run_task
+from vl2cli.tasks.pipeline_parts import pipeline_parts
 from vl2cli.tasks.spec import RunOptions, TaskSpec
+from vl2cli.tasks.work_item import WorkItem
 
 AV_FIXTURE = "siglip-qwen2-av"
 needs_av_fixture = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(),
@@ -272,12 +274,12 @@ def test_gpu_batch_size_follows_free_memory_and_tokens() -> None:
 def test_media_token_count_for_batch_planning_matches_a_real_encode(av_model, videos: list[Path]) -> None:
     """On a GPU the batch size is planned from this count; it must equal what a real file encodes to."""
     task, options = TaskSpec("caption"), RunOptions()
-    runner = pipeline.PipelineRunner(av_model, task, options, pipeline.build_request(av_model, task, options))
-    item = pipeline.WorkItem(videos[0], None)
-    runner.prepare(item, load_media(videos[0], runner.media_spec()))
+    parts = pipeline_parts(av_model, task, options, pipeline.build_request(av_model, task, options))
+    item = WorkItem(videos[0], None)
+    parts.preparer.prepare(item, load_media(videos[0], parts.spec))
     assert item.modality == "av"
-    block = av_model.encode([runner.model_input(item)])[0]
-    assert runner.media_tokens() == block.shape[0]
+    block = av_model.encode([parts.inputs.model_input(item)])[0]
+    assert parts.sizer.media_tokens() == block.shape[0]
 
 
 @pytest.mark.slow
