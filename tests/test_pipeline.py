@@ -210,6 +210,27 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_retried(av_model, videos: 
     assert failed[0]["error"]["code"] == "model_error" and "out of memory" in failed[0]["error"]["message"]
 
 
+@needs_av_fixture
+def test_the_parts_alone_cap_the_batch_that_fit_and_answer_like_a_run(av_model, videos: list[Path]) -> None:
+    """The model call lowers the shared out-of-memory cap to what fitted; the records match a run's."""
+    files = videos[:3]
+    task, options = TaskSpec("caption", max_new_tokens=2), RunOptions(batch_size=3, workers=1)
+    limited = OutOfMemoryAbove(av_model, limit=1)
+    parts = pipeline_parts(limited, task, options, pipeline.build_request(limited, task, options))
+    assert parts.oom_cap.limit(3) == 3
+    items = [WorkItem(path, None) for path in files]
+    for item in items:
+        parts.preparer.prepare(item, load_media(item.path, parts.spec))
+    parts.model_call.run_batch(items)
+    assert parts.oom_cap.batch_cap == 1 and parts.oom_cap.limit(3) == 1
+    parts.oom_cap.lower_to(2)  # a later, larger failure never raises the cap again
+    assert parts.oom_cap.limit(3) == 1
+    records = [parts.records.record(item).as_dict() for item in items]
+    run = [o.record for o in run_task(av_model, files, task, RunOptions(batch_size=1, workers=1))]
+    assert [r["output"] for r in records] == [r["output"] for r in run]
+    assert all(r["error"] is None and r["timings_ms"]["batch_size"] == 1 for r in records)
+
+
 # ------------------------------------------------------------------ fast start
 @needs_av_fixture
 def test_single_file_is_decoded_in_process(av_model, videos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
