@@ -84,7 +84,7 @@ def run() -> BenchResult:
     parts = pipeline_parts(model, task, options, build_request(model, task, options))
     with tempfile.TemporaryDirectory() as scratch:
         files = _files(media, Path(scratch))
-        with DecodePool(parts.spec, workers=workers, max_pending=2 * BATCH) as pool:
+        with DecodePool(parts.media_spec.get(), workers=workers, max_pending=2 * BATCH) as pool:
             list(pool.imap(files[:workers]))  # start-up (forkserver, imports) outside the timings
             started = time.perf_counter()
             decoded = [result for _, result in pool.imap(files)]

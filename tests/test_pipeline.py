@@ -220,7 +220,7 @@ def test_the_parts_alone_cap_the_batch_that_fit_and_answer_like_a_run(av_model, 
     assert parts.oom_cap.limit(3) == 3
     items = [WorkItem(path, None) for path in files]
     for item in items:
-        parts.preparer.prepare(item, load_media(item.path, parts.spec))
+        parts.preparer.prepare(item, load_media(item.path, parts.media_spec.get()))
     parts.model_call.run_batch(items)
     assert parts.oom_cap.batch_cap == 1 and parts.oom_cap.limit(3) == 1
     parts.oom_cap.lower_to(2)  # a later, larger failure never raises the cap again
@@ -297,7 +297,7 @@ def test_media_token_count_for_batch_planning_matches_a_real_encode(av_model, vi
     task, options = TaskSpec("caption"), RunOptions()
     parts = pipeline_parts(av_model, task, options, pipeline.build_request(av_model, task, options))
     item = WorkItem(videos[0], None)
-    parts.preparer.prepare(item, load_media(videos[0], parts.spec))
+    parts.preparer.prepare(item, load_media(videos[0], parts.media_spec.get()))
     assert item.modality == "av"
     block = av_model.encode([parts.inputs.model_input(item)])[0]
     assert parts.sizer.media_tokens() == block.shape[0]

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
-from ..media.loader import MediaSpec
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
+from .media_specs import RunMediaSpec
 from .spec import RunOptions, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class OomCap:
 class BatchSizer:
     """The batch size a run starts with: the options' own, else what the device holds (see `budget`)."""
 
-    def __init__(self, model: Any, task: TaskSpec, options: RunOptions, spec: MediaSpec) -> None:
-        self.model, self.task, self.options, self.spec = model, task, options, spec
+    def __init__(self, model: Any, task: TaskSpec, options: RunOptions, media_spec: RunMediaSpec) -> None:
+        self.model, self.task, self.options, self.media_spec = model, task, options, media_spec
 
     @property
     def device(self) -> torch.device:
@@ -64,7 +64,7 @@ class BatchSizer:
         then fix their shapes to a batch of one)."""
         if hasattr(self.model, "media_tokens"):  # a family that knows its own (Video-LLaMA v1)
             return int(self.model.media_tokens())
-        spec = self.spec
+        spec = self.media_spec.get()
         encoders = self.model.torch_encoders
         device, dtype = self.device, self.model.dtype
         tokens = 0

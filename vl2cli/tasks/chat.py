@@ -59,7 +59,7 @@ class ChatSession:
         if kept is not None and kept[0] == stamp:
             result = kept[1]
             return dataclasses.replace(result, timings_ms={}) if isinstance(result, LoadedMedia) else result
-        result = decode_one(load_media, str(path), parts.spec)
+        result = decode_one(load_media, str(path), parts.media_spec.get())
         self._decoded[path] = (stamp, result)
         return result
 

@@ -1,6 +1,7 @@
 """What the decoders make of each file for a model: one `MediaSpec` per run, from the model and options.
 
-A pure function, so the pipeline, `vl2 chat` and the benchmarks decode exactly alike.
+A pure function, so the pipeline, `vl2 chat` and the benchmarks decode exactly alike; `RunMediaSpec`
+computes it on first use, as a `LazyModel` must load its weights to answer it.
 """
 from __future__ import annotations
 
@@ -25,4 +26,18 @@ def media_spec_for(model: Any, options: RunOptions, towers: ModelTowers) -> Medi
     )
 
 
-__all__ = ["media_spec_for"]
+class RunMediaSpec:
+    """A run's `MediaSpec`, computed once, when first asked for (a run whose files are all settled never is)."""
+
+    def __init__(self, model: Any, options: RunOptions, towers: ModelTowers) -> None:
+        self.model, self.options, self.towers = model, options, towers
+        self._media_spec: MediaSpec | None = None
+
+    def get(self) -> MediaSpec:
+        """What the decoders make of each file for this model (computed once per run)."""
+        if self._media_spec is None:
+            self._media_spec = media_spec_for(self.model, self.options, self.towers)
+        return self._media_spec
+
+
+__all__ = ["RunMediaSpec", "media_spec_for"]

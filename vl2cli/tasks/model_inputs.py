@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from ..media.image import normalize_levels, value_lookup_table
-from ..media.loader import MediaSpec
 from ..model.inputs import MultimodalInput
 from .feature_reuse import FeatureReuse
+from .media_specs import RunMediaSpec
 from .modality import to_model_input
 from .work_item import WorkItem
 
@@ -20,8 +20,8 @@ from .work_item import WorkItem
 class ModelInputs:
     """Hands decoded items to the model's device: pixels normalised there, each input named for the feature cache."""
 
-    def __init__(self, model: Any, spec: MediaSpec, features: FeatureReuse) -> None:
-        self.model, self.spec, self.features = model, spec, features
+    def __init__(self, model: Any, media_spec: RunMediaSpec, features: FeatureReuse) -> None:
+        self.model, self.media_spec, self.features = model, media_spec, features
         self._pixel_table: torch.Tensor | None = None
 
     @property
@@ -37,7 +37,7 @@ class ModelInputs:
         if levels.dtype != torch.uint8:  # a loader that normalised already
             return self._to_device(levels)
         if self._pixel_table is None:
-            self._pixel_table = value_lookup_table(self.spec.image).to(self.device)
+            self._pixel_table = value_lookup_table(self.media_spec.get().image).to(self.device)
         return normalize_levels(self._to_device(levels), self._pixel_table)
 
     def model_input(self, item: WorkItem) -> MultimodalInput:

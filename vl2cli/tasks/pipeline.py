@@ -87,7 +87,7 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
         if ended:
             return
     parts = pipeline_parts(model, task, options, request)
-    spec = parts.spec
+    spec = parts.media_spec.get()
     batch_size = parts.sizer.batch_size()
     if ended and sum(item.pending for item in head) == 1:
         decoder: Any = InlineDecoder(spec)

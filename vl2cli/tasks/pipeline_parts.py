@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..media.loader import MediaSpec
 from ..model.feature_cache import FeatureCache
 from ..output.record import Request
 from .batch_sizing import BatchSizer, OomCap
 from .feature_reuse import FeatureReuse
 from .item_preparer import ItemPreparer
-from .media_specs import media_spec_for
+from .media_specs import RunMediaSpec
 from .model_call import ModelCall
 from .model_inputs import ModelInputs
 from .plan import towers_of
@@ -23,7 +22,7 @@ from .spec import RunOptions, TaskSpec
 class PipelineParts:
     """What every file of a run shares, one part per job (see each part's module)."""
 
-    spec: MediaSpec
+    media_spec: RunMediaSpec
     features: FeatureReuse
     preparer: ItemPreparer
     inputs: ModelInputs
@@ -37,14 +36,14 @@ def pipeline_parts(model: Any, task: TaskSpec, options: RunOptions, request: Req
                    feature_cache: FeatureCache | None = None) -> PipelineParts:
     """The parts for `model` and this run; `feature_cache` keeps encoded media from the start (`vl2 chat`)."""
     towers = towers_of(model)
-    spec = media_spec_for(model, options, towers)
+    media_spec = RunMediaSpec(model, options, towers)
     features = FeatureReuse(request, feature_cache)
-    inputs = ModelInputs(model, spec, features)
+    inputs = ModelInputs(model, media_spec, features)
     oom_cap = OomCap()
     return PipelineParts(
-        spec=spec, features=features,
+        media_spec=media_spec, features=features,
         preparer=ItemPreparer(task, options, request, towers, features),
-        inputs=inputs, sizer=BatchSizer(model, task, options, spec), oom_cap=oom_cap,
+        inputs=inputs, sizer=BatchSizer(model, task, options, media_spec), oom_cap=oom_cap,
         model_call=ModelCall(model, task, inputs, features, oom_cap),
         records=RecordBuilder(request),
     )
