@@ -63,7 +63,8 @@ def run() -> BenchResult:
     from vl2cli import api
     from vl2cli.media.workers import DecodePool
     from vl2cli.settings import default_workers
-    from vl2cli.tasks.pipeline import PipelineRunner, run_task
+    from vl2cli.tasks.pipeline import run_task
+    from vl2cli.tasks.pipeline_parts import pipeline_parts
     from vl2cli.tasks.plan import build_request
     from vl2cli.tasks.spec import RunOptions, TaskSpec
 
@@ -80,10 +81,10 @@ def run() -> BenchResult:
     task = TaskSpec("caption", max_new_tokens=MAX_NEW_TOKENS)
     workers = default_workers("cpu")
     options = RunOptions(batch_size=BATCH, workers=workers)
-    runner = PipelineRunner(model, task, options, build_request(model, task, options))
+    parts = pipeline_parts(model, task, options, build_request(model, task, options))
     with tempfile.TemporaryDirectory() as scratch:
         files = _files(media, Path(scratch))
-        with DecodePool(runner.media_spec(), workers=workers, max_pending=2 * BATCH) as pool:
+        with DecodePool(parts.media_spec.get(), workers=workers, max_pending=2 * BATCH) as pool:
             list(pool.imap(files[:workers]))  # start-up (forkserver, imports) outside the timings
             started = time.perf_counter()
             decoded = [result for _, result in pool.imap(files)]
@@ -92,8 +93,8 @@ def run() -> BenchResult:
         slow = SlowModel(model, seconds_per_batch=decode_s / batches)
         started = time.perf_counter()
         for start in range(0, len(files), BATCH):
-            items = [_item_for(runner, loaded) for loaded in decoded[start:start + BATCH]]
-            slow.generate([runner.model_input(i) for i in items], [i.instruction for i in items],
+            items = [_item_for(parts, loaded) for loaded in decoded[start:start + BATCH]]
+            slow.generate([parts.inputs.model_input(i) for i in items], [i.instruction for i in items],
                           max_new_tokens=MAX_NEW_TOKENS)
         model_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -112,10 +113,10 @@ def run() -> BenchResult:
     ])
 
 
-def _item_for(runner: Any, loaded: Any) -> Any:
+def _item_for(parts: Any, loaded: Any) -> Any:
     """A decoded file prepared as the pipeline prepares it (modality, instruction)."""
-    from vl2cli.tasks.pipeline import WorkItem
+    from vl2cli.tasks.work_item import WorkItem
 
     item = WorkItem(Path("."), None)
-    runner.prepare(item, loaded)
+    parts.preparer.prepare(item, loaded)
     return item

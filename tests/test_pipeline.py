@@ -29,7 +29,9 @@ from vl2cli.settings import default_workers
 from vl2cli.tasks import pipeline
 from vl2cli.tasks.budget import LlmShape, batch_size_for_memory, bytes_per_item
 from vl2cli.tasks.pipeline import run_task
+from vl2cli.tasks.pipeline_parts import pipeline_parts
 from vl2cli.tasks.spec import RunOptions, TaskSpec
+from vl2cli.tasks.work_item import WorkItem
 
 AV_FIXTURE = "siglip-qwen2-av"
 needs_av_fixture = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(),
@@ -208,6 +210,27 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_retried(av_model, videos: 
     assert failed[0]["error"]["code"] == "model_error" and "out of memory" in failed[0]["error"]["message"]
 
 
+@needs_av_fixture
+def test_the_parts_alone_cap_the_batch_that_fit_and_answer_like_a_run(av_model, videos: list[Path]) -> None:
+    """The model call lowers the shared out-of-memory cap to what fitted; the records match a run's."""
+    files = videos[:3]
+    task, options = TaskSpec("caption", max_new_tokens=2), RunOptions(batch_size=3, workers=1)
+    limited = OutOfMemoryAbove(av_model, limit=1)
+    parts = pipeline_parts(limited, task, options, pipeline.build_request(limited, task, options))
+    assert parts.oom_cap.limit(3) == 3
+    items = [WorkItem(path, None) for path in files]
+    for item in items:
+        parts.preparer.prepare(item, load_media(item.path, parts.media_spec.get()))
+    parts.model_call.run_batch(items)
+    assert parts.oom_cap.batch_cap == 1 and parts.oom_cap.limit(3) == 1
+    parts.oom_cap.lower_to(2)  # a later, larger failure never raises the cap again
+    assert parts.oom_cap.limit(3) == 1
+    records = [parts.records.record(item).as_dict() for item in items]
+    run = [o.record for o in run_task(av_model, files, task, RunOptions(batch_size=1, workers=1))]
+    assert [r["output"] for r in records] == [r["output"] for r in run]
+    assert all(r["error"] is None and r["timings_ms"]["batch_size"] == 1 for r in records)
+
+
 # ------------------------------------------------------------------ fast start
 @needs_av_fixture
 def test_single_file_is_decoded_in_process(av_model, videos: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,12 +295,12 @@ def test_gpu_batch_size_follows_free_memory_and_tokens() -> None:
 def test_media_token_count_for_batch_planning_matches_a_real_encode(av_model, videos: list[Path]) -> None:
     """On a GPU the batch size is planned from this count; it must equal what a real file encodes to."""
     task, options = TaskSpec("caption"), RunOptions()
-    runner = pipeline.PipelineRunner(av_model, task, options, pipeline.build_request(av_model, task, options))
-    item = pipeline.WorkItem(videos[0], None)
-    runner.prepare(item, load_media(videos[0], runner.media_spec()))
+    parts = pipeline_parts(av_model, task, options, pipeline.build_request(av_model, task, options))
+    item = WorkItem(videos[0], None)
+    parts.preparer.prepare(item, load_media(videos[0], parts.media_spec.get()))
     assert item.modality == "av"
-    block = av_model.encode([runner.model_input(item)])[0]
-    assert runner.media_tokens() == block.shape[0]
+    block = av_model.encode([parts.inputs.model_input(item)])[0]
+    assert parts.sizer.media_tokens() == block.shape[0]
 
 
 @pytest.mark.slow

@@ -19,9 +19,10 @@ from ..errors import MediaError
 from ..model.feature_cache import FeatureCache
 from ..output.record import FileStamp, Sampling
 from ..settings import DEFAULT_MAX_NEW_TOKENS
-from .pipeline import PipelineRunner, WorkItem
+from .pipeline_parts import PipelineParts, pipeline_parts
 from .plan import FileOutcome, build_request, plan_files
 from .spec import RunOptions, TaskSpec
+from .work_item import WorkItem
 
 
 class ChatSession:
@@ -40,26 +41,25 @@ class ChatSession:
         """One record per file for `question` (an error record for a file that cannot be used)."""
         task = TaskSpec("ask", prompt=question, max_new_tokens=self.max_new_tokens, sampling=self.sampling)
         request = build_request(self.model, task, self.options)
-        runner = PipelineRunner(self.model, task, self.options, request)
-        runner.feature_cache = self.feature_cache
+        parts = pipeline_parts(self.model, task, self.options, request, feature_cache=self.feature_cache)
         records = []
         for plan in plan_files(self.files, request):
             if not plan.pending:
                 records.append(plan.outcome.record)
                 continue
             item = WorkItem(plan.path, plan.stamp)
-            runner.prepare(item, self._decode(plan.path, plan.stamp, runner))
-            runner.run_batch([item])
-            records.append(runner.record(item).as_dict())
+            parts.preparer.prepare(item, self._decode(plan.path, plan.stamp, parts))
+            parts.model_call.run_batch([item])
+            records.append(parts.records.record(item).as_dict())
         return records
 
-    def _decode(self, path: Path, stamp: FileStamp, runner: PipelineRunner) -> LoadedMedia | MediaError:
+    def _decode(self, path: Path, stamp: FileStamp, parts: PipelineParts) -> LoadedMedia | MediaError:
         """The file decoded once per stamp; later questions reuse it (and report no decode time)."""
         kept = self._decoded.get(path)
         if kept is not None and kept[0] == stamp:
             result = kept[1]
             return dataclasses.replace(result, timings_ms={}) if isinstance(result, LoadedMedia) else result
-        result = decode_one(load_media, str(path), runner.media_spec())
+        result = decode_one(load_media, str(path), parts.media_spec.get())
         self._decoded[path] = (stamp, result)
         return result
 
