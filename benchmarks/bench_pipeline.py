@@ -63,7 +63,7 @@ def run() -> BenchResult:
     from vl2cli import api
     from vl2cli.media.workers import DecodePool
     from vl2cli.settings import default_workers
-    from vl2cli.tasks.pipeline import _Runner, run_task
+    from vl2cli.tasks.pipeline import PipelineRunner, run_task
     from vl2cli.tasks.plan import build_request
     from vl2cli.tasks.spec import RunOptions, TaskSpec
 
@@ -80,7 +80,7 @@ def run() -> BenchResult:
     task = TaskSpec("caption", max_new_tokens=MAX_NEW_TOKENS)
     workers = default_workers("cpu")
     options = RunOptions(batch_size=BATCH, workers=workers)
-    runner = _Runner(model, task, options, build_request(model, task, options))
+    runner = PipelineRunner(model, task, options, build_request(model, task, options))
     with tempfile.TemporaryDirectory() as scratch:
         files = _files(media, Path(scratch))
         with DecodePool(runner.media_spec(), workers=workers, max_pending=2 * BATCH) as pool:
@@ -114,8 +114,8 @@ def run() -> BenchResult:
 
 def _item_for(runner: Any, loaded: Any) -> Any:
     """A decoded file prepared as the pipeline prepares it (modality, instruction)."""
-    from vl2cli.tasks.pipeline import _Item
+    from vl2cli.tasks.pipeline import WorkItem
 
-    item = _Item(Path("."), None)
+    item = WorkItem(Path("."), None)
     runner.prepare(item, loaded)
     return item

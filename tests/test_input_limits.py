@@ -151,19 +151,19 @@ def test_settings_that_do_nothing_without_another_are_refused() -> None:
 def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) -> None:
     import shutil
 
-    from vl2cli.model.videollama2 import _load_tokenizer
+    from vl2cli.model.videollama2 import load_tokenizer
 
     folder = tmp_path / "checkpoint"
     shutil.copytree(reference_root() / AV_FIXTURE / "checkpoint", folder,
                     ignore=shutil.ignore_patterns("*.safetensors"))
     (folder / "tokenizer.json").write_text(junk)
     with pytest.raises(CheckpointError, match="cannot load the tokenizer"):
-        _load_tokenizer(folder)
+        load_tokenizer(folder)
 
 
 def test_a_labels_file_of_too_many_labels_is_refused(tmp_path: Path) -> None:
     from vl2cli.settings import MAX_LABELS
-    from vl2cli.commands.run_command import task_spec
+    from vl2cli.run import task_spec
 
     many = tmp_path / "labels.txt"
     many.write_text("".join(f"label {i}\n" for i in range(MAX_LABELS + 1)))

@@ -160,7 +160,7 @@ def test_a_dry_run_plans_only_its_shard_and_writes_nothing(tmp_path: Path, monke
 
 
 def test_the_same_question_twice_is_asked_once() -> None:
-    from vl2cli.commands.run_command import task_spec
+    from vl2cli.run import task_spec
 
     settings = resolve_settings({}, env={}).settings
     assert task_spec("ask", settings, questions=["who?", "where?", "who?"]).questions == ("who?", "where?")

@@ -272,8 +272,8 @@ def test_gpu_batch_size_follows_free_memory_and_tokens() -> None:
 def test_media_token_count_for_batch_planning_matches_a_real_encode(av_model, videos: list[Path]) -> None:
     """On a GPU the batch size is planned from this count; it must equal what a real file encodes to."""
     task, options = TaskSpec("caption"), RunOptions()
-    runner = pipeline._Runner(av_model, task, options, pipeline.build_request(av_model, task, options))
-    item = pipeline._Item(videos[0], None)
+    runner = pipeline.PipelineRunner(av_model, task, options, pipeline.build_request(av_model, task, options))
+    item = pipeline.WorkItem(videos[0], None)
     runner.prepare(item, load_media(videos[0], runner.media_spec()))
     assert item.modality == "av"
     block = av_model.encode([runner.model_input(item)])[0]

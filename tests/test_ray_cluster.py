@@ -205,7 +205,7 @@ def drive_a_run_that_loses_a_node(checkpoint: str, archive: str, address: str, d
     from vl2cli.runners.engines import model_load_options
     from vl2cli.runners.ray_engine import RayRunner, records_stdout
     from vl2cli.settings import resolve_settings
-    from vl2cli.commands.run_command import lazy_model
+    from vl2cli.run import lazy_model
     from vl2cli.tasks.spec import RunOptions, TaskSpec
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

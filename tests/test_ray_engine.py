@@ -24,7 +24,7 @@ from reference_fixtures import offline_fixture_hub, reference_root
 from vl2cli import api
 from vl2cli.runners.engines import model_load_options
 from vl2cli.settings import resolve_settings
-from vl2cli.commands.run_command import lazy_model
+from vl2cli.run import lazy_model
 from vl2cli.tasks.spec import RunOptions, TaskSpec
 
 ray = pytest.importorskip("ray")

@@ -9,7 +9,7 @@ from ..discover import iter_media
 from ..errors import InputError
 from ..input_lists import STDIN_NAME, each_once, iter_listed
 from ..tasks.chat import ChatSession
-from .run_command import lazy_model, listed_inputs, run_options, sampling_of
+from ..run import lazy_model, listed_inputs, run_options, sampling_of
 
 
 #: Shown on a terminal before each question (on stderr, so stdout holds only answers).

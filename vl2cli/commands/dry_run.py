@@ -20,7 +20,7 @@ from ..discover import WalkWarning
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME
 from ..settings import Settings
-from .run_command import run_options
+from ..run import run_options
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from ..tasks.spec import TaskSpec
 

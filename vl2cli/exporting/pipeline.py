@@ -241,7 +241,7 @@ def _reference(module: torch.nn.Module, device: torch.device):
 
 
 def _export_one(model: VideoLlama2, spec: ComponentSpec, folder: Path, weights: str) -> tuple[Path, ParityResult, ComponentEntry]:
-    from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session
+    from .onnx_session import OnnxSessionRunner, create_session
 
     module = export_module(model, spec.name, device="cpu")
     inputs = validation_inputs(model, spec, VALIDATION_BATCH_SIZES, seed=VALIDATION_SEED)
@@ -322,7 +322,7 @@ def check_engine_here(model: VideoLlama2, component: str, runner, precision: str
 
 def _check_graph(model: VideoLlama2, spec: ComponentSpec, graph: Path, precision: str) -> ParityResult:
     """A reduced-precision graph in onnxruntime against the fp32 PyTorch module, with that precision's gate."""
-    from ..runtime.onnxruntime_backend import OnnxSessionRunner, create_session
+    from .onnx_session import OnnxSessionRunner, create_session
 
     module = export_module(model, spec.name, device=model.device)
     inputs = validation_inputs(model, spec, VALIDATION_BATCH_SIZES, seed=VALIDATION_SEED)

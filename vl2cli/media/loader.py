@@ -31,6 +31,7 @@ from vl2cli.media.audio import (
     video_audio_waveform,
 )
 from vl2cli.media.image import ImageProcessorSpec, load_image_rgb, preprocess_frames
+from vl2cli.media.notes import MediaNote
 from vl2cli.media.parallel import resolve_threads, start_in_background
 from vl2cli.media.probe import MediaInfo, open_and_probe
 from vl2cli.media.sampling import clip_frame_range, sample_frame_indices
@@ -121,14 +122,6 @@ class LoadedMedia:
 #: codec priming and rounding make well-formed files differ by a frame or two, never by this much).
 TRUNCATION_MIN_GAP_S = 1.0
 TRUNCATION_MIN_GAP_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class MediaNote:
-    """Something about one stream of a file that its record should say; `stream` is "video" or "audio"."""
-
-    stream: str
-    text: str
 
 
 def truncation_note(stream: str, decoded_s: float, declared_s: float | None) -> MediaNote | None:

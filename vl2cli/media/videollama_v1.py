@@ -31,6 +31,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from vl2cli.constants import V1_IMAGE_SIZE, V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
 from vl2cli.errors import CorruptMediaError, NoAudioStreamError
+from vl2cli.media.notes import MediaNote
 
 #: Upstream's frame count, frame side and image normalisation (BLIP-2 / CLIP mean and std).
 V1_MEAN, V1_STD = V1_PIXEL_MEAN, V1_PIXEL_STD
@@ -316,8 +317,6 @@ def load_v1_media(path: str, spec, info, result, threads: int = 1) -> None:
         result.video_backend = video.backend
         result.video_rotation = video.rotation
         if video.notes:
-            from vl2cli.media.loader import MediaNote  # the loader imports this module lazily: no cycle
-
             result.notes += [MediaNote("video", text) for text in video.notes]
         if spec.want_audio:
             start = _now()

@@ -108,7 +108,7 @@ class VideoLlama2(SplicedFamilyModel):
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         log.info("loading %s (%s) on %s in %s", model, repo.revision or repo.folder, torch_device, str(torch_dtype).removeprefix("torch."))
-        tokenizer = _load_tokenizer(repo.folder)
+        tokenizer = load_tokenizer(repo.folder)
         llm = load_language_model(repo.folder, config, dtype=torch_dtype, device=torch_device, device_map=device_map)
         encoder_device = llm.get_input_embeddings().weight.device
 
@@ -241,7 +241,7 @@ def _eos_token_ids(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> 
     return ids
 
 
-def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -10,7 +10,7 @@ from ..errors import Vl2Error
 from ..settings import Settings
 
 if TYPE_CHECKING:
-    from ..api import Runner
+    from ..tasks.plan import Runner
 
 
 class EngineUnavailableError(Vl2Error):

@@ -149,7 +149,7 @@ class RecordActor:
             self.load_error = f"on {socket.gethostname()}: {type(exc).__name__}: {exc}".splitlines()[0]
 
     def load(self, load_options: dict[str, Any]) -> Any:
-        from ..api import load_model
+        from ..loading import load_model
 
         return load_model(**load_options)  # type: ignore[arg-type]
 
@@ -192,7 +192,7 @@ class RecordActor:
 
 
 class RayRunner:
-    """A `vl2cli.api.Runner` on Ray Data. Ray is started (or joined, with `address`) on the first
+    """A `vl2cli.tasks.plan.Runner` on Ray Data. Ray is started (or joined, with `address`) on the first
     file that needs work, and shut down by `shutdown()` only if this runner started or joined it."""
 
     def __init__(self, load_options: dict[str, Any], *, address: str | None = None,

@@ -161,7 +161,8 @@ def _try_onnxruntime(torch_encoders: TorchEncoders, model, locator, *, strict_de
 
     if importlib.util.find_spec("onnxruntime") is None:  # an install without the cpu/gpu extra
         return None, "onnxruntime is not installed (pip extra cpu or gpu)"
-    from .onnxruntime_backend import OnnxRuntimeEncoders, cuda_provider_usable
+    from ..exporting.onnx_session import cuda_provider_usable
+    from .onnxruntime_backend import OnnxRuntimeEncoders
 
     on_gpu = torch.device(model.device).type == "cuda"
     if on_gpu and strict_device and not cuda_provider_usable():

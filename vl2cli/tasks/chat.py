@@ -19,7 +19,7 @@ from ..errors import MediaError
 from ..model.feature_cache import FeatureCache
 from ..output.record import FileStamp, Sampling
 from ..settings import DEFAULT_MAX_NEW_TOKENS
-from .pipeline import _Item, _Runner
+from .pipeline import PipelineRunner, WorkItem
 from .plan import FileOutcome, build_request, plan_files
 from .spec import RunOptions, TaskSpec
 
@@ -40,20 +40,20 @@ class ChatSession:
         """One record per file for `question` (an error record for a file that cannot be used)."""
         task = TaskSpec("ask", prompt=question, max_new_tokens=self.max_new_tokens, sampling=self.sampling)
         request = build_request(self.model, task, self.options)
-        runner = _Runner(self.model, task, self.options, request)
+        runner = PipelineRunner(self.model, task, self.options, request)
         runner.feature_cache = self.feature_cache
         records = []
         for plan in plan_files(self.files, request):
             if not plan.pending:
                 records.append(plan.outcome.record)
                 continue
-            item = _Item(plan.path, plan.stamp)
+            item = WorkItem(plan.path, plan.stamp)
             runner.prepare(item, self._decode(plan.path, plan.stamp, runner))
             runner.run_batch([item])
             records.append(runner.record(item))
         return records
 
-    def _decode(self, path: Path, stamp: FileStamp, runner: _Runner) -> LoadedMedia | MediaError:
+    def _decode(self, path: Path, stamp: FileStamp, runner: PipelineRunner) -> LoadedMedia | MediaError:
         """The file decoded once per stamp; later questions reuse it (and report no decode time)."""
         kept = self._decoded.get(path)
         if kept is not None and kept[0] == stamp:

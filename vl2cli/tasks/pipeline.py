@@ -64,7 +64,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 @dataclass
-class _Item:
+class WorkItem:
     """A file on its way through a batch."""
 
     path: Path
@@ -96,7 +96,7 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-class _Runner:
+class PipelineRunner:
     """Holds what every file of a run shares; turns decoded files into records."""
 
     def __init__(self, model: Any, task: TaskSpec, options: RunOptions, request: Request) -> None:
@@ -138,19 +138,19 @@ class _Runner:
             return classify_instruction(modality, self.task.labels or ())
         return (request or self.request).prompt or ""
 
-    def items_for(self, plan: PlannedFile, result: LoadedMedia | MediaError) -> list[_Item]:
+    def items_for(self, plan: PlannedFile, result: LoadedMedia | MediaError) -> list[WorkItem]:
         """A decoded file's items: one per request still to do for it (they share the decoded media)."""
         requests = plan.requests or (None,)
         if len(requests) > 1 and self.feature_cache is None:
             self.feature_cache = FeatureCache(max_entries=FEATURE_CACHE_FILES)
         items = []
         for request in requests:
-            item = _Item(plan.path, plan.stamp, plan.segment, request=request)
+            item = WorkItem(plan.path, plan.stamp, plan.segment, request=request)
             self.prepare(item, result)
             items.append(item)
         return items
 
-    def feature_key(self, item: _Item) -> tuple | None:
+    def feature_key(self, item: WorkItem) -> tuple | None:
         """What identifies a file's encoded media: its stamp, the model, frames and modality."""
         if self.feature_cache is None or item.stamp is None:
             return None
@@ -158,7 +158,7 @@ class _Runner:
         segment = (item.segment["start_s"], item.segment["end_s"]) if item.segment is not None else None
         return (item.stamp, segment, request.model_id, request.revision, request.frames, item.modality)
 
-    def prepare(self, item: _Item, result: LoadedMedia | MediaError) -> None:
+    def prepare(self, item: WorkItem, result: LoadedMedia | MediaError) -> None:
         """Decide the modality and instruction of a decoded file, or mark it failed."""
         if isinstance(result, MediaError):
             item.error = _error(result.code, str(result))
@@ -195,7 +195,7 @@ class _Runner:
             self._pixel_table = value_lookup_table(self.media_spec().image).to(self.device)
         return normalize_levels(self._to_device(levels), self._pixel_table)
 
-    def model_input(self, item: _Item) -> MultimodalInput:
+    def model_input(self, item: WorkItem) -> MultimodalInput:
         """The decoded file as the model takes it, its tensors on the model's device."""
         loaded = item.loaded
         pixels = loaded.pixel_values if item.modality != "audio" else None
@@ -246,12 +246,12 @@ class _Runner:
         return tokens
 
     # ------------------------------------------------------------ model calls
-    def run_batch(self, items: list[_Item]) -> None:
+    def run_batch(self, items: list[WorkItem]) -> None:
         ready = [item for item in items if item.ready]
         if ready:
             self._call(ready, self._classify if self.task.task == "classify" else self._generate)
 
-    def _call(self, ready: list[_Item], fn: Callable[[list[_Item]], None]) -> None:
+    def _call(self, ready: list[WorkItem], fn: Callable[[list[WorkItem]], None]) -> None:
         """Run `fn` on a batch; out of memory -> halves (and a lower cap); other errors -> one by one."""
         try:
             fn(ready)
@@ -271,7 +271,7 @@ class _Runner:
                 what = "out of memory" if _is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
                 ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {what}")
 
-    def _generate(self, ready: list[_Item]) -> None:
+    def _generate(self, ready: list[WorkItem]) -> None:
         start = perf_counter()
         inputs = [self.model_input(item) for item in ready]
         generations = self.model.generate(inputs, [i.instruction for i in ready], max_new_tokens=self.task.max_new_tokens,
@@ -290,7 +290,7 @@ class _Runner:
             options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
         return options
 
-    def _classify(self, ready: list[_Item]) -> None:
+    def _classify(self, ready: list[WorkItem]) -> None:
         start = perf_counter()
         labels = list(self.task.labels or ())
         inputs = [self.model_input(item) for item in ready]
@@ -300,7 +300,7 @@ class _Runner:
             self._set_label_scores(item, labels, scores)
             item.model_ms, item.batch_size = per_item, len(ready)
 
-    def _set_label_scores(self, item: _Item, labels: list[str], scores: LabelScores) -> None:
+    def _set_label_scores(self, item: WorkItem, labels: list[str], scores: LabelScores) -> None:
         probabilities = scores.probabilities()
         ranked = sorted(range(len(labels)), key=lambda k: (-probabilities[k], k))
         item.label_scores = [{"label": labels[k], "probability": probabilities[k],
@@ -310,7 +310,7 @@ class _Runner:
         item.output = labels[ranked[0]]
 
     # ------------------------------------------------------------ records
-    def record(self, item: _Item) -> dict[str, Any]:
+    def record(self, item: WorkItem) -> dict[str, Any]:
         loaded = item.loaded
         decode_ms = sum(loaded.timings_ms.values()) if loaded is not None else None
         total = (decode_ms or 0.0) + (item.model_ms or 0.0) if decode_ms is not None else None
@@ -376,7 +376,7 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
             yield item.outcome
         if ended:
             return
-    runner = _Runner(model, task, options, request)
+    runner = PipelineRunner(model, task, options, request)
     spec = runner.media_spec()
     batch_size = runner.batch_size()
     if ended and sum(item.pending for item in head) == 1:
@@ -387,7 +387,7 @@ def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, opti
         decoder = DecodePool(spec, workers=workers, timeout_s=options.decode_timeout,
                              max_pending=max(BATCHES_IN_FLIGHT * batch_size, workers))
     with decoder:
-        batch: list[_Item] = []
+        batch: list[WorkItem] = []
         ready = 0
         stream = decoder.imap_items(itertools.chain(head, planned), path_of=_decode_target)
         for plan, result in stream:
@@ -413,7 +413,7 @@ def _decode_target(item: PlannedFile) -> str | Clip | None:
     return str(item.path)
 
 
-def _flush(runner: _Runner, batch: list[_Item]) -> Iterator[FileOutcome]:
+def _flush(runner: PipelineRunner, batch: list[WorkItem]) -> Iterator[FileOutcome]:
     on_batch = runner.options.on_batch
     if on_batch is not None and any(item.ready for item in batch):
         on_batch([item.path for item in batch if item.ready])

@@ -51,6 +51,11 @@ class PlannedFile:
         return self.outcome is None
 
 
+#: The model half of a run: (model, planned files, task, options, request) -> one outcome per file; the
+#: local pipeline (`pipeline.run_planned`) and `vl2cli.runners.ray_engine.RayRunner` are the two.
+Runner = Callable[[Any, Iterator[PlannedFile], TaskSpec, RunOptions, Request], Iterator[FileOutcome]]
+
+
 def towers_of(model: Any) -> ModelTowers:
     """The towers of a loaded model or of a LazyModel's identity (both answer on `.config`)."""
     silent_video = "video" if model_family(model) == "videollama" else "av"
