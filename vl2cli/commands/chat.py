@@ -6,6 +6,7 @@ stdout holds only answers; prompts, command replies, failures and the summary go
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +18,16 @@ from ..run import lazy_model, listed_inputs, run_options, sampling_of
 from ..tasks.chat import ChatSession
 from .chat_lines import open_lines
 from .chat_slash import NEEDS_ARGUMENT, SlashCommand, help_text, parse_slash
+
+
+#: Control characters a terminal would act on (escape sequences, bells...): a model's answer shows them
+#: as `\xNN` on a terminal instead; line breaks and tabs stay.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` as a terminal can show it without obeying it."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _answer_line(record: dict[str, Any], several_files: bool) -> str:
@@ -60,7 +71,8 @@ class ChatLoop:
                 continue
             command = parse_slash(text)
             if command is None:
-                self.ask(text)
+                with lines.answering():
+                    self.ask(text)
             elif not self.command(command):
                 return
 
@@ -113,7 +125,7 @@ class ChatLoop:
                 streamed.add(str(path))
                 if several:
                     self.stdout.write(f"{path}: ")
-            self.stdout.write(piece)
+            self.stdout.write(terminal_safe(piece))
             self.stdout.flush()
             self._open_line = True
 

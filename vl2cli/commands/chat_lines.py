@@ -8,8 +8,11 @@ the prompt goes to stderr so stdout holds only answers.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import termios
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +22,8 @@ PROMPT = "? "
 HISTORY_LINES = 1000
 HISTORY_FILE = "chat_history"
 HOME_ENV = "VL2_HOME"
+#: Index of the local modes (ECHO among them) in a `termios.tcgetattr` list.
+LOCAL_MODES = 3
 
 
 def history_path() -> Path:
@@ -48,6 +53,10 @@ class PipedLines:
             return None
         return line.rstrip("\r\n")
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        yield
+
     def close(self) -> None:
         pass
 
@@ -55,11 +64,11 @@ class PipedLines:
 class TerminalLines:
     """Lines typed at a terminal through `input()` with readline: editing, Up/Down history."""
 
-    def __init__(self, stdout: TextIO, history: Path | None = None) -> None:
+    def __init__(self, stdin: TextIO, stdout: TextIO, history: Path | None = None) -> None:
         import readline  # noqa: F401 - importing it gives input() line editing
 
         self.readline: Any = readline
-        self.stdout = stdout
+        self.stdin, self.stdout = stdin, stdout
         self.history = history if history is not None else history_path()
         readline.set_history_length(HISTORY_LINES)
         try:
@@ -74,6 +83,24 @@ class TerminalLines:
             print(file=self.stdout, flush=True)
             return None
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Keys typed while an answer prints are not echoed (the terminal would show Up as `^[[A`
+        inside the answer); they wait in the terminal's buffer, and the next prompt's readline reads them."""
+        fd = self.stdin.fileno()
+        try:
+            before = termios.tcgetattr(fd)
+        except termios.error:  # not a terminal after all
+            yield
+            return
+        quiet = list(before)
+        quiet[LOCAL_MODES] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)  # TCSANOW: keep what was typed ahead
+        try:
+            yield
+        finally:
+            termios.tcsetattr(fd, termios.TCSANOW, before)
+
     def close(self) -> None:
         """Keep the history for the next session (a history that cannot be written is not an error)."""
         try:
@@ -86,5 +113,5 @@ class TerminalLines:
 def open_lines(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> PipedLines | TerminalLines:
     """Terminal reading where `input()` can edit (the process's own stdin and stdout are terminals)."""
     if stdin is sys.stdin and stdout is sys.stdout and stdin.isatty() and stdout.isatty():
-        return TerminalLines(stdout)
+        return TerminalLines(stdin, stdout)
     return PipedLines(stdin, stderr, prompt=stdin.isatty())
