@@ -39,6 +39,7 @@ START_TIMEOUT_S = 300
 STEP_TIMEOUT_S = 120
 UP_ARROW = "\x1b[A"
 CTRL_D = "\x04"
+CTRL_C = "\x03"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,10 @@ class Terminal:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        # its own session with the terminal as controlling terminal, so Ctrl-C reaches it as SIGINT
+        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+                                        start_new_session=True,
+                                        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
         self.screen = pyte.Screen(COLUMNS, ROWS)
         self.stream = pyte.ByteStream(self.screen)
@@ -156,6 +160,9 @@ def test_chat_on_a_terminal_edits_recalls_streams_and_ends_cleanly(media: list[P
         terminal.type("/reset\r")
         terminal.wait_for_prompt(5)
         assert any("conversation forgotten" in line for line in terminal.lines())
+        terminal.type(f"half a question{CTRL_C}")  # Ctrl-C at the prompt: a fresh prompt, the session goes on
+        terminal.wait_for_prompt(6)
+        assert any("(/quit or Ctrl-D ends the session)" in line for line in terminal.lines())
         terminal.type(CTRL_D)
         code = terminal.finish()
     finally:
