@@ -115,6 +115,8 @@ def test_chat_answers_each_question_and_encodes_a_file_once(model: Any, files: l
     assert second[0]["timings_ms"]["decode"] == 0  # decoded once too
     # the second question came after the first turn (upstream's chat memory); the first stands alone
     assert session.turns(files[0]) == [(QUESTIONS[0], first[0]["output"]), (QUESTIONS[1], second[0]["output"])]
+    assert "asked after 1 earlier turn(s) of the chat" in second[0]["notes"]
+    assert not any("earlier turn" in note for note in first[0]["notes"])
     alone = [api.ask(model, files[:1], q, max_new_tokens=TOKENS, workers=1)[0]["output"] for q in QUESTIONS]
     assert first[0]["output"] == alone[0]
     session.reset()  # forgets the turns, not the media: the question stands alone again

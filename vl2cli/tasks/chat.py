@@ -87,9 +87,12 @@ class ChatSession:
         """One file's answer, after its earlier turns (the batch path's `_generate` for a batch of one)."""
         start = perf_counter()
         streaming = {"on_text": lambda piece: on_text(item.path, piece)} if on_text is not None else {}
-        [generation] = self.model.generate([runner.model_input(item)], [self._instruction(item)],
+        instruction = self._instruction(item)
+        [generation] = self.model.generate([runner.model_input(item)], [instruction],
                                            max_new_tokens=self.max_new_tokens, **runner.generate_options(), **streaming)
         item.output, item.model_ms, item.batch_size = generation.text, (perf_counter() - start) * MS_PER_S, 1
+        if isinstance(instruction, Conversation):  # the record says its answer depends on what came before
+            item.notes.append(f"asked after {len(instruction.earlier)} earlier turn(s) of the chat")
 
     def _instruction(self, item: WorkItem) -> Instruction:
         stamp, turns = self._turns.get(item.path, (None, []))
