@@ -18,7 +18,7 @@ from vl2cli.settings import RANGES, resolve_settings
 AV_FIXTURE = "siglip-qwen2-av"
 OUT_OF_RANGE = {"frames": 1_000_000, "batch_size": 100_000, "workers": 10_000, "max_new_tokens": 10**9,
                 "top_k": 10**7, "decode_timeout": 10**9, "temperature": 1e6, "top_p": 1.5, "seed": 2**64,
-                "actors": 100_000}
+                "actors": 100_000, "max_batch": 100_000, "max_sheets": 10**7}
 
 
 @pytest.mark.parametrize("name", sorted(RANGES))

@@ -84,7 +84,7 @@ def test_choices_and_ranges_are_checked() -> None:
 
 #: Values the settings module constrains beyond their type (checked in settings._validate).
 _CONSTRAINED = {"device": "cuda:1", "kinds": ["audio", "image"], "decode_timeout": 7.5, "top_p": 0.5,
-                "segment_overlap": "5s"}
+                "segment_overlap": "5s", "components": ["connector"]}
 #: Settings refused without the one they work with (sampling knobs need a temperature; out_dir a
 #: subtitle format; segment_overlap fixed-length segments; ray_address the Ray engine).
 _COMPANIONS = {"top_p": {"temperature": 0.5}, "seed": {"temperature": 0.5}, "out_dir": {"format": "srt"},
@@ -172,3 +172,55 @@ def test_the_suite_runs_with_exports_outside_the_checkout() -> None:
     roots = [os.path.realpath(default_export_dir()), os.path.realpath(default_engine_dir())]
     checkout = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
     assert not any(root.startswith(checkout + os.sep) for root in roots)
+
+
+def test_every_setting_declares_complete_metadata() -> None:
+    """One declaration per setting: flags, a help panel, help, an unset-default text where the default
+    is None, a range for every number, choices only as a tuple of strings that holds the default."""
+    from vl2cli.settings import COMMAND_SETTINGS, GROUPS, METADATA_KEYS, RANGES, setting_type
+
+    for f in dataclasses.fields(Settings):
+        meta = f.metadata
+        assert set(meta) == set(METADATA_KEYS), f.name
+        assert meta["help"] and meta["flags"] and meta["group"] in GROUPS, f.name
+        assert meta["flags"][0].startswith("--") and all(flag.startswith("-") for flag in meta["flags"]), f.name
+        assert (setting_type(f.name) is bool) == ("/" in meta["flags"][0]), f"{f.name}: a switch is --x/--no-x"
+        if f.default is None:
+            assert meta["unset"], f"{f.name}: say what an unset value means"
+        if setting_type(f.name) in (int, float):
+            assert f.name in RANGES, f"{f.name}: every number has a range"
+        if meta["choices"] is not None:
+            assert isinstance(meta["choices"], tuple) and f.default in meta["choices"], f.name
+        assert any(f.name in taken for command, taken in COMMAND_SETTINGS.items() if command != "config show"), \
+            f"{f.name}: no command offers it"
+
+
+def test_no_command_offers_one_flag_twice() -> None:
+    from vl2cli.settings import COMMAND_SETTINGS, setting_flags
+
+    for command, names in COMMAND_SETTINGS.items():
+        if command == "config show":
+            continue
+        flags = [flag for name in names for spec in setting_flags(name) for flag in spec.split("/")]
+        assert len(flags) == len(set(flags)), command
+
+
+def test_the_docs_table_lists_every_setting_as_declared() -> None:
+    from vl2cli.settings import setting_flags
+    from vl2cli.settings_table import settings_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert settings_table() in docs, "docs/cli.md: regenerate the settings table (python -m vl2cli.settings_table)"
+    for name in SETTING_NAMES:
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`{setting_flags(name)[0]}`" in row and f"`{env_var_name(name)}`" in row, name
+
+
+def test_the_export_settings_choices_are_the_exporters() -> None:
+    """The export settings' choices are declared in settings (no torch there); they must be what the
+    exporter takes."""
+    from vl2cli.exporting.names import ALL_COMPONENTS
+    from vl2cli.exporting.tensorrt_build import PRECISIONS
+    from vl2cli.settings import EXPORT_COMPONENTS, EXPORT_PRECISIONS
+
+    assert EXPORT_COMPONENTS == ALL_COMPONENTS and EXPORT_PRECISIONS == PRECISIONS

@@ -9,7 +9,8 @@ Lists are read lazily, line by line.
 A list file must be a regular file of at most 2 GiB (a FIFO, `/dev/zero` or a folder is refused at
 once: pipe such a list into `-` instead); a line longer than MAX_LINE_CHARS ends the run with an
 InputError (that is not a list of paths), and a line holding a NUL byte (no path can) is skipped
-with a warning.
+with a warning, unless no path came before it: a list that starts with a NUL byte, or that is not
+text at all, is binary data (`cat clip.mp4 | vl2 ask - ...`), an InputError that says so.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .bounded_files import LIST_FILE_MAX_BYTES, open_regular, reason
-from .discover import MEDIA_KINDS, WalkWarning, iter_media
+from .discover import MEDIA_KINDS, WalkWarning, iter_media, kind_from_extension
 from .errors import InputError
 
 #: The name that means "read the list from standard input" (as an input or as `--files-from -`).
@@ -46,24 +47,44 @@ def read_path_list(source: str | Path, *, stdin: TextIO | None = None) -> Iterat
     return _closing_lines(handle, str(source))
 
 
+def _not_a_list(name: str) -> InputError:
+    return InputError(f"{name}: holds binary data, not a list of paths (one per line); a media file is named "
+                      "as an input (vl2 ask clip.mp4 \"QUESTION\"), not piped in")
+
+
 def _lines(handle: TextIO, name: str) -> Iterator[str]:
     number = 0
+    taken = 0
     while True:
-        line = handle.readline(MAX_LINE_CHARS + 1)
+        try:
+            line = handle.readline(MAX_LINE_CHARS + 1)
+        except UnicodeDecodeError:  # a strictly decoded stream (stdin in a UTF-8 locale) given binary data
+            raise _not_a_list(name) from None
         if not line:
             return
         number += 1
+        if not taken and "\0" in line:  # no path holds a NUL: before any path, the list is binary data
+            raise _not_a_list(name)
         if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
             raise InputError(f"{name}: line {number} of the list of files is longer than {MAX_LINE_CHARS} "
                              "characters; not a list of paths (one per line)")
         path = line.rstrip("\r\n")
         if path:
+            taken += 1
             yield path
 
 
 def _closing_lines(handle: TextIO, name: str) -> Iterator[str]:
     with handle:
         yield from _lines(handle, name)
+
+
+def looks_like_input(text: str) -> bool:
+    """Whether a word meant as a question names an input instead: `-`, an existing path, or a media file
+    name (no spaces, a media extension). `vl2 ask a.mp4 b.mp4` must not ask "b.mp4" about a.mp4."""
+    if text == STDIN_NAME or os.path.lexists(text):
+        return True
+    return not any(char.isspace() for char in text) and kind_from_extension(text) is not None
 
 
 def each_once(files: Iterable[Path]) -> Iterator[Path]:

@@ -40,7 +40,7 @@ def load_model(
     family = family_of(model)
     if family != "videollama2":  # Video-LLaMA (v1): torch encoders only (no export path for its encoders)
         if encoder_backend not in ("auto", "torch"):
-            raise Vl2Error(f"--encoder-backend {encoder_backend}: {model} is a Video-LLaMA (v1) model; "
+            raise Vl2Error(f"encoder_backend {encoder_backend!r}: {model} is a Video-LLaMA (v1) model; "
                            "its encoders run in torch only.")
         return model_class(family).from_pretrained(model, revision=revision, device=device, dtype=dtype,
                                                    num_frames=frames)

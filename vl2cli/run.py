@@ -65,7 +65,7 @@ def listed_inputs(inputs: list[Path], settings: Settings, stdin: TextIO) -> tupl
     if from_stdin and settings.files_from != STDIN_NAME:
         lists.append(read_path_list(STDIN_NAME, stdin=stdin))
     if not named and not lists:
-        raise InputError("no inputs: name files or folders, - to read paths from stdin, or --files-from LIST")
+        raise InputError("no inputs: name files or folders, - to read paths from stdin, or a list of paths in the files_from setting")
     return [Path(p) for p in named], itertools.chain.from_iterable(lists) if lists else None
 
 

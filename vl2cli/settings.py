@@ -66,6 +66,10 @@ class Range:
             return False
         return (value > self.low if self.low_open else value >= self.low) and value <= self.high
 
+    def short(self) -> str:
+        """The range as --help shows it: `1..512`, `>0..86400`."""
+        return f"{'>' if self.low_open else ''}{_number(self.low)}..{_number(self.high)}"
+
     def text(self) -> str:
         low = f"above {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}"
         return f"{low} and at most {_number(self.high)}"
@@ -75,85 +79,192 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-#: Every numeric setting's range. A value outside it is refused before any work: a million frames or a
-#: seed past 2**32 would otherwise fail deep inside torch (an abort, or every file a model_error).
-RANGES: dict[str, Range] = {
-    "frames": Range(1, FRAMES_LIMIT),
-    "batch_size": Range(1, 1024),
-    "workers": Range(1, 256),
-    "max_new_tokens": Range(1, 65536),
-    "top_k": Range(1, 10000),
-    "decode_timeout": Range(0, 86400, low_open=True),
-    "temperature": Range(0, 100),
-    "top_p": Range(0, 1, low_open=True),
-    "seed": Range(0, 2**32 - 1),
-    "actors": Range(1, 4096),
-}
 #: Labels a classify run takes at most (each is scored by its own forward pass).
 MAX_LABELS = 10000
+#: `vl2 export`: engine precisions, the default one, the largest batch an engine takes by default, the
+#: encoders it can export and its `engines` answers (auto: where a TensorRT product can build them).
+EXPORT_PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_EXPORT_PRECISION = "fp16"
+DEFAULT_EXPORT_MAX_BATCH = 8
+EXPORT_COMPONENTS = ("vision_tower", "connector", "audio_encoder")
+ENGINE_BUILD_CHOICES = ("auto", "yes", "no")
+#: `vl2 report`: rows that get a contact sheet (each decodes its frames again), and the page written.
+DEFAULT_MAX_SHEETS = 2000
+#: More rows than any report page holds sheets for: the bound only refuses nonsense.
+MAX_SHEETS_LIMIT = 10**6
+DEFAULT_REPORT_OUT = "report.html"
+
+#: Help panels: the groups settings are shown in by `--help` and listed by in docs/cli.md.
+MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT = "Model", "Inputs", "Run", "Output", "Segments", "Export", "Report"
+GROUPS = (MODEL, INPUTS, RUN, OUTPUT, SEGMENTS, EXPORT, REPORT)
+#: The metadata keys every setting declares (`_setting`); tests/test_settings.py checks they are complete.
+METADATA_KEYS = ("help", "flags", "group", "choices", "unset", "range", "hint")
 
 
-def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+def _setting(default: Any, help: str, *flags: str, group: str, choices: tuple[str, ...] | None = None,
+             unset: str | None = None, range: Range | None = None, hint: str = "") -> Any:
+    """One setting, declared once: its default and type (the field), its flags (the first long one names
+    it in --help; `--x/--no-x` for switches), help panel, one-line help, choices, how an unset (None)
+    default reads, numeric range and a hint after the help (value syntax). The CLI's options, `vl2
+    config show`, the YAML keys and the `VL2_*` variables all come from this."""
+    metadata = {"help": help, "flags": flags, "group": group, "choices": choices, "unset": unset,
+                "range": range, "hint": hint}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "choices": choices})
-    return field(default=default, metadata={"help": help, "choices": choices})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class Settings:
     """Everything a run can be told. `None` means "decide from the model/device" where noted."""
 
-    model: str = _setting(DEFAULT_MODEL, "hub id or local checkpoint folder")
-    revision: str | None = _setting(None, "hub revision (branch, tag or commit)")
-    device: str = _setting("auto", "auto, cpu, cuda, cuda:N")
-    dtype: str = _setting("auto", "auto (fp32 on CPU, bf16 on GPU), fp32, bf16, fp16")
-    encoder_backend: str = _setting("auto", "auto, tensorrt, onnxruntime, torch")
-    device_map: str | None = _setting(None, "spread the LLM over several GPUs (e.g. auto; for the 72B model)")
-    export_dir: str | None = _setting(None, "where `vl2 export` wrote ONNX graphs (see docs/export.md)")
-    engine_dir: str | None = _setting(None, "where `vl2 export` wrote TensorRT engines (see docs/export.md)")
-    frames: int | None = _setting(None, "frames per video")
-    modality: str = _setting("auto", "what of each file the model sees", MODALITIES)
-    batch_size: int | None = _setting(None, "files per model call")
-    workers: int | None = _setting(None, "decode worker processes (the model process keeps a core)")
-    decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed")
-    video_backend: str = _setting("decord", "decord (upstream's reader; PyAV where decord misreads the file) or pyav", ("decord", "pyav"))
-    shard: str | None = _setting(None, "K/N: run only shard K of N (0-based) into --out FOLDER/ (default: from the "
-                                       "SLURM_ARRAY_* variables when --out is a folder)")
-    engine: str = _setting("local", "local (this process) or ray (a Ray Data actor pool; pip install 'vl2[ray]')",
-                           ENGINES)
-    ray_address: str | None = _setting(None, "engine ray: the cluster to join (e.g. auto, head:6379); "
-                                             "default: start a local one")
-    actors: int | None = _setting(None, "engine ray: model actors in the pool (default: one per GPU of the "
-                                        "cluster, else one per node; never more than the batches)")
-    max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens")
-    prompt: str | None = _setting(None, "caption instruction")
-    labels: list[str] = _setting([], "classify: candidate labels")
-    top_k: int = _setting(DEFAULT_TOP_K, "classify: labels kept in `top_k`")
-    segment: str | None = _setting(None, "cut long files into segments, one record each: a length (30s, 2m, 1m30s) "
-                                         "or scenes")
-    segment_overlap: str | None = _setting(None, "fixed segments: time each shares with the next (e.g. 5s)")
-    segment_min: str = _setting("2s", "scene segments: shortest (shorter scenes join a neighbour)")
-    segment_max: str = _setting("60s", "scene segments: longest (longer scenes are split)")
-    format: str = _setting("jsonl", "jsonl: records only; srt, vtt: also a subtitle file per input",
-                           ("jsonl", "srt", "vtt"))
-    out_dir: str | None = _setting(None, "folder for subtitle files (default: beside each input)")
-    include: list[str] = _setting([], "globs a file in a folder must match (any)")
-    exclude: list[str] = _setting([], "globs that drop a file in a folder")
-    kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders")
-    recursive: bool = _setting(True, "walk sub-folders")
-    out: str = _setting("-", "JSONL output file; - for stdout; a folder (DIR/) for one part file per shard")
-    overwrite: bool = _setting(False, "redo files already in the output (appends new records)")
-    retry_failed: bool = _setting(False, "redo files whose last record is an error")
-    quiet: bool = _setting(False, "no progress bar; log lines only")
-    json: bool = _setting(False, "ask on one file, chat: print JSON records instead of plain answers")
-    files_from: str | None = _setting(None, "a file listing inputs, one path per line; - reads them from stdin")
-    temperature: float | None = _setting(None, "sample with this temperature (> 0); unset or 0: greedy decoding")
-    top_p: float | None = _setting(None, "nucleus sampling mass when sampling (the default is upstream's)")
-    seed: int | None = _setting(None, "seed for sampling: the same seed and batch size give the same answers")
-    log_files: bool = _setting(False, "one timestamped stderr line per finished file: time, status, seconds, path")
+    model: str = _setting(DEFAULT_MODEL, "hub id or local checkpoint folder", "--model", "-m", group=MODEL)
+    revision: str | None = _setting(None, "hub revision (branch, tag or commit)", "--revision", group=MODEL,
+                                    unset="the default branch")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:N", "--device", group=MODEL)
+    dtype: str = _setting("auto", "auto (fp32 on CPU, bf16 on GPU), fp32, bf16, fp16", "--dtype", group=MODEL)
+    encoder_backend: str = _setting("auto", "auto, tensorrt, onnxruntime, torch", "--encoder-backend", group=MODEL)
+    device_map: str | None = _setting(None, "spread the LLM over GPUs (e.g. auto; for 72B)", "--device-map",
+                                      group=MODEL, unset="one device")
+    export_dir: str | None = _setting(None, "where `vl2 export` writes ONNX graphs", "--export-dir", group=MODEL,
+                                      unset="export/ under $VL2_HOME, the checkout or ~/.cache/vl2")
+    engine_dir: str | None = _setting(None, "where `vl2 export` writes TensorRT engines", "--engine-dir", group=MODEL,
+                                      unset="engines/ beside export/")
+    frames: int | None = _setting(None, "frames per video", "--frames", group=MODEL, unset="the model's num_frames",
+                                  range=Range(1, FRAMES_LIMIT))
+    modality: str = _setting("auto", "what of each file the model sees", "--modality", group=MODEL,
+                             choices=MODALITIES, hint=": auto|video|audio|av")
+    batch_size: int | None = _setting(None, "files per model call", "--batch-size", "-b", group=RUN,
+                                      unset=f"{CPU_BATCH_SIZE} on CPU, up to {GPU_MAX_BATCH_SIZE} on GPU",
+                                      range=Range(1, 1024))
+    workers: int | None = _setting(None, "decode worker processes", "--workers", "-j", group=RUN,
+                                   unset=f"cores-{MODEL_PROCESS_CORES}, at most {CPU_WORKERS} CPU / "
+                                         f"{GPU_WORKERS} GPU",
+                                   range=Range(1, 256))
+    decode_timeout: float = _setting(DEFAULT_DECODE_TIMEOUT_S, "seconds before a stuck decoder is killed",
+                                     "--decode-timeout", group=RUN, range=Range(0, 86400, low_open=True))
+    video_backend: str = _setting("decord", "decord or pyav (for files decord misreads)", "--video-backend",
+                                  group=RUN, choices=("decord", "pyav"))
+    shard: str | None = _setting(None, "K/N: only shard K of N (0-based), into --out DIR/", "--shard", group=RUN,
+                                 unset="SLURM_ARRAY_* when --out is a folder")
+    engine: str = _setting("local", "local, or ray: a Ray Data actor pool (pip install 'vl2\\[ray]')",
+                           "--engine", group=RUN, choices=ENGINES)
+    ray_address: str | None = _setting(None, "engine ray: the cluster to join (auto, head:6379)", "--ray-address",
+                                       group=RUN, unset="a local one")
+    actors: int | None = _setting(None, "engine ray: model actors in the pool", "--actors", group=RUN,
+                                  unset="one per GPU, else per node", range=Range(1, 4096))
+    max_new_tokens: int = _setting(DEFAULT_MAX_NEW_TOKENS, "longest answer, in tokens", "--max-new-tokens",
+                                   group=MODEL, range=Range(1, 65536))
+    prompt: str | None = _setting(None, "caption instruction", "--prompt", "-p", group=MODEL, unset="by modality")
+    labels: list[str] = _setting([], "classify: candidate labels", "--labels", "-l", group=MODEL,
+                                 hint=': "a,b,c" or @file; repeatable')
+    top_k: int = _setting(DEFAULT_TOP_K, "classify: labels kept in `top_k`", "--top-k", "-k", group=MODEL,
+                          range=Range(1, 10000))
+    segment: str | None = _setting(None, "a record per segment: a length (30s, 1m30s) or scenes", "--segment",
+                                   group=SEGMENTS, unset="whole files")
+    segment_overlap: str | None = _setting(None, "time a fixed segment shares with the next",
+                                           "--segment-overlap", group=SEGMENTS, unset="none")
+    segment_min: str = _setting("2s", "shortest scene (shorter ones join a neighbour)", "--segment-min",
+                                group=SEGMENTS)
+    segment_max: str = _setting("60s", "longest scene (longer ones are split)", "--segment-max",
+                                group=SEGMENTS)
+    format: str = _setting("jsonl", "jsonl, or srt|vtt: also a subtitle file per input", "--format",
+                           group=OUTPUT, choices=("jsonl", "srt", "vtt"))
+    out_dir: str | None = _setting(None, "folder for subtitle files", "--out-dir", group=OUTPUT,
+                                   unset="beside each input")
+    include: list[str] = _setting([], "globs a file in a folder must match", "--include", group=INPUTS,
+                                  hint=" (repeatable)")
+    exclude: list[str] = _setting([], "globs that drop a file in a folder", "--exclude", group=INPUTS,
+                                  hint=" (repeatable)")
+    kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders", "--kind",
+                                group=INPUTS, hint=": video|image|audio (repeatable)")
+    recursive: bool = _setting(True, "walk sub-folders", "--recursive/--no-recursive", group=INPUTS)
+    out: str = _setting("-", "JSONL file; - for stdout; DIR/: a part per shard", "--out", "-o",
+                        group=OUTPUT)
+    overwrite: bool = _setting(False, "redo files already in the output",
+                               "--overwrite/--no-overwrite", group=OUTPUT)
+    retry_failed: bool = _setting(False, "redo files whose last record is an error",
+                                  "--retry-failed/--no-retry-failed", group=OUTPUT)
+    quiet: bool = _setting(False, "no progress bar; log lines only", "--quiet/--no-quiet", group=RUN)
+    json: bool = _setting(False, "print JSON records instead of plain answers", "--json/--no-json", group=OUTPUT)
+    files_from: str | None = _setting(None, "a file listing inputs, one per line; - reads stdin", "--files-from",
+                                      group=INPUTS, unset="none")
+    temperature: float | None = _setting(None, "sample with this temperature; unset or 0: greedy", "--temperature",
+                                         group=MODEL, unset="greedy", range=Range(0, 100))
+    top_p: float | None = _setting(None, "nucleus sampling mass when sampling", "--top-p", group=MODEL,
+                                   unset=f"{DEFAULT_TOP_P} when sampling", range=Range(0, 1, low_open=True))
+    seed: int | None = _setting(None, "sampling seed (same seed and batch size: same answers)", "--seed",
+                                group=MODEL, unset="none", range=Range(0, 2**32 - 1))
+    log_files: bool = _setting(False, "a stderr line per finished file",
+                               "--log-files/--no-log-files", "-v", group=RUN)
+    precision: str = _setting(DEFAULT_EXPORT_PRECISION, "engine precision (ONNX graphs are fp32; TensorRT-RTX has no "
+                              "bf16)", "--precision", group=EXPORT, choices=EXPORT_PRECISIONS)
+    components: list[str] = _setting([], "only these components", "--component", group=EXPORT,
+                                     hint=f": {'|'.join(EXPORT_COMPONENTS)} (repeatable; none: all the model has)")
+    max_batch: int = _setting(DEFAULT_EXPORT_MAX_BATCH, "largest batch of videos / audio clips an engine takes",
+                              "--max-batch", group=EXPORT, range=Range(1, 1024))
+    engines: str = _setting("auto", "build TensorRT engines: auto (where possible), yes (fail if not), no",
+                            "--engines", group=EXPORT, choices=ENGINE_BUILD_CHOICES)
+    gpu_targets: list[str] = _setting([], "compute capabilities to build TensorRT-RTX engines for, e.g. 8.9",
+                                      "--gpu-target", group=EXPORT, hint=" (repeatable; none: all it supports)")
+    report_out: str = _setting(DEFAULT_REPORT_OUT, "the HTML file to write", "--out", "-o", group=REPORT)
+    max_sheets: int = _setting(DEFAULT_MAX_SHEETS, "rows that get a contact sheet (each decodes its frames again)",
+                               "--max-sheets", group=REPORT, range=Range(0, MAX_SHEETS_LIMIT))
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+_METADATA: dict[str, Mapping[str, Any]] = {f.name: f.metadata for f in dataclasses.fields(Settings)}
+#: Every numeric setting's range. A value outside it is refused before any work: a million frames or a
+#: seed past 2**32 would otherwise fail deep inside torch (an abort, or every file a model_error).
+RANGES: dict[str, Range] = {name: meta["range"] for name, meta in _METADATA.items() if meta["range"] is not None}
+
+_MODEL_SETTINGS = ("model", "revision", "device", "dtype", "encoder_backend", "frames", "modality", "device_map",
+                   "export_dir", "engine_dir")
+_GENERATE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "seed")
+_INPUT_SETTINGS = ("include", "exclude", "kinds", "recursive", "files_from")
+_RUN_SETTINGS = ("out", "overwrite", "retry_failed", *_MODEL_SETTINGS, *_INPUT_SETTINGS, "batch_size", "workers",
+                 "decode_timeout", "video_backend", "quiet", "log_files", "shard", "engine", "ray_address", "actors",
+                 "segment", "segment_overlap", "segment_min", "segment_max", "format", "out_dir")
+#: Which settings each command takes as flags (the rest still come from the environment and config file);
+#: a command never offers a flag that would do nothing for it (`--json` is for ask and chat only).
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "caption": ("prompt", *_GENERATE_SETTINGS, *_RUN_SETTINGS),
+    "ask": (*_GENERATE_SETTINGS, *_RUN_SETTINGS, "json"),
+    "classify": ("labels", "top_k", *_RUN_SETTINGS),
+    "chat": (*_GENERATE_SETTINGS, *_MODEL_SETTINGS, *_INPUT_SETTINGS, "video_backend", "json"),
+    "export": ("model", "revision", "device", "export_dir", "engine_dir", "precision", "components", "max_batch",
+               "engines", "gpu_targets"),
+    "report": ("report_out", "max_sheets", "video_backend"),
+    "config show": SETTING_NAMES,
+}
+
+
+def setting_metadata(name: str) -> Mapping[str, Any]:
+    """A setting's declaration (`_setting`'s keywords: help, flags, group, choices, unset, range, hint)."""
+    return _METADATA[name]
+
+
+def setting_flags(name: str) -> tuple[str, ...]:
+    """The setting's flags as declared (`--recursive/--no-recursive`, `-b`...)."""
+    return _METADATA[name]["flags"]
+
+
+def setting_flag(name: str) -> str:
+    """The setting's long flag as a user types it to turn it on or give a value: `--batch-size`."""
+    return _METADATA[name]["flags"][0].partition("/")[0]
+
+
+def default_text(name: str) -> str:
+    """A setting's built-in default as --help and docs/cli.md show it."""
+    value = getattr(Settings(), name)
+    if value is None:
+        return _METADATA[name]["unset"] or "none"
+    if isinstance(value, bool):
+        on, _, off = _METADATA[name]["flags"][0].partition("/")
+        return (on if value else off).lstrip("-")
+    if isinstance(value, list):
+        return ",".join(value) if value else "none"
+    return str(value)
 
 
 @dataclass
@@ -218,7 +329,7 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
 def _validate(settings: Settings) -> None:
     """Range and choice checks shared by every layer (raised as Vl2Error naming the setting)."""
     for f in dataclasses.fields(Settings):
-        choices = f.metadata.get("choices")
+        choices = f.metadata["choices"]
         if choices and getattr(settings, f.name) not in choices:
             raise Vl2Error(f"{f.name}: {getattr(settings, f.name)!r} is not one of {', '.join(choices)}")
     for name, allowed in RANGES.items():
@@ -234,6 +345,9 @@ def _validate(settings: Settings) -> None:
     bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
     if bad_kinds:
         raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
+    bad_components = set(settings.components) - set(EXPORT_COMPONENTS)
+    if bad_components:
+        raise Vl2Error(f"components: unknown {sorted(bad_components)}; choose from {', '.join(EXPORT_COMPONENTS)}")
 
 
 def _validate_combinations(settings: Settings) -> None:
@@ -350,7 +464,7 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
 
 def setting_help(name: str) -> str:
     """One-line description of a setting (shared by the CLI help and the docs), with its range if it has one."""
-    text = next(f.metadata["help"] for f in dataclasses.fields(Settings) if f.name == name)
+    text = _METADATA[name]["help"]
     allowed = RANGES.get(name)
     return f"{text} ({allowed.text()})" if allowed is not None else text
 

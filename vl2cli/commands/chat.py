@@ -18,6 +18,7 @@ from ..run import lazy_model, listed_inputs, run_options, sampling_of
 from ..tasks.chat import ChatSession
 from .chat_lines import open_lines
 from .chat_slash import NEEDS_ARGUMENT, SlashCommand, help_text, parse_slash
+from .guard import Interrupted
 
 
 #: Control characters a terminal would act on (escape sequences, bells...): a model's answer shows them
@@ -38,7 +39,7 @@ def _answer_line(record: dict[str, Any], several_files: bool) -> str:
 
 def _is_ctrl_c(exc: KeyboardInterrupt) -> bool:
     """Ctrl-C (SIGINT) stops an answer or clears the line; SIGTERM still ends the session."""
-    return getattr(exc, "signal_number", signal.SIGINT) == signal.SIGINT
+    return not isinstance(exc, Interrupted) or exc.signal_number == signal.SIGINT
 
 
 class ChatLoop:

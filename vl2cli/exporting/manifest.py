@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic_files import write_atomically
 from ..errors import EngineMismatchError
 from ..model.checkpoint import ShardedSafetensors
 
@@ -125,9 +126,7 @@ class Manifest:
         """Write atomically, so a reader never sees half a manifest."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / MANIFEST_FILE
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(self.to_json() + "\n", encoding="utf-8")
-        partial.replace(path)
+        write_atomically(path, self.to_json() + "\n")
         return path
 
     @classmethod

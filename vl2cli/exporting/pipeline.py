@@ -22,6 +22,7 @@ import torch
 
 from .. import __version__ as vl2_version
 from ..errors import ExportError, Vl2Error
+from ..settings import DEFAULT_EXPORT_MAX_BATCH, DEFAULT_EXPORT_PRECISION
 from ..model.encoders import DEFAULT_FRAMES_PER_TOWER_CALL
 from ..model.videollama2 import VideoLlama2
 from .components import VISION_TOWER, BATCH_AXIS, ComponentSpec, component_specs, export_module, validation_inputs
@@ -33,9 +34,10 @@ from .validate import VALIDATION_BATCH_SIZES, ParityResult, check_parity
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRECISION = "fp16"
-#: Videos (connector) or audio clips per engine call; the tower's frame batch scales with frames.
-DEFAULT_MAX_BATCH = 8
+#: Videos (connector) or audio clips per engine call; the tower's frame batch scales with frames. The
+#: defaults are the `precision` and `max_batch` settings' (declared once, in vl2cli.settings).
+DEFAULT_PRECISION = DEFAULT_EXPORT_PRECISION
+DEFAULT_MAX_BATCH = DEFAULT_EXPORT_MAX_BATCH
 #: Seed of the fixed validation inputs (same inputs at export and in the manifest's figures).
 VALIDATION_SEED = 0
 #: Example batch the graphs are traced with (not 1, so no size-1 broadcast gets baked in).
@@ -211,7 +213,7 @@ def _select_components(specs: dict[str, ComponentSpec], requested: Sequence[str]
         return list(specs)
     unknown = [c for c in requested if c not in specs]
     if unknown:
-        raise Vl2Error(f"--component {', '.join(unknown)}: this model has {', '.join(specs)}.")
+        raise Vl2Error(f"components {', '.join(unknown)}: this model has {', '.join(specs)}.")
     return [c for c in specs if c in requested]
 
 

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import BEATS_FBANK_MEAN, BEATS_FBANK_STD
-from ..errors import CheckpointError, UnsupportedModelError
+from ..errors import UnsupportedModelError
+from .strict_load import load_exact
 
 #: Attention scores are computed on q / alpha and re-multiplied by alpha after the row maximum is
 #: subtracted (upstream `MultiheadAttention.forward`, `alpha = 32`).
@@ -489,29 +490,8 @@ def load_beats_state_dict(model: BeatsModel, state_dict: dict[str, torch.Tensor]
     one the computation uses, so it wins when copies differ. Missing or unexpected keys and shape
     mismatches raise CheckpointError naming them.
     """
-    expected = set(model.state_dict().keys())
-    optional = _shared_bias_copies(model)
-    provided = set(state_dict)
-    missing = sorted(expected - optional - provided)
-    unexpected = sorted(provided - expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected)}")
-        raise CheckpointError("BEATs audio tower weights do not match the model; " + "; ".join(parts))
     # Only layer 0's copy is loaded: the other keys point at the same module and would overwrite it.
-    to_load = {k: v for k, v in state_dict.items() if k not in optional}
-    own = model.state_dict()
-    bad_shapes = [
-        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})"
-        for k, v in to_load.items()
-        if tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if bad_shapes:
-        raise CheckpointError("BEATs audio tower weights have the wrong shape: " + ", ".join(bad_shapes))
-    model.load_state_dict(to_load, strict=False)
+    load_exact(model, state_dict, "BEATs audio tower", tied=_shared_bias_copies(model))
     cached = model.encoder.cached_position_bias
     if cached is not None:
         model.precompute_position_bias(cached.shape[-1])

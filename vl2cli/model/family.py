@@ -50,7 +50,7 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise Vl2Error(f"--device {device}: no CUDA GPU is available here; use --device cpu.")
+        raise Vl2Error(f"device {device!r}: no CUDA GPU is available here; set device to 'cpu'.")
     return resolved
 
 
@@ -61,7 +61,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     try:
         return DTYPE_NAMES[dtype]
     except KeyError:
-        raise Vl2Error(f"--dtype {dtype!r}: choose one of fp32, bf16, fp16.") from None
+        raise Vl2Error(f"dtype {dtype!r}: choose one of fp32, bf16, fp16.") from None
 
 
 class SplicedFamilyModel:

@@ -55,7 +55,8 @@ def resolve_repo(
         )
         raise HubResolutionError(
             f"{name_or_path}: cannot resolve this hub id: {hint} (cache: {os.environ.get('HF_HUB_CACHE') or 'default'}). "
-            f"Download it on a connected machine (`hf download {name_or_path}`) or pass a local folder."
+            f"Fetch the model on a connected machine (`vl2 pull MODEL` gets it and every repo it needs) or pass a "
+            "local folder."
         ) from exc
     except (RepositoryNotFoundError, HFValidationError) as exc:
         raise HubResolutionError(f"{name_or_path}: not a local folder and not a hub repository: {exc}") from exc

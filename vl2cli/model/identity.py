@@ -14,6 +14,7 @@ from pathlib import Path
 from ..constants import DEFAULT_NUM_FRAMES, FRAMES_LIMIT
 from ..errors import CheckpointError
 from .hub import CHECKPOINT_PATTERNS, resolve_repo
+from .requirements import check_offline_requirements
 
 CONFIG_FILE = "config.json"
 
@@ -39,6 +40,7 @@ class CheckpointIdentity:
         """Resolve a hub id (through the HF cache) or a local folder and read its config.json."""
         from .families import family_of
 
+        check_offline_requirements(model, revision=revision)  # every missing repo named, the tower's too
         if family_of(model) == "videollama":
             return cls._resolve_v1(model, revision=revision)
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)

@@ -16,16 +16,13 @@ from typing import Any
 import transformers
 from transformers import StaticCache
 
-from ..errors import Vl2Error
+from ..errors import TransformersApiError
 
 #: The argument (and output field) names transformers has used for a causal LM's key/value cache, newest first.
 CACHE_NAMES = ("cache", "past_key_values")
 #: What vl2's static decode loop calls on a `StaticCache` (all public, documented methods and properties).
 STATIC_CACHE_API = ("early_initialization", "reset", "is_sliding")
 
-
-class TransformersApiError(Vl2Error):
-    """The installed transformers names something differently from every release vl2 knows."""
 
 
 def transformers_version() -> str:

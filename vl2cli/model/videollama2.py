@@ -29,7 +29,9 @@ from .family import (  # noqa: F401 - re-exported: callers import these from her
 from .inputs import Instruction, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
+from .requirements import check_offline_requirements
 from .vision_tower import TOWER_WEIGHT_PREFIX, VisionTower, load_tower_spec
+from .strict_load import load_exact
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class VideoLlama2(SplicedFamilyModel):
         `generate`).
         """
         check_decode_loop(decode_loop)
+        check_offline_requirements(model, revision=revision)  # offline: every missing repo named before loading
         repo = resolve_repo(model, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         config = Vl2Config.from_file(repo.folder / "config.json")
         if config.is_base_checkpoint:
@@ -120,7 +123,7 @@ class VideoLlama2(SplicedFamilyModel):
             vision_tower = VisionTower(spec, config.vision_select_layer, config.vision_select_feature)
             vision_tower.load_released_weights(_required(shards, TOWER_WEIGHT_PREFIX, "vision tower"))
             connector = build_video_connector(config.projector_type, config.mm_hidden_size or vision_tower.hidden_size, config.hidden_size)
-            _load_strict(connector, _required(shards, CONNECTOR_PREFIX, "video connector"), "video connector")
+            load_exact(connector, _required(shards, CONNECTOR_PREFIX, "video connector"), "video connector")
         if config.has_audio:
             from .beats import BeatsConfig, BeatsModel, load_beats_state_dict
 
@@ -132,7 +135,7 @@ class VideoLlama2(SplicedFamilyModel):
                 config.mm_hidden_size_a or beats_config.encoder_embed_dim,
                 config.hidden_size_a or config.hidden_size,
             )
-            _load_strict(audio_projector, _required(shards, AUDIO_PROJECTOR_PREFIX, "audio projector"), "audio projector")
+            load_exact(audio_projector, _required(shards, AUDIO_PROJECTOR_PREFIX, "audio projector"), "audio projector")
         modules = [m for m in (vision_tower, connector, audio_tower, audio_projector) if m is not None]
         for module in modules:
             module.to(device=encoder_device, dtype=torch_dtype).eval()
@@ -259,14 +262,3 @@ def _required(shards: ShardedSafetensors, prefix: str, what: str) -> dict[str, t
     if not keys:
         raise CheckpointError(f"{shards.folder}: the checkpoint has no {what} weights (no keys under {prefix!r}).")
     return shards.load(keys, strip_prefix=prefix)
-
-
-def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    try:
-        result = module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:  # torch reports mis-shaped tensors this way
-        raise CheckpointError(f"{what} weights have the wrong shape for the config: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{what} weights do not match the config: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )

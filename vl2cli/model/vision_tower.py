@@ -24,6 +24,7 @@ from transformers.initialization import no_init_weights
 from ..errors import CheckpointError, UnsupportedModelError
 from .checkpoint import resolve_repo
 from .transformers_api import attention_implementation, set_attention_implementation
+from .strict_load import load_exact
 
 #: Files vl2 needs from a tower's hub repo: its architecture and its image processor (no weights:
 #: the released VideoLLaMA 2 checkpoints carry the tower weights themselves).
@@ -150,15 +151,7 @@ class VisionTower(nn.Module):
 
     def load_released_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load the checkpoint's tower tensors (prefix already stripped) strictly, then drop unused parts."""
-        try:
-            result = self.model.load_state_dict(state_dict, strict=False)
-        except RuntimeError as exc:  # torch reports mis-shaped tensors this way
-            raise CheckpointError(f"vision tower weights have the wrong shape for the tower config: {exc}") from exc
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                "vision tower weights do not match the tower config: "
-                f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-            )
+        load_exact(self.model, state_dict, "vision tower")
         self._drop_unused_parts()
 
     def _drop_unused_parts(self) -> None:

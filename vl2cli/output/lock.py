@@ -38,7 +38,7 @@ def _lock_the_file(out: Path) -> int | None:
         os.close(fd)
         raise OutputLockedError(
             f"{out} is being written by another vl2 run under another name of the same file (a hard link); "
-            "wait for it to finish or use another --out") from None
+            "wait for it to finish or set another out path") from None
     return fd
 
 
@@ -63,7 +63,7 @@ class OutputLock:
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
             raise OutputLockedError(
-                f"{self.out} is being written by another vl2 run{who}; wait for it to finish or use another --out"
+                f"{self.out} is being written by another vl2 run{who}; wait for it to finish or set another out path"
             ) from None
         try:
             self._file_fd = _lock_the_file(self.out)

@@ -6,12 +6,12 @@ The merged file is a new, derived file: it is written whole to a temporary name 
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
+from ..atomic_files import replacing
 from ..errors import Vl2Error
 from .record import ResumeKey, key_of_record, printable
 from .reader import SkippedLines, read_records
@@ -58,16 +58,10 @@ def latest_records(paths: Iterable[str | Path]) -> Merged:
 
 
 def _replace_with(out: Path, write: Any) -> None:
-    """Write through `write(temp_path)`, fsync, then rename over `out`."""
+    """Write through `write(temp_path)`, then put the file in `out`'s place whole (atomic_files)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(out) as temp:
         write(temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def write_jsonl(records: list[dict[str, Any]], out: str | Path) -> None:

@@ -9,7 +9,7 @@ unit of work: its key adds how the file was cut and which window it is.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -166,52 +166,90 @@ def decoding_facts(loaded: Any, modality: str | None) -> dict[str, Any] | None:
             "audio_stream": getattr(loaded, "audio_stream_index", None) if hears else None}
 
 
-def build_record(
-    request: Request,
-    *,
-    path: str,
-    stamp: FileStamp | None,
-    vl2_version: str,
-    media: dict[str, Any] | None = None,
-    instruction: str | None = None,
-    modality: str | None = None,
-    audio_missing: bool = False,
-    notes: list[str] | None = None,
-    output: str | None = None,
-    label_scores: list[dict[str, Any]] | None = None,
-    top_k: list[str] | None = None,
-    timings_ms: dict[str, Any] | None = None,
-    error: dict[str, str] | None = None,
-    segment: dict[str, Any] | None = None,
-    decoding: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A complete record in schema field order; anything not known is null. `segment`: the window of
-    the file this record is about (SEGMENT_FIELDS), None for a whole file."""
-    timings = {"decode": None, "model": None, "total": None}
-    timings.update(timings_ms or {})
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "path": path,
-        "segment": {name: segment[name] for name in SEGMENT_FIELDS} if segment is not None else None,
-        "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
-        "media": media,
-        "decoding": decoding,
-        "task": request.task,
-        "prompt": request.prompt,
-        "instruction": instruction,
-        "labels": list(request.labels) if request.labels is not None else None,
-        "model": {"id": request.model_id, "revision": request.revision, "family": request.family},
-        "frames": request.frames,
-        "modality_requested": request.modality,
-        "sampling": request.sampling.as_dict() if request.sampling is not None else None,
-        "modality": modality,
-        "audio_missing": audio_missing,
-        "notes": list(notes or []),
-        "output": output,
-        "label_scores": label_scores,
-        "top_k": top_k,
-        "timings_ms": timings,
-        "error": error,
-        "vl2_version": vl2_version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-    }
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One output record, typed: the request and the file it is about, then what became of it.
+
+    Built by the pipeline, the Ray engine, planning (unreadable files) and chat; `as_dict()` gives the JSON
+    object in the schema's field order (what the writer, resume, merge and the library API handle), and
+    `from_dict` reads one back. Anything not known is None; `timings_ms` lists only the times that were
+    measured (decode, model, total are always present, null when not measured)."""
+
+    request: Request
+    path: str
+    stamp: FileStamp | None
+    vl2_version: str
+    media: dict[str, Any] | None = None
+    instruction: str | None = None
+    modality: str | None = None
+    audio_missing: bool = False
+    notes: tuple[str, ...] | list[str] = ()
+    output: str | None = None
+    label_scores: list[dict[str, Any]] | None = None
+    top_k: list[str] | None = None
+    timings_ms: dict[str, Any] | None = None
+    #: `{"code", "message"}` (errors.record_error), `attempt` added on resume; None on success
+    error: dict[str, Any] | None = None
+    #: the window of the file this record is about (SEGMENT_FIELDS), None for a whole file
+    segment: dict[str, Any] | None = None
+    decoding: dict[str, Any] | None = None
+    created_at: str = field(default_factory=_now)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, in schema field order."""
+        request, stamp, segment = self.request, self.stamp, self.segment
+        timings = {"decode": None, "model": None, "total": None}
+        timings.update(self.timings_ms or {})
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "path": self.path,
+            "segment": {name: segment[name] for name in SEGMENT_FIELDS} if segment is not None else None,
+            "file": {"size_bytes": stamp.size_bytes, "mtime_ns": stamp.mtime_ns} if stamp is not None else None,
+            "media": self.media,
+            "decoding": self.decoding,
+            "task": request.task,
+            "prompt": request.prompt,
+            "instruction": self.instruction,
+            "labels": list(request.labels) if request.labels is not None else None,
+            "model": {"id": request.model_id, "revision": request.revision, "family": request.family},
+            "frames": request.frames,
+            "modality_requested": request.modality,
+            "sampling": request.sampling.as_dict() if request.sampling is not None else None,
+            "modality": self.modality,
+            "audio_missing": self.audio_missing,
+            "notes": list(self.notes),
+            "output": self.output,
+            "label_scores": self.label_scores,
+            "top_k": self.top_k,
+            "timings_ms": timings,
+            "error": self.error,
+            "vl2_version": self.vl2_version,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        """A record read back (one `read_records` accepted: schema-valid). A v1 record becomes its v2
+        form (no segment, greedy), which `as_dict` then writes."""
+        model, file, sampling = data["model"], data["file"], data.get("sampling")
+        labels = data["labels"]
+        request = Request(
+            task=data["task"], prompt=data["prompt"], labels=tuple(labels) if labels is not None else None,
+            model_id=model["id"], revision=model["revision"], frames=data["frames"],
+            modality=data["modality_requested"], family=model.get("family", "videollama2"),
+            sampling=Sampling(sampling["temperature"], sampling["top_p"], sampling["seed"]) if sampling else None)
+        stamp = FileStamp(data["path"], file["size_bytes"], file["mtime_ns"]) if file is not None else None
+        return cls(request, path=data["path"], stamp=stamp, vl2_version=data["vl2_version"], media=data["media"],
+                   instruction=data["instruction"], modality=data["modality"], audio_missing=data["audio_missing"],
+                   notes=tuple(data["notes"]), output=data["output"], label_scores=data["label_scores"],
+                   top_k=data["top_k"], timings_ms=data["timings_ms"], error=data["error"],
+                   segment=data.get("segment"), decoding=data.get("decoding"), created_at=data["created_at"])
+
+
+def build_record(request: Request, **fields: Any) -> dict[str, Any]:
+    """`Record(request, **fields).as_dict()`: a record as data in one call (tests, benchmarks)."""
+    return Record(request, **fields).as_dict()

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import TRANSIENT_ERROR_CODES
 from .record import ResumeKey, file_key, key_of_record
 from .reader import SkippedLines, read_records
 
-#: Failures that may not happen again on another run (a loaded machine, a GPU shared at the time).
-TRANSIENT_ERROR_CODES = frozenset({"decode_timeout", "decoder_crash", "model_error", "worker_lost"})
 #: Runs that may try a transiently failing file before its error is taken as final.
 MAX_ATTEMPTS = 3
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic_files import write_atomically
 from .reader import read_records
 
 SubtitleFormat = Literal["srt", "vtt"]
@@ -91,6 +92,8 @@ def cue_of(record: dict[str, Any]) -> Cue | None:
 
 #: The sidecar that says vl2 wrote a subtitle file: `.<name>.vl2` beside it.
 SIDECAR_SUFFIX = ".vl2"
+#: Subtitles and sidecars are readable by everyone (players, web servers) and writable by their owner.
+SUBTITLE_MODE = 0o644
 _SIDECAR_MAX_BYTES = 4096
 
 
@@ -145,18 +148,6 @@ def written_by_vl2(target: Path) -> bool:
     return _digest_of_file(target) == claimed["sha256"]
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """A new file at `path`, created exclusively and never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_subtitle_file(target: Path, text: str, *, overwrite: bool = False) -> None:
     """Write `text` at `target` unless its name holds something vl2 did not write (SubtitleRefused);
     `overwrite`: replace whatever is there (a symlink itself, never what it points to)."""
@@ -166,35 +157,22 @@ def write_subtitle_file(target: Path, text: str, *, overwrite: bool = False) -> 
         there = None
     if there is not None and not overwrite:
         if stat.S_ISLNK(there.st_mode):
-            raise SubtitleRefused(f"{target} is a symlink; vl2 does not write through it (--overwrite replaces the link)")
+            raise SubtitleRefused(f"{target} is a symlink; vl2 does not write through it (overwrite replaces the link)")
         if not stat.S_ISREG(there.st_mode):
             raise SubtitleRefused(f"{target} exists and is not a regular file; left as it is")
         if not written_by_vl2(target):
             raise SubtitleRefused(f"{target} exists and was not written by vl2 (or was changed since); left as it is "
-                                  "(--overwrite replaces it, --out-dir writes subtitles elsewhere)")
+                                  "(overwrite replaces it, out_dir writes subtitles elsewhere)")
     elif there is not None and stat.S_ISDIR(there.st_mode):
         raise SubtitleRefused(f"{target} is a folder; no subtitle file written there")
     data = text.encode("utf-8")
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    sidecar_temp = target.with_name(f".{target.name}.{os.getpid()}.vl2.tmp")
+    sidecar = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "written_by": "vl2"}).encode("ascii") + b"\n"
     try:
-        _write_new(temp, data)
-        _write_new(sidecar_temp, json.dumps({"sha256": hashlib.sha256(data).hexdigest(),
-                                             "written_by": "vl2"}).encode("ascii") + b"\n")
-        if there is None:
-            try:
-                os.link(temp, target)  # fails if the name was taken meanwhile: nothing is replaced
-            except FileExistsError:
-                raise SubtitleRefused(f"{target} appeared while vl2 was writing it; left as it is") from None
-        else:
-            os.replace(temp, target)  # rename replaces the name itself, never the file a symlink points to
-        os.replace(sidecar_temp, sidecar_path(target))
-    finally:
-        for leftover in (temp, sidecar_temp):
-            try:
-                os.unlink(leftover)
-            except FileNotFoundError:
-                pass
+        # the subtitle first (a new name only if it is still free), then the sidecar that vouches for it
+        write_atomically(target, data, exclusive=there is None, mode=SUBTITLE_MODE)
+    except FileExistsError:
+        raise SubtitleRefused(f"{target} appeared while vl2 was writing it; left as it is") from None
+    write_atomically(sidecar_path(target), sidecar, mode=SUBTITLE_MODE)
 
 
 class SubtitleFiles:

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from ..constants import FRAMES_LIMIT
+from ..errors import (CorruptMediaError, EmptyFileError, NoVideoStreamError, UnreadableFileError,
+                      UnsupportedMediaError)
 
 #: Height of one frame in the strip, in pixels (the page shows them at this size or smaller).
 FRAME_HEIGHT = 72
@@ -27,8 +29,8 @@ _JPEG_QUALITY = 80
 #: Segment bounds are capped here before frames are sampled again (a year: past any file's end).
 _LATEST_BOUND_S = 365 * 86400.0
 #: Error codes for files that never decoded: there is nothing to show, and trying again is wasted time.
-_UNREADABLE_CODES = frozenset({"empty_file", "unsupported_media", "corrupt_media", "unreadable_file",
-                               "no_video_stream"})
+_UNREADABLE_CODES = frozenset(cls.code for cls in (EmptyFileError, UnsupportedMediaError, CorruptMediaError,
+                                                 UnreadableFileError, NoVideoStreamError))
 
 
 @dataclass

@@ -16,8 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import write_atomically
 from ..output.subtitles import timestamp
 from ..errors import Vl2Error
+from ..settings import DEFAULT_MAX_SHEETS
 from ..output.reader import SkippedLines, read_records
 from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
@@ -25,8 +27,6 @@ from .rows import latest_records, summarise
 
 #: Rows drawn at a time; the rest wait behind the pager.
 PAGE_SIZE = 100
-#: Contact sheets made by default (each decodes frames from its file again); later rows say so instead.
-DEFAULT_MAX_SHEETS = 2000
 _DATA_MARK = "/*VL2_REPORT_DATA*/"
 
 
@@ -71,7 +71,7 @@ def build_report(results: str | Path, *, max_sheets: int = DEFAULT_MAX_SHEETS, v
         if index < max_sheets:
             sheet = contact_sheet(record, video_backend=video_backend)
         else:
-            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (--max-sheets)")
+            sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (max_sheets)")
         rows.append(_row(index, record, sheet))
         if on_row is not None:
             on_row(index + 1, len(rows_in))
@@ -89,5 +89,5 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Write the report next to nothing else: one file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(results, **options), encoding="utf-8", errors="backslashreplace")
+    write_atomically(out, build_report(results, **options), errors="backslashreplace")
     return out

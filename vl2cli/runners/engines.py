@@ -6,15 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..errors import Vl2Error
+from ..errors import EngineUnavailableError, Vl2Error
 from ..settings import Settings
 
 if TYPE_CHECKING:
     from ..tasks.plan import Runner
 
-
-class EngineUnavailableError(Vl2Error):
-    """The engine asked for is not installed here."""
 
 
 def model_load_options(settings: Settings) -> dict[str, object]:

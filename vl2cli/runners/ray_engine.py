@@ -33,8 +33,8 @@ from time import perf_counter
 from typing import Any, TextIO
 
 from .. import __version__
-from ..errors import Vl2Error
-from ..output.record import FileStamp, Request, build_record
+from ..errors import ModelError, Vl2Error, WorkerLostError, record_error
+from ..output.record import FileStamp, Record, Request
 from ..tasks.plan import FileOutcome, PlannedFile
 from ..tasks.spec import RunOptions, TaskSpec
 
@@ -45,8 +45,8 @@ TASK_RETRIES = 2
 #: Times vl2 hands the files of batches no actor finished to a new pool (the live nodes') before they
 #: are `worker_lost`: a lost node's actor cannot be restarted where it was, so Ray's retries alone fail.
 RESUBMISSIONS = 1
-WORKER_LOST_CODE = "worker_lost"
-ENGINE_ERROR_CODE = "model_error"
+WORKER_LOST_CODE = WorkerLostError.code
+ENGINE_ERROR_CODE = ModelError.code
 #: Files per actor call: model batches run inside it, so a call is a few of them; a dead actor's call is
 #: redone whole, so it stays small. On GPUs (where a model batch may hold up to 64 files) it is larger.
 CPU_FILES_PER_CALL = 8
@@ -108,8 +108,8 @@ def _pending_row(index: int, plan: PlannedFile) -> dict[str, Any]:
 
 
 def _error_record(request: Request, plan: PlannedFile, code: str, message: str) -> dict[str, Any]:
-    return build_record(request, path=str(plan.path), stamp=plan.stamp, vl2_version=__version__,
-                        error={"code": code, "message": message})
+    return Record(request, path=str(plan.path), stamp=plan.stamp, vl2_version=__version__,
+                  error=record_error(code, message)).as_dict()
 
 
 def _short_temp_root() -> str:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
-from ..errors import Vl2Error
+from ..atomic_files import write_atomically
+from ..errors import ShardError
 from ..bounded_files import read_small_file
 from ..output.lock import lock_path_for
 from ..output.reader import SkippedLines, read_records
@@ -53,9 +54,6 @@ JOB_NOTE = re.compile(r"slurm-array-(\d+)\.job")
 QUEUED_STATES, RUNNING_STATES = frozenset({"PD", "CF", "RQ", "RS", "RH", "RF", "S", "SI", "SO"}), frozenset({"R", "CG"})
 SQUEUE_TIMEOUT_S = 20
 
-
-class ShardError(Vl2Error):
-    """A shard setting, the Slurm array variables or a shard folder that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -176,29 +174,10 @@ def _names_a_folder(out: str) -> bool:
 def _write_json_atomically(path: Path, payload: dict[str, Any], *, exclusive: bool = False) -> bool:
     """Write a small JSON file whole or not at all (temp file, fsync, rename); with `exclusive`, only
     if `path` does not exist yet (returns False then)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
     try:
-        if exclusive:
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(temp, path)
-            temp = None  # type: ignore[assignment]
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        write_atomically(path, json.dumps(payload, indent=1, sort_keys=True) + "\n", exclusive=exclusive)
+    except FileExistsError:
+        return False
     return True
 
 

@@ -1,4 +1,4 @@
-"""Choosing the encoder backend for a loaded model (`--encoder-backend`).
+"""Choosing the encoder backend for a loaded model (the `encoder_backend` setting).
 
 `attach_encoder_backend(model, requested)` is the composition step `vl2cli.api.load_model` runs
 after `VideoLlama2.from_pretrained`: the model core always comes with its torch encoders, and this
@@ -33,7 +33,7 @@ BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 def check_backend_name(requested: str) -> None:
     """Raise a user error for a name that is no backend, before minutes are spent loading weights."""
     if requested not in BACKEND_CHOICES:
-        raise Vl2Error(f"--encoder-backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}.")
+        raise Vl2Error(f"encoder_backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}.")
 
 
 def attach_encoder_backend(
@@ -70,7 +70,7 @@ def choose_encoder_backend(
         return torch_encoders
     if model is None:  # nothing to look exports up for (library use without a model object)
         if requested != "auto":
-            raise Vl2Error(f"--encoder-backend {requested}: needs the loaded model to find its exports.")
+            raise Vl2Error(f"encoder_backend {requested!r}: needs the loaded model to find its exports.")
         log.info("encoder backend: torch (no model to look up exports for)")
         return torch_encoders
     from ..exporting.discovery import ExportLocator
@@ -83,7 +83,7 @@ def choose_encoder_backend(
             log.info("encoder backend: tensorrt (%s)", backend.describe())
             return backend
         if requested == "tensorrt":
-            raise EngineMismatchError(f"--encoder-backend tensorrt: {reason}.")
+            raise EngineMismatchError(f"encoder_backend 'tensorrt': {reason}.")
         why_not.append(f"not tensorrt: {reason}")
     if requested in ("auto", "onnxruntime"):
         backend, reason = _try_onnxruntime(torch_encoders, model, locator, strict_device=requested == "auto")
@@ -91,7 +91,7 @@ def choose_encoder_backend(
             log.info("encoder backend: onnxruntime (%s)", backend.describe())
             return backend
         if requested == "onnxruntime":
-            raise EngineMismatchError(f"--encoder-backend onnxruntime: {reason}.")
+            raise EngineMismatchError(f"encoder_backend 'onnxruntime': {reason}.")
         why_not.append(f"not onnxruntime: {reason}")
     log.info("encoder backend: torch (%s)", "; ".join(why_not))
     return torch_encoders

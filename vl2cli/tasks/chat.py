@@ -77,7 +77,7 @@ class ChatSession:
             runner.prepare(item, self._decode(plan.path, plan.stamp, runner))
             if item.ready:
                 runner.run_guarded([item], lambda ready: self._answer(runner, ready[0], on_text))
-            record = runner.record(item)
+            record = runner.record(item).as_dict()
             if record["error"] is None:
                 self._remember(item.path, item.stamp, question, str(record["output"]))
             records.append(record)

@@ -38,10 +38,10 @@ class ModelTowers:
 def check_requested_modality(requested: str, towers: ModelTowers, model_id: str) -> None:
     """Fail the whole run early when the model can never give the requested modality."""
     if requested in ("audio", "av") and not towers.has_audio:
-        raise Vl2Error(f"--modality {requested}: {model_id} has no audio tower; use an -AV checkpoint "
-                       "(e.g. DAMO-NLP-SG/VideoLLaMA2.1-7B-AV) or --modality video")
+        raise Vl2Error(f"modality {requested!r}: {model_id} has no audio tower; use an -AV checkpoint "
+                       "(e.g. DAMO-NLP-SG/VideoLLaMA2.1-7B-AV) or modality 'video'")
     if requested in ("video", "av") and not towers.has_vision:
-        raise Vl2Error(f"--modality {requested}: {model_id} has no vision tower")
+        raise Vl2Error(f"modality {requested!r}: {model_id} has no vision tower")
 
 
 def decode_wants_audio(requested: str, towers: ModelTowers) -> bool:
@@ -53,13 +53,13 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
     """The modality for one probed file, or a MediaError saying why this file cannot be used."""
     if kind == "image":
         if requested in ("audio", "av"):
-            raise NoAudioStreamError(f"{path}: an image has no sound; --modality {requested} cannot use it", path=path)
+            raise NoAudioStreamError(f"{path}: an image has no sound; modality {requested!r} cannot use it", path=path)
         if not towers.has_vision:
             raise ModalityError(f"{path}: this model has no vision tower; it cannot look at images", path=path)
         return "image"
     if kind == "audio":
         if requested in ("video", "av"):
-            raise NoVideoStreamError(f"{path}: an audio file has no pictures; --modality {requested} cannot use it",
+            raise NoVideoStreamError(f"{path}: an audio file has no pictures; modality {requested!r} cannot use it",
                                      path=path)
         if not towers.has_audio:
             raise ModalityError(
@@ -68,7 +68,7 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
         return "audio"
     if requested == "audio" or (requested == "auto" and not towers.has_vision):
         if not has_audio_stream:
-            raise NoAudioStreamError(f"{path}: the video has no audio track; --modality {requested} cannot use it",
+            raise NoAudioStreamError(f"{path}: the video has no audio track; modality {requested!r} cannot use it",
                                      path=path)
         return "audio"
     if requested == "video" or not towers.has_audio or (
@@ -77,7 +77,7 @@ def choose_modality(kind: str, *, has_audio_stream: bool, requested: str, towers
             raise ModalityError(f"{path}: this model has no vision tower; it cannot look at videos", path=path)
         return "video"
     if not has_audio_stream and towers.silent_video == "video":
-        raise NoAudioStreamError(f"{path}: the video has no audio track; --modality {requested} cannot use it",
+        raise NoAudioStreamError(f"{path}: the video has no audio track; modality {requested!r} cannot use it",
                                  path=path)
     return "av"
 

@@ -24,13 +24,13 @@ import torch
 
 from .. import __version__
 from ..constants import AUDIO_FBANK_FRAMES, FBANK_NUM_MEL_BINS
-from ..errors import MediaError, NoVideoStreamError
+from ..errors import MediaError, ModelError, NoVideoStreamError, record_error
 from ..media.image import ImageProcessorSpec, normalize_levels, value_lookup_table
 from ..media.loader import Clip, LoadedMedia, MediaSpec
 from ..media.workers import DecodePool, InlineDecoder
 from ..model.feature_cache import FeatureCache
 from ..model.inputs import LabelScores, MultimodalInput
-from ..output.record import FileStamp, Request, ResumeKey, build_record, decoding_facts, media_facts
+from ..output.record import FileStamp, Record, Request, ResumeKey, decoding_facts, media_facts
 from ..settings import CPU_BATCH_SIZE, GPU_MAX_BATCH_SIZE, default_workers
 from .budget import LlmShape, batch_size_for_memory, bytes_per_item
 from .modality import choose_modality, decode_wants_audio, to_model_input
@@ -51,7 +51,6 @@ MAX_ITEMS_PER_BATCH_SLOT = 4
 INLINE_LOOKAHEAD = 64
 #: Tokens of a prompt besides its media (system prompt, instruction, chat markup), for memory planning.
 PROMPT_TEXT_TOKENS = 256
-MODEL_ERROR_CODE = "model_error"
 #: Files whose encoded media a run with several questions keeps: a file's questions are adjacent in the
 #: stream, but may straddle two batches.
 FEATURE_CACHE_FILES = 2
@@ -90,10 +89,6 @@ class WorkItem:
 
 def _round_ms(value: float | None) -> float | None:
     return None if value is None else round(value, TIMING_DECIMALS)
-
-
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
 
 
 class PipelineRunner:
@@ -161,7 +156,7 @@ class PipelineRunner:
     def prepare(self, item: WorkItem, result: LoadedMedia | MediaError) -> None:
         """Decide the modality and instruction of a decoded file, or mark it failed."""
         if isinstance(result, MediaError):
-            item.error = _error(result.code, str(result))
+            item.error = result.as_record_error()
             return
         item.loaded = result
         info = result.info
@@ -169,8 +164,8 @@ class PipelineRunner:
         kind = info.kind
         if result.video_absent:  # a segment after the video track's end: its sound is what there is
             if self.options.modality in ("video", "av") or not self.towers.has_audio or not has_audio:
-                item.error = _error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end of the "
-                                                             "video track: it has no frames to show")
+                item.error = record_error(NoVideoStreamError.code, f"{item.path}: this segment lies after the end "
+                                                                   "of the video track: it has no frames to show")
                 return
             kind = "audio"
         try:
@@ -178,7 +173,7 @@ class PipelineRunner:
                                             towers=self.towers, path=str(item.path))
         except MediaError as exc:
             item.modality = None
-            item.error = _error(exc.code, str(exc))
+            item.error = exc.as_record_error()
             return
         item.instruction = self.instruction_for(item.modality, item.request)
 
@@ -273,7 +268,7 @@ class PipelineRunner:
                     self._call([item], fn)
             else:
                 what = "out of memory" if _is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
-                ready[0].error = _error(MODEL_ERROR_CODE, f"{ready[0].path}: {what}")
+                ready[0].error = record_error(ModelError.code, f"{ready[0].path}: {what}")
 
     def _generate(self, ready: list[WorkItem]) -> None:
         start = perf_counter()
@@ -314,17 +309,17 @@ class PipelineRunner:
         item.output = labels[ranked[0]]
 
     # ------------------------------------------------------------ records
-    def record(self, item: WorkItem) -> dict[str, Any]:
+    def record(self, item: WorkItem) -> Record:
         loaded = item.loaded
         decode_ms = sum(loaded.timings_ms.values()) if loaded is not None else None
         total = (decode_ms or 0.0) + (item.model_ms or 0.0) if decode_ms is not None else None
         failed = item.error is not None
-        return build_record(
+        return Record(
             item.request or self.request, path=str(item.path), stamp=item.stamp, vl2_version=__version__,
             media=media_facts(loaded.info) if loaded is not None else None,
             instruction=item.instruction, modality=item.modality,
             audio_missing=bool(loaded is not None and loaded.audio_missing and item.modality == "av"),
-            notes=item.notes,
+            notes=tuple(item.notes),
             output=None if failed else item.output,
             label_scores=None if failed else item.label_scores,
             top_k=None if failed else item.top_k,
@@ -423,6 +418,6 @@ def _flush(runner: PipelineRunner, batch: list[WorkItem]) -> Iterator[FileOutcom
         on_batch([item.path for item in batch if item.ready])
     runner.run_batch(batch)
     for item in batch:
-        record = runner.record(item)
+        record = runner.record(item).as_dict()
         item.loaded = None  # free the tensors before the next batch decodes
         yield FileOutcome(item.path, record)

@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..output.record import FileStamp, Request, ResumeKey, build_record, missing_file_key, resume_key
-from ..errors import MediaError, Vl2Error
+from ..output.record import FileStamp, Record, Request, ResumeKey, missing_file_key, resume_key
+from ..errors import MediaError, UnreadableFileError, Vl2Error, record_error
 from .modality import ModelTowers, check_requested_modality
 from .segmenting import Segmenting
 from .spec import RunOptions, TaskSpec
-
-UNREADABLE_FILE_CODE = "unreadable_file"
-
 
 @dataclass
 class FileOutcome:
@@ -113,9 +110,9 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
                     # recorded as missing by an earlier run: not recorded again until it exists
                     yield PlannedFile(absolute, None, FileOutcome(absolute, None), requests=(each,))
                     continue
-                record = build_record(each, path=str(absolute), stamp=None, vl2_version=__version__,
-                                      error={"code": UNREADABLE_FILE_CODE, "message": f"{path}: cannot read ({exc.strerror})"})
-                yield PlannedFile(absolute, None, FileOutcome(absolute, record), requests=(each,))
+                error = record_error(UnreadableFileError.code, f"{path}: cannot read ({exc.strerror})")
+                record = Record(each, path=str(absolute), stamp=None, vl2_version=__version__, error=error)
+                yield PlannedFile(absolute, None, FileOutcome(absolute, record.as_dict()), requests=(each,))
             continue
         pending = []
         for each in requests:
@@ -146,8 +143,8 @@ def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,
         try:
             cut = segmenting.cut(stamp.path)
         except MediaError as exc:
-            record = build_record(request, path=stamp.path, stamp=stamp, vl2_version=__version__,
-                                  error={"code": exc.code, "message": str(exc)})
+            record = Record(request, path=stamp.path, stamp=stamp, vl2_version=__version__,
+                            error=exc.as_record_error()).as_dict()
             yield PlannedFile(path, stamp, FileOutcome(path, record))
             return
         if cut is None:

@@ -44,7 +44,7 @@ class TaskSpec:
         if self.sampling is not None and self.task == "classify":
             raise Vl2Error("classify scores labels; sampling does not apply")
         if self.task == "classify" and not self.labels:
-            raise Vl2Error("classify needs at least one label (--labels \"a,b,c\" or --labels @labels.txt)")
+            raise Vl2Error("classify needs at least one label (the labels setting: \"a,b,c\" or @labels.txt)")
 
 
     @property

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from ...errors import CheckpointError
 from .checkpoint import load_state_dict
+from ..requirements import check_offline_requirements
 from .files import BERT_REPO, resolve_v1_paths
 from .language_model import weight_files
 
@@ -47,6 +48,7 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 def convert_v1(model: str, out: Path, *, revision: str | None = None) -> list[Path]:
     """Write the safetensors copy of `model` (folder, hub id or eval YAML) into `out`; returns the files."""
+    check_offline_requirements(model, revision=revision)
     paths, _ = resolve_v1_paths(model, revision=revision)
     out = Path(out)
     if out.exists() and any(out.iterdir()):

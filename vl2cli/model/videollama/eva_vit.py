@@ -18,6 +18,7 @@ from transformers import Blip2VisionConfig, Blip2VisionModel
 
 from ...errors import CheckpointError
 from ..transformers_api import set_attention_implementation
+from ..strict_load import load_exact
 
 EVA_MLP_RATIO = 4.3637
 EVA_LAYER_NORM_EPS = 1e-6
@@ -63,7 +64,7 @@ def build_eva_vit(state_dict: dict[str, torch.Tensor], *, image_size: int, heads
         model = Blip2VisionModel(config)
     model.post_layernorm = nn.Identity()  # EVA returns the last block's tokens un-normed
     renamed = {k: v.float() for k, v in rename_eva_keys(state_dict, depth).items()}
-    _load_exact(model, renamed, "EVA ViT (eva_vit_g.pth)", assign=True)
+    load_exact(model, renamed, "EVA ViT (eva_vit_g.pth)", assign=True)
     if image_size != grid * EVA_PATCH:
         raise CheckpointError(
             f"EVA ViT position grid {grid}x{grid} is for {grid * EVA_PATCH} px images, the model uses {image_size}: "
@@ -97,16 +98,6 @@ def rename_eva_keys(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str
         q_bias, v_bias = block["attn.q_bias"], block["attn.v_bias"]
         out[target + "self_attn.qkv.bias"] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
     return out
-
-
-def _load_exact(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str, *, assign: bool = False) -> None:
-    """Load every tensor or raise a CheckpointError; `assign` for modules built on the meta device."""
-    try:
-        result = module.load_state_dict(state_dict, strict=False, assign=assign)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{what}: tensors of the wrong shape: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{what}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
 class Fp32LayerNorm(nn.LayerNorm):

@@ -106,7 +106,8 @@ def _named(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _llm_folder_in(folder: Path) -> Path | None:
+def llm_folder_in(folder: Path) -> Path | None:
+    """The first subfolder holding a LLaMA config.json (the released repos ship it inside)."""
     for candidate in sorted(p.parent for p in folder.glob("*/config.json")):
         try:
             if json.loads((candidate / "config.json").read_text(encoding="utf-8")).get("model_type") == "llama":
@@ -122,7 +123,8 @@ def template_for(llm_folder: Path, vision_checkpoint: Path) -> str:
     return "llama_v2" if ("llama-2" in names or "llama_2" in names or "llama2" in names) else "vicuna"
 
 
-def _lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
+def lavis_file(name: str, near: list[Path], lavis_dir: str | None) -> Path:
+    """A LAVIS file from the first place that holds it, or a CheckpointError naming every place looked in."""
     places: list[Path] = []
     for base in ([Path(lavis_dir)] if lavis_dir else []) + ([Path(os.environ[LAVIS_ENV])] if os.environ.get(LAVIS_ENV) else []):
         places.append(base.expanduser())
@@ -169,7 +171,7 @@ def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str 
     folder = repo.folder
     vision = _required(_vision_checkpoint_in(folder), "vision-branch checkpoint (VL_*.pth or finetune-vicuna*.pth)", folder)
     audio = _audio_checkpoint_in(folder)
-    llm_folder = Path(llm or os.environ.get(LLM_ENV) or "").expanduser() if (llm or os.environ.get(LLM_ENV)) else _llm_folder_in(folder)
+    llm_folder = Path(llm or os.environ.get(LLM_ENV) or "").expanduser() if (llm or os.environ.get(LLM_ENV)) else llm_folder_in(folder)
     if llm_folder is None or not (llm_folder / "config.json").is_file():
         raise CheckpointError(
             f"{folder}: no LLaMA folder found inside it (e.g. llama-2-7b-chat-hf/); for the Video-LLaMA-Series "
@@ -181,7 +183,7 @@ def resolve_v1_paths(model: str, *, revision: str | None = None, lavis_dir: str 
     near = [folder, vision.parent]
     paths = V1Paths(
         vision_checkpoint=vision, audio_checkpoint=audio, imagebind=imagebind, llm_folder=llm_folder.resolve(),
-        eva=_lavis_file(EVA_FILE, near, lavis_dir), blip2=_lavis_file(BLIP2_FILE, near, lavis_dir),
+        eva=lavis_file(EVA_FILE, near, lavis_dir), blip2=lavis_file(BLIP2_FILE, near, lavis_dir),
         bert_config=bert_config_path(folder), template=template_for(llm_folder, vision),
     )
     return paths, repo.revision
@@ -225,8 +227,8 @@ def _from_eval_yaml(path: Path, *, lavis_dir: str | None, llm: str | None) -> V1
     model_type = str(config.get("model_type", ""))
     return V1Paths(
         vision_checkpoint=vision, audio_checkpoint=audio, imagebind=imagebind, llm_folder=llm_folder,
-        eva=_lavis_file(EVA_FILE, near, lavis_dir),
-        blip2=blip2 if blip2 is not None and blip2.is_file() else _lavis_file(BLIP2_FILE, near, lavis_dir),
+        eva=lavis_file(EVA_FILE, near, lavis_dir),
+        blip2=blip2 if blip2 is not None and blip2.is_file() else lavis_file(BLIP2_FILE, near, lavis_dir),
         bert_config=bert_config_path(),
         template="llama_v2" if model_type.endswith("llama_v2") else ("vicuna" if model_type else template_for(llm_folder, vision)),
         extra={k: config[k] for k in ("image_size", "num_query_token", "max_frame_pos", "num_video_query_token",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError
-from .eva_vit import _load_exact
+from ..strict_load import load_exact
 
 PATCH_KERNEL = 16
 PATCH_STRIDE = 10
@@ -112,6 +112,6 @@ def build_imagebind_audio(state_dict: dict[str, torch.Tensor], *, heads: int | N
             index, rest = key[len(_TRUNK):].split(".", 1)
             rest = rest.replace("mlp.fc1.", "fc1.").replace("mlp.fc2.", "fc2.")
             renamed[f"blocks.{index}.{rest}"] = tensor
-    _load_exact(model, {k: v.float() for k, v in renamed.items()}, "ImageBind audio encoder (imagebind_huge.pth)",
+    load_exact(model, {k: v.float() for k, v in renamed.items()}, "ImageBind audio encoder (imagebind_huge.pth)",
                 assign=True)
     return model.eval()

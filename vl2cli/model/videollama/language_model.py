@@ -17,6 +17,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from ...errors import CheckpointError
 from ..transformers_api import set_attention_implementation
+from ..strict_load import load_exact
 from .checkpoint import load_state_dict
 
 ROPE_BASE = 10000.0
@@ -65,13 +66,7 @@ def load_llama(folder: Path, *, dtype: torch.dtype, device: torch.device) -> Lla
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    try:
-        result = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{folder}: LLaMA weights of the wrong shape for its config.json: {exc}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{folder}: LLaMA weights do not match config.json: missing {result.missing_keys[:5]}, "
-                              f"unexpected {result.unexpected_keys[:5]}")
+    load_exact(model, {k: v.to(dtype) for k, v in state.items()}, f"{folder}: LLaMA (its config.json)", assign=True)
     with torch.device(device):
         model.model.rotary_emb = LlamaRotaryEmbedding(config=config)  # built in fp32 as upstream, not loaded
     model.to(device)

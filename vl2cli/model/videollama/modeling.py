@@ -23,8 +23,10 @@ from ...errors import CheckpointError, Vl2Error
 from ...constants import V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
 from ..family import SplicedFamilyModel, check_decode_loop, resolve_device, resolve_dtype
 from ..inputs import Conversation, Instruction, MultimodalInput
+from ..strict_load import load_exact
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
+from ..requirements import check_offline_requirements
 from .files import V1Paths, resolve_v1_paths
 from .imagebind_audio import ImageBindAudioEncoder, build_imagebind_audio
 from .language_model import load_llama
@@ -141,6 +143,9 @@ class VideoLlamaV1(SplicedFamilyModel):
                         llm: str | None = None, eva_heads: int | None = None, imagebind_heads: int | None = None,
                         decode_loop: str = "auto", **_: object) -> "VideoLlamaV1":
         """Load from a released folder / hub id / upstream eval YAML (see `files.py` for where files are found)."""
+        # offline: every missing repo and file named at once (the files module itself stays below the
+        # requirements check, which reads it)
+        check_offline_requirements(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
         paths, resolved_revision = resolve_v1_paths(model, revision=revision, lavis_dir=lavis_dir, llm=llm)
         eva_heads = eva_heads or _env_int(EVA_HEADS_ENV)
         imagebind_heads = imagebind_heads or _env_int(IMAGEBIND_HEADS_ENV)
@@ -345,7 +350,7 @@ def _build_visual(eva_sd, merged, bert, hidden, *, image_size: int, eva_heads: i
     eva = build_eva_vit(eva_sd, image_size=image_size, heads=eva_heads)
     width = eva.config.hidden_size
     ln_vision = Fp32LayerNorm(width, eps=LN_VISION_EPS)
-    ln_vision.load_state_dict(with_prefix(merged, "ln_vision."))
+    load_exact(ln_vision, with_prefix(merged, "ln_vision."), "ln_vision (vision-branch checkpoint)")
     image_qformer = build_qformer(with_prefix(merged, "Qformer."), bert, num_layers=bert["num_hidden_layers"],
                                   cross_attention_freq=IMAGE_QFORMER_CROSS_ATTENTION_FREQ, encoder_width=width,
                                   what="image Q-Former (blip2_pretrained_flant5xxl.pth)")

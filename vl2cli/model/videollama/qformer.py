@@ -14,7 +14,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from ...errors import CheckpointError
 from ..transformers_api import set_attention_implementation
-from .eva_vit import _load_exact
+from ..strict_load import load_exact
 
 #: Upstream hard-codes two layers and cross-attention in every layer for the video/audio Q-Formers.
 TEMPORAL_QFORMER_LAYERS = 2
@@ -54,7 +54,7 @@ def build_qformer(state_dict: dict[str, torch.Tensor], bert: dict, *, num_layers
                   encoder_width: int, what: str) -> Blip2QFormerModel:
     model = Blip2QFormerModel(qformer_config(bert, num_layers=num_layers, cross_attention_freq=cross_attention_freq,
                                              encoder_width=encoder_width))
-    _load_exact(model, rename_qformer_keys(state_dict), what)
+    load_exact(model, rename_qformer_keys(state_dict), what)
     return model.float().eval()
 
 
