@@ -114,12 +114,21 @@ def test_chat_answers_each_question_and_encodes_a_file_once(model: Any, files: l
     assert encoder_calls == {"frames": 1, "audio": 1}
     assert session.feature_cache.stored == 1 and session.feature_cache.hits == 1
     assert second[0]["timings_ms"]["decode"] == 0  # decoded once too
+    # the second question came after the first turn (upstream's chat memory); the first stands alone
+    assert session.turns(files[0]) == [(QUESTIONS[0], first[0]["output"]), (QUESTIONS[1], second[0]["output"])]
+    assert "asked after 1 earlier turn(s) of the chat" in second[0]["notes"]
+    assert not any("earlier turn" in note for note in first[0]["notes"])
     alone = [api.ask(model, files[:1], q, max_new_tokens=TOKENS, workers=1)[0]["output"] for q in QUESTIONS]
-    assert [first[0]["output"], second[0]["output"]] == alone
-    files[0].touch()  # a changed file (new mtime) is decoded and encoded again
+    assert first[0]["output"] == alone[0]
+    session.reset()  # forgets the turns, not the media: the question stands alone again
+    assert session.turns(files[0]) == []
+    assert session.ask(QUESTIONS[1])[0]["output"] == alone[1]
+    assert session.feature_cache.stored == 1  # still the media encoded for the first question
+    files[0].touch()  # a changed file (new mtime) is decoded and encoded again, and starts a new conversation
     os.utime(files[0], ns=(1, 1))
     session.ask(QUESTIONS[0])
     assert session.feature_cache.stored == 2
+    assert [question for question, _ in session.turns(files[0])] == [QUESTIONS[0]]
 
 
 def test_chat_over_a_pipe_prints_one_answer_per_line(hub_env: Any, files: list[Path]) -> None:

@@ -335,8 +335,9 @@ def pull(
 @_with_settings("chat", _CHAT_INPUTS_PARAMETER)
 def chat(**values: Any) -> None:
     """Load the model once and answer questions, one per line from a terminal or a pipe, about the given
-    files: one answer per line (--json: the record). Each file is encoded once, kept in memory (never on
-    disk), so later questions cost only the language model."""
+    files: one answer per line (--json: the record), streamed on a terminal. Each question follows the
+    earlier questions and answers about the file; /help lists the commands (/file, /reset, /quit). Each
+    file is encoded once, kept in memory (never on disk), so later questions cost only the language model."""
     def body() -> int:
         from .commands.chat import chat_command
 

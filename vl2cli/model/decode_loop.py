@@ -63,6 +63,7 @@ from transformers import (
     RepetitionPenaltyLogitsProcessor,
     StaticCache,
 )
+from transformers.generation.streamers import BaseStreamer
 
 from .transformers_api import attention_implementation, set_attention_implementation, static_cache_api_problem, with_cache
 
@@ -371,9 +372,14 @@ class StaticCacheDecoder:
     # --------------------------------------------------------------- generation
     @torch.inference_mode()
     def generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, generation_config: GenerationConfig
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, generation_config: GenerationConfig,
+        streamer: BaseStreamer | None = None,
     ) -> torch.Tensor:
-        """New token ids (B, n), n ≤ max_new_tokens, as `llm.generate` returns them for these inputs."""
+        """New token ids (B, n), n ≤ max_new_tokens, as `llm.generate` returns them for these inputs.
+
+        `streamer` (transformers' protocol: `put(ids)`, `end()`) is fed as `generate` feeds it: the
+        prompt's ids first (none: the prompt is embeddings), then each step's tokens, then `end()`.
+        """
         reason = self.unsupported_reason(generation_config)
         if reason:
             raise ValueError(f"the static decode loop cannot run this generation: {reason}")
@@ -407,11 +413,15 @@ class StaticCacheDecoder:
 
         generated = torch.full((batch_size, max_new_tokens), pad, dtype=torch.long, device=device)
         unfinished = torch.ones(batch_size, dtype=torch.bool, device=device)
+        if streamer is not None:
+            streamer.put(torch.empty(batch_size, 0, dtype=torch.long))
         for step in range(max_new_tokens):
             # processors see the generated ids only and float32 logits, as in generate
             scores = processors(generated[:, :step], logits.to(dtype=torch.float32, copy=True))
             next_tokens = torch.where(unfinished, scores.argmax(dim=-1), pad)
             generated[:, step] = next_tokens
+            if streamer is not None:
+                streamer.put(next_tokens.cpu())
             if len(eos):
                 unfinished &= ~torch.isin(next_tokens, eos)
             if step + 1 == max_new_tokens or not bool(unfinished.any()):  # one host sync per step
@@ -420,4 +430,6 @@ class StaticCacheDecoder:
             state.positions.add_(1)
             state.mask[:, 0, 0, prompt_length + step] = True  # the cache column this step writes
             logits = self._step(state)
+        if streamer is not None:
+            streamer.end()
         return generated[:, : step + 1]

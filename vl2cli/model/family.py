@@ -14,7 +14,7 @@ batched greedy results equal one-at-a-time results for every family.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +29,8 @@ from transformers import (
 from ..errors import Vl2Error
 from .decode_loop import DECODE_LOOPS, StaticCacheDecoder, log_fallback_once
 from .feature_cache import FeatureCache
-from .inputs import Generation, LabelScores, MultimodalInput
+from .inputs import Generation, Instruction, LabelScores, MultimodalInput
+from .streaming import AnswerStreamer
 from .transformers_api import returned_cache, with_cache
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class SplicedFamilyModel:
     def encode(self, items: Sequence[MultimodalInput]) -> list[Any]:
         raise NotImplementedError
 
-    def embed_prompt(self, item: MultimodalInput, instruction: str, encoded: Any) -> torch.Tensor:
+    def embed_prompt(self, item: MultimodalInput, instruction: Instruction, encoded: Any) -> torch.Tensor:
         raise NotImplementedError
 
     def decode_answer(self, token_ids: list[int]) -> str:
@@ -180,6 +181,7 @@ class SplicedFamilyModel:
         decode_loop: str | None = None,
         seed: int | None = None,
         feature_cache: FeatureCache | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> list[Generation]:
         """Answers for a batch; greedy results equal one-at-a-time results.
 
@@ -188,20 +190,26 @@ class SplicedFamilyModel:
         transformers' `generate`; "auto" = static on CUDA, dynamic on CPU. Settings the static loop
         cannot reproduce (sampling, beams, other logits processors) use `generate`, said once in the log.
         `seed` reseeds torch's random generators before sampling, so the same seed, inputs and batch
-        give the same answers. `feature_cache`: see `encode_cached`.
+        give the same answers. `feature_cache`: see `encode_cached`. `on_text` (one input only) is
+        called with each new piece of the answer while it is generated; the pieces joined are the
+        answer's text. An instruction may be a `Conversation` (a question after earlier turns).
         """
+        if on_text is not None and len(inputs) != 1:
+            raise ValueError("on_text streams the answer of one input; generate a batch without it")
+        streamer = AnswerStreamer(self.decode_answer, on_text) if on_text is not None else None
         embeds, mask = self.prepare_inputs(inputs, instructions, feature_cache)
         config = self.generation_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
         if do_sample and seed is not None:
             torch.manual_seed(seed)  # CPU and every CUDA device
         decoder = self._static_decoder_for(decode_loop or self.decode_loop)
         reason = decoder.unsupported_reason(config) if decoder is not None else None
+        streaming = {"streamer": streamer} if streamer is not None else {}
         if decoder is not None and reason is None:
-            output = decoder.generate(embeds, mask, config)
+            output = decoder.generate(embeds, mask, config, **streaming)
         else:
             if reason is not None:
                 log_fallback_once(reason)
-            output = self._dynamic_generate(embeds, mask, config)
+            output = self._dynamic_generate(embeds, mask, config, **streaming)
         results = []
         for row, prompt_tokens in zip(output.tolist(), mask.sum(-1).tolist()):
             stop = next((k for k, t in enumerate(row) if t in self.eos_token_ids), None)
@@ -223,7 +231,8 @@ class SplicedFamilyModel:
             return None
         return self._static_decoder
 
-    def _dynamic_generate(self, embeds: torch.Tensor, mask: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    def _dynamic_generate(self, embeds: torch.Tensor, mask: torch.Tensor, config: GenerationConfig,
+                          streamer: AnswerStreamer | None = None) -> torch.Tensor:
         """transformers' `generate` (dynamic cache), with the repetition penalty kept padding-free.
 
         From `inputs_embeds`, `generate` sees only generated ids; transformers 5.23 still shifts the
@@ -234,7 +243,9 @@ class SplicedFamilyModel:
         processors = LogitsProcessorList()
         if config.repetition_penalty not in (None, 1.0) and not bool(mask.all()):
             processors.append(RepetitionPenaltyLogitsProcessor(penalty=float(config.repetition_penalty)))
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config, logits_processor=processors)
+        streaming = {"streamer": streamer} if streamer is not None else {}
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config,
+                                 logits_processor=processors, **streaming)
 
     @torch.inference_mode()
     def forward_logits(self, inputs: Sequence[MultimodalInput], instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,24 @@ class MultimodalInput:
 FinishReason = Literal["eos", "length"]
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """A question asked after earlier turns about the same media (a chat's memory).
+
+    Upstream's `mm_infer` takes such a message list: the media token goes once, at the start of the
+    first user message, and every earlier answer stands as an assistant message. A model is given a
+    Conversation where a one-off question would be a plain instruction string.
+    """
+
+    #: (question, answer) pairs, oldest first
+    earlier: tuple[tuple[str, str], ...]
+    question: str
+
+
+#: What a prompt is built from: one question alone, or a question after earlier turns.
+Instruction = str | Conversation
+
+
 @dataclass
 class Generation:
     """A generated answer: the text (special tokens skipped, stripped), the new token ids (up to and

@@ -2,7 +2,9 @@
 
 The prompt text comes from the checkpoint's own chat template; the modal token (`<video>`, ...) is then
 cut out and replaced by a negative placeholder id, each text chunk tokenised without special tokens
-(any BOS comes from the template text itself).
+(any BOS comes from the template text itself). A question after earlier turns (`Conversation`) becomes
+upstream's message list: the earlier questions and answers as user/assistant messages, the modal token
+once, in the first user message.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from ..constants import (
     MODAL_TOKEN_TO_INDEX,
     SYSTEM_MESSAGE_MODEL_TYPES,
 )
-from .inputs import Modality
+from .inputs import Conversation, Instruction, Modality
 
 #: The placeholder an input of each modality uses; audio-visual input goes in place of one `<video>`.
 PLACEHOLDER_MODAL: dict[Modality, str] = {"video": "video", "av": "video", "image": "image", "audio": "audio", "text": "text"}
@@ -32,12 +34,25 @@ def user_content(modality: Modality, instruction: str) -> str:
     return MODAL_TO_TOKEN[PLACEHOLDER_MODAL[modality]] + "\n" + instruction
 
 
-def build_prompt(tokenizer: PreTrainedTokenizerBase, model_type: str, modality: Modality, instruction: str) -> str:
+def chat_messages(model_type: str, modality: Modality, instruction: Instruction) -> list[dict[str, str]]:
+    """The message list upstream's `mm_infer` gives the chat template (system message first, if any)."""
     messages = []
     system = system_message(model_type)
     if system is not None:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": user_content(modality, instruction)})
+    if isinstance(instruction, Conversation):
+        turns: list[tuple[str, str | None]] = [*instruction.earlier, (instruction.question, None)]
+    else:
+        turns = [(instruction, None)]
+    for k, (question, answer) in enumerate(turns):
+        messages.append({"role": "user", "content": user_content(modality, question) if k == 0 else question})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def build_prompt(tokenizer: PreTrainedTokenizerBase, model_type: str, modality: Modality, instruction: Instruction) -> str:
+    messages = chat_messages(model_type, modality, instruction)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 

@@ -26,7 +26,7 @@ from .family import (  # noqa: F401 - re-exported: callers import these from her
     resolve_device,
     resolve_dtype,
 )
-from .inputs import MultimodalInput
+from .inputs import Instruction, MultimodalInput
 from .language_model import load_language_model, quiet_transformers
 from .prompt import build_prompt, tokenize_with_placeholders
 from .requirements import check_offline_requirements
@@ -156,11 +156,11 @@ class VideoLlama2(SplicedFamilyModel):
         return instance
 
     # ----------------------------------------------------------------- prompts
-    def prompt(self, item: MultimodalInput, instruction: str) -> str:
-        """The exact prompt string the model sees (the chat template applied)."""
+    def prompt(self, item: MultimodalInput, instruction: Instruction) -> str:
+        """The exact prompt string the model sees (the chat template applied; earlier turns included)."""
         return build_prompt(self.tokenizer, self.config.model_type, item.modality, instruction)
 
-    def input_ids(self, item: MultimodalInput, instruction: str) -> list[int]:
+    def input_ids(self, item: MultimodalInput, instruction: Instruction) -> list[int]:
         return tokenize_with_placeholders(self.tokenizer, self.prompt(item, instruction), item.modality)
 
     # ----------------------------------------------------------------- encoding
@@ -218,7 +218,7 @@ class VideoLlama2(SplicedFamilyModel):
         return torch.cat([before, block.to(before.dtype), after])
 
     # ------------------------------------------------------- family interface
-    def embed_prompt(self, item: MultimodalInput, instruction: str, encoded: torch.Tensor | None) -> torch.Tensor:
+    def embed_prompt(self, item: MultimodalInput, instruction: Instruction, encoded: torch.Tensor | None) -> torch.Tensor:
         return self._splice(self.input_ids(item, instruction), encoded)
 
     def decode_answer(self, token_ids: list[int]) -> str:

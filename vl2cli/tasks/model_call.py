@@ -44,6 +44,10 @@ class ModelCall:
         if ready:
             self._call(ready, self._classify if self.task.task == "classify" else self._generate)
 
+    def run_guarded(self, ready: list[WorkItem], fn: Callable[[list[WorkItem]], None]) -> None:
+        """`fn` over ready items with a batch's error handling, for a caller's own model call (`vl2 chat`)."""
+        self._call(ready, fn)
+
     def _call(self, ready: list[WorkItem], fn: Callable[[list[WorkItem]], None]) -> None:
         """Run `fn` on a batch; out of memory -> halves (and a lower cap); other errors -> one by one."""
         try:

@@ -21,7 +21,7 @@ from torch import nn
 from ...errors import CheckpointError, Vl2Error
 from ...constants import V1_NUM_FRAMES, V1_PIXEL_MEAN, V1_PIXEL_STD
 from ..family import SplicedFamilyModel, check_decode_loop, resolve_device, resolve_dtype
-from ..inputs import MultimodalInput
+from ..inputs import Conversation, Instruction, MultimodalInput
 from ..strict_load import load_exact
 from .checkpoint import load_state_dict, with_prefix
 from .eva_vit import Fp32LayerNorm, build_eva_vit
@@ -203,16 +203,20 @@ class VideoLlamaV1(SplicedFamilyModel):
             raise Vl2Error(f"{self.model_id} has no audio branch (no AL_*.pth); it cannot take audio.")
         return item.modality
 
-    def conversation(self, item: MultimodalInput, instruction: str) -> tuple[str, list[tuple[str, str | None]]]:
-        return conversation(self.template, self._upload_kind(item), instruction,
+    def conversation(self, item: MultimodalInput, instruction: Instruction) -> tuple[str, list[tuple[str, str | None]]]:
+        if isinstance(instruction, Conversation):
+            question, earlier = instruction.question, instruction.earlier
+        else:
+            question, earlier = instruction, ()
+        return conversation(self.template, self._upload_kind(item), question, earlier=earlier,
                             video_message=item.frame_times_message or "", has_audio_branch=self.audio is not None)
 
-    def prompt(self, item: MultimodalInput, instruction: str) -> str:
+    def prompt(self, item: MultimodalInput, instruction: Instruction) -> str:
         """The exact prompt string upstream's `Conversation.get_prompt()` gives."""
         system, messages = self.conversation(item, instruction)
         return render(self.template, system, messages)
 
-    def segment_ids(self, item: MultimodalInput, instruction: str) -> list[list[int]]:
+    def segment_ids(self, item: MultimodalInput, instruction: Instruction) -> list[list[int]]:
         return self.tokenizer.segment_ids(self.prompt(item, instruction))
 
     # ------------------------------------------------------------------ encoding
@@ -252,7 +256,7 @@ class VideoLlamaV1(SplicedFamilyModel):
                 blocks[i] = [video_tokens[i]]
         return blocks
 
-    def embed_prompt(self, item: MultimodalInput, instruction: str, blocks: list[torch.Tensor]) -> torch.Tensor:
+    def embed_prompt(self, item: MultimodalInput, instruction: Instruction, blocks: list[torch.Tensor]) -> torch.Tensor:
         """`get_context_emb`: segment embeddings interleaved with the feature blocks, (L, C)."""
         segments = self.segment_ids(item, instruction)
         if len(segments) != len(blocks) + 1:

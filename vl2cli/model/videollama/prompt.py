@@ -74,8 +74,12 @@ def user_turn(upload: str | None, question: str) -> str:
 
 
 def conversation(template: Template, kind: str, question: str, *, video_message: str = "",
-                 has_audio_branch: bool = False) -> tuple[str, list[tuple[str, str | None]]]:
+                 has_audio_branch: bool = False,
+                 earlier: tuple[tuple[str, str], ...] = ()) -> tuple[str, list[tuple[str, str | None]]]:
     """(system, messages) upstream's demo builds for one question about an upload of `kind`.
+
+    `earlier` (question, answer) turns come first, as `Chat.ask` / `Chat.answer` keep them: the upload
+    joined to the first question only, each answer as the assistant's message.
 
     kind: "video" (vision only), "av" (audio + video, `Chat.upload_video`), "image" or "text".
     The video system message is the one of the demo that fits the model: `demo_audiovideo.py` (empty)
@@ -92,7 +96,11 @@ def conversation(template: Template, kind: str, question: str, *, video_message:
         system, upload = template.default_system, None
     else:
         raise ValueError(f"unknown upload kind {kind!r}")
-    return system, [(user, user_turn(upload, question)), (assistant, None)]
+    turns: list[tuple[str, str | None]] = [*earlier, (question, None)]
+    messages: list[tuple[str, str | None]] = []
+    for k, (asked, answer) in enumerate(turns):
+        messages += [(user, user_turn(upload, asked) if k == 0 else asked), (assistant, answer)]
+    return system, messages
 
 
 def split_segments(prompt: str) -> list[str]:
