@@ -29,6 +29,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def import_target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a `from ... import` names (a relative one resolved against `package`)."""
+    if not node.level:
+        return node.module or ""
+    base_parts = package.split(".")
+    base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
+    return f"{base}.{node.module}" if node.module else base
+
+
 def imported_modules(source: str, importer: str, *, is_package: bool = False) -> set[str]:
     """Absolute names of every module an import statement in `source` may load (relative ones resolved)."""
     package = importer if is_package else importer.rpartition(".")[0]
@@ -37,12 +46,7 @@ def imported_modules(source: str, importer: str, *, is_package: bool = False) ->
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
+            target = import_target(node, package)
             found.add(target)
             # `from .. import tasks` loads the submodule vl2cli.tasks
             found.update(f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
@@ -217,12 +221,7 @@ def private_imports(source: str, importer: str, *, is_package: bool = False) -> 
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
+            target = import_target(node, package)
             found += [(target, a.name) for a in node.names
                       if a.name.startswith("_") and not a.name.startswith("__") and target != importer]
     return found

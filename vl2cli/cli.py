@@ -247,10 +247,13 @@ def classify(**values: Any) -> None:
     raise typer.Exit(run_guarded(lambda: _run("classify", values)))
 
 
-_SHARD_FOLDER_PARAMETER = inspect.Parameter(
-    "folder", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[Path, typer.Argument(help="the --out folder of a sharded run", show_default=False,
-                                              metavar="FOLDER")])
+def _positional(name: str, kind: type, help: str, metavar: str) -> inspect.Parameter:
+    """A command's one required positional argument (not a setting: what the command is about)."""
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
+        kind, typer.Argument(help=help, show_default=False, metavar=metavar)])
+
+
+_SHARD_FOLDER_PARAMETER = _positional("folder", Path, "the --out folder of a sharded run", "FOLDER")
 
 
 @app.command("shards", cls=_Command, epilog=examples("vl2 shards out/"))
@@ -283,9 +286,7 @@ def merge(**values: Any) -> None:
     raise typer.Exit(run_guarded(body))
 
 
-_INSPECT_FILE_PARAMETER = inspect.Parameter(
-    "file", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[Path, typer.Argument(help="the media file", show_default=False, metavar="FILE")])
+_INSPECT_FILE_PARAMETER = _positional("file", Path, "the media file", "FILE")
 
 
 @app.command("inspect", cls=_Command, epilog=examples("vl2 inspect clip.vob --out seen/ --frames 16", settings=True))
@@ -387,10 +388,7 @@ def export(**values: Any) -> None:
     raise typer.Exit(run_guarded(body))
 
 
-_CONVERT_MODEL_PARAMETER = inspect.Parameter(
-    "model", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[str, typer.Argument(help="Video-LLaMA (v1) hub id, folder or upstream eval YAML",
-                                             show_default=False, metavar="MODEL")])
+_CONVERT_MODEL_PARAMETER = _positional("model", str, "Video-LLaMA (v1) hub id, folder or upstream eval YAML", "MODEL")
 
 
 @app.command("convert", cls=_Command, epilog=examples(
@@ -411,9 +409,7 @@ def convert(**values: Any) -> None:
     raise typer.Exit(run_guarded(body))
 
 
-_RESULTS_PARAMETER = inspect.Parameter(
-    "results", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[Path, typer.Argument(help="a vl2 JSONL output", show_default=False, metavar="RESULTS")])
+_RESULTS_PARAMETER = _positional("results", Path, "a vl2 JSONL output", "RESULTS")
 
 
 @app.command("report", cls=_Command, epilog=examples("vl2 report captions.jsonl --out report.html", settings=True))
