@@ -312,6 +312,7 @@ def test_a_row_shows_its_question_top_k_notes_and_links_its_file(browser: Any, t
     assert classify.locator("ul.notes li").all_inner_texts() == [SILENCE_NOTE]
     assert classify.locator(".flag.audio").is_visible() and classify.locator(".flag.cut").count() == 0
     assert cut.locator(".flag.cut").is_visible() and cut.locator(".question").count() == 0
+    assert page.locator(".card.bad", has_text="cut off").inner_text().startswith("1")
     href = ask.locator("td.file a.media").get_attribute("href")
     assert href == tmp_path.as_uri() + "/odd%20%231%20100%25/car%20park.mp4"  # pathlib's own encoding agrees
     assert Path(unquote(href.removeprefix("file://"))) == video
