@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -273,4 +274,76 @@ def test_the_files_of_a_large_report_link_to_each_other(browser: Any, tmp_path: 
     page.click("#files a:has-text('first page')")
     page.wait_for_selector("#rows tr")
     assert page.url.endswith("big.html") and page.locator("#rows tr").count() == PAGE_SIZE
+    page.close()
+
+
+ASK = Request(task="ask", prompt="What colour is the car?", labels=None, model_id="tiny/model", revision=None,
+              frames=8, modality="auto")
+CLASSIFY = Request(task="classify", prompt=None, labels=["cat", "dog", "bird"], model_id="tiny/model",
+                   revision=None, frames=8, modality="av")
+SCORES = [{"label": "dog", "probability": 0.7, "log_likelihood": -1.0, "num_tokens": 2},
+          {"label": "cat", "probability": 0.2, "log_likelihood": -2.3, "num_tokens": 2},
+          {"label": "bird", "probability": 0.1, "log_likelihood": -3.0, "num_tokens": 3}]
+SILENCE_NOTE = "no audio track: 30 s of silence stood in"
+
+
+@needs_browser
+def test_a_row_shows_its_question_top_k_notes_and_links_its_file(browser: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "odd #1 100%"
+    folder.mkdir()
+    video = write_scene_video(folder / "car park.mp4", seconds=2.0, fps=4, scene_seconds=1.0)
+    media = {"kind": "video", "has_video": True, "has_audio": False}
+    common = {"path": str(video), "stamp": FileStamp.of(video), "vl2_version": "test", "media": media}
+    records = [
+        build_record(ASK, output="red", modality="video", **common),
+        build_record(CLASSIFY, output="dog", modality="av", label_scores=SCORES, top_k=["dog", "cat"],
+                     audio_missing=True, notes=[SILENCE_NOTE], **common),
+        build_record(REQUEST, output="A car parks beside the", modality="video",
+                     generation={"finish_reason": "length", "prompt_tokens": 100, "output_tokens": 5}, **common),
+    ]
+    results = tmp_path / "mixed.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _open(page, write_report(results, tmp_path / "report.html"))
+    ask, classify, cut = (page.locator("#rows tr").nth(i) for i in range(3))
+    assert ask.locator(".question").inner_text() == "question: What colour is the car?"
+    assert ask.locator(".output").inner_text() == "red"
+    assert classify.locator("ol.top li").all_inner_texts() == ["dog 0.700", "cat 0.200"]
+    assert classify.locator("ul.notes li").all_inner_texts() == [SILENCE_NOTE]
+    assert classify.locator(".flag.audio").is_visible() and classify.locator(".flag.cut").count() == 0
+    assert cut.locator(".flag.cut").is_visible() and cut.locator(".question").count() == 0
+    assert page.locator(".card.bad", has_text="cut off").inner_text().startswith("1")
+    href = ask.locator("td.file a.media").get_attribute("href")
+    assert href == tmp_path.as_uri() + "/odd%20%231%20100%25/car%20park.mp4"  # pathlib's own encoding agrees
+    assert Path(unquote(href.removeprefix("file://"))) == video
+    page.select_option("#filter", "cut")
+    assert page.locator("#rows tr").count() == 1 and page.locator("#rows tr .flag.cut").count() == 1
+    page.select_option("#filter", "all")
+    page.fill("#search", "what colour")
+    expect(page.locator("#rows tr")).to_have_count(1)  # the question is searched too
+    page.close()
+
+
+@needs_browser
+def test_a_hostile_path_and_question_are_text_and_the_link_stays_a_file_url(browser: Any, tmp_path: Path) -> None:
+    hostile = tmp_path / '"><img src=x onerror="window.pwned=1">.mp4'
+    hostile.write_bytes(b"x")
+    question = Request(task="ask", prompt='<script>window.pwned=2</script>', labels=None, model_id="tiny/model",
+                       revision=None, frames=8, modality="auto")
+    records = [build_record(question, path=str(hostile), stamp=FileStamp.of(hostile), vl2_version="test",
+                            output="<b>bold</b>", modality="video", notes=['<img src=x onerror="window.pwned=3">']),
+               build_record(question, path="javascript:window.pwned=4", stamp=None, vl2_version="test",
+                            error={"code": "unreadable_file", "message": "no such file"})]
+    results = tmp_path / "hostile.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = browser.new_page()
+    _open(page, write_report(results, tmp_path / "report.html"))
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("td.file img, td.out img, td.out b:has-text('bold'), script[src]").count() == 0
+    first, second = page.locator("#rows tr").nth(0), page.locator("#rows tr").nth(1)
+    assert first.locator(".question").inner_text() == "question: <script>window.pwned=2</script>"
+    assert first.locator(".output").inner_text() == "<b>bold</b>"
+    href = first.locator("a.media").get_attribute("href")
+    assert href == tmp_path.as_uri() + "/%22%3E%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E.mp4"
+    assert second.locator("a").count() == 0  # a path that is not absolute: no link, least of all javascript:
     page.close()

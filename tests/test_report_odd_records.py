@@ -127,3 +127,21 @@ def test_records_that_do_not_fit_one_parquet_table_are_one_clear_error(tmp_path:
     second = {**first, "media": {**MEDIA, "extra": {"nested": "text"}}}
     with pytest.raises(Vl2Error, match="do not fit one Parquet table.*merge to JSONL instead"):
         write_merged([first, second], tmp_path / "all.parquet", "parquet")
+
+
+def test_a_hostile_path_is_no_markup_in_the_page_and_its_link_is_percent_encoded(tmp_path: Path) -> None:
+    hostile = tmp_path / '</script><script>alert(1)</script>"><img src=x onerror=alert(2)>.mp4'
+    hostile.parent.mkdir(parents=True)  # its slashes make folders: a hostile path can be a real file too
+    hostile.write_bytes(b"x")
+    out = tmp_path / "out.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(_record(hostile, output="</script>", modality="video", media=MEDIA, notes=["<!--"]))
+        writer.write(_record(Path("relative/clip.mp4"), error={"code": "unreadable_file", "message": "gone"}))
+    html = build_report(out, max_sheets=0)
+    data = html.split('<script type="application/json" id="data">', 1)[1]
+    assert "<" not in data.split("</script>", 1)[0]  # the data holds no markup: the first </script> is its own end
+    assert "alert(1)</script>" not in html and "<img src=x" not in html
+    rows = json.loads(data.split("</script>", 1)[0])["rows"]
+    assert rows[0]["url"] == tmp_path.as_uri() + (
+        "/%3C/script%3E%3Cscript%3Ealert%281%29%3C/script%3E%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert%282%29%3E.mp4")
+    assert "url" not in rows[1]  # not an absolute path: no link

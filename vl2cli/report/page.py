@@ -25,7 +25,7 @@ from ..settings import DEFAULT_MAX_SHEETS
 from ..output.latest import LatestRecords
 from ..output.record import printable
 from .contact_sheet import Sheet, contact_sheet
-from .rows import SummaryCounter
+from .rows import SummaryCounter, shown_details
 
 #: Rows drawn at a time; the rest wait behind the pager.
 PAGE_SIZE = 100
@@ -48,17 +48,19 @@ def _when(segment: dict[str, Any] | None) -> str | None:
 
 
 def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
+    details = shown_details(record)  # its link from the path's very bytes, before they are made printable
     record = printable(record)  # a file name that is not UTF-8: its bytes shown as \xNN
     path = str(record.get("path", ""))
     error = record.get("error")
     output = record.get("output")
-    return {
-        "i": index, "path": path, "name": os.path.basename(path) or path, "when": _when(record.get("segment")),
+    row = {
+        "i": index, "path": path, "when": _when(record.get("segment")),
         "modality": record.get("modality"), "task": record.get("task"), "output": output,
         "error": {"code": error.get("code"), "message": error.get("message")} if error else None,
         "timings": record.get("timings_ms") or {}, "sheet": sheet.data_uri, "note": sheet.note,
-        "indices": sheet.frame_indices,
+        "indices": sheet.frame_indices, **details,
     }
+    return {key: value for key, value in row.items() if value is not None}  # the page reads a missing key as null
 
 
 def file_name(out_name: str, number: int) -> str:
@@ -135,7 +137,7 @@ def report_files(results: str | Path, *, out_name: str = "report.html", max_shee
         files[-1]["last"] = index
         rows.append(text)
         size += len(text)
-        if row["error"] is not None and len(failures) < LISTED_FAILURES:
+        if row.get("error") is not None and len(failures) < LISTED_FAILURES:
             failures.append({"i": index, "path": row["path"], "code": row["error"]["code"],
                              "message": row["error"]["message"], "href": files[-1]["href"]})
         if on_row is not None:

@@ -7,14 +7,19 @@ with SummaryCounter; `latest_records` is the same rule for records already in me
 from __future__ import annotations
 
 import math
+import os
 from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
-from ..output.record import key_of_record
+from ..output.record import key_of_record, printable
+
+#: The one finish reason that says an answer is incomplete (cut off at the token budget).
+CUT_OFF_REASON = "length"
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Summary:
     succeeded: int = 0
     failed: int = 0
     failures_by_code: dict[str, int] = field(default_factory=dict)
+    cut_off: int = 0
     span_s: float | None = None
     files_per_s: float | None = None
     tasks: list[str] = field(default_factory=list)
@@ -48,6 +54,50 @@ def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             order[key] = len(latest)
             latest.append(record)
     return latest
+
+
+def file_url(path: Any) -> str | None:
+    """A file:// URL of the record's path, every byte but `/` percent-encoded, so the untrusted path can
+    be neither markup nor another scheme; None for a path that is not absolute (no guess at where it was)."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        return None
+    try:
+        raw = os.fsencode(path)  # a name that is not UTF-8: its very bytes (records keep them as escapes)
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte: no file has that name
+        return None
+    return "file://" + quote(raw, safe="/")
+
+
+def is_cut_off(record: dict[str, Any]) -> bool:
+    """Whether the answer stopped at the token budget (v3 records say; older ones never do)."""
+    generation = record.get("generation")
+    return isinstance(generation, dict) and generation.get("finish_reason") == CUT_OFF_REASON
+
+
+def _label_probabilities(record: dict[str, Any]) -> list[list[Any]] | None:
+    """classify's top-k labels, most likely first, each as [label, probability] (compact: a row is
+    encoded once per record, and a 10 000-label output would bloat the page)."""
+    scores = record.get("label_scores")
+    top_k = record.get("top_k")
+    if not isinstance(scores, list) or not isinstance(top_k, list):
+        return None
+    probability = {score.get("label"): score.get("probability") for score in scores if isinstance(score, dict)}
+    return [[label, probability.get(label)] for label in top_k]
+
+
+def shown_details(record: dict[str, Any]) -> dict[str, Any]:
+    """What a row shows beside the output: the question (or custom prompt), classify's top-k with their
+    probabilities, the notes, a missing audio track, a cut-off answer, and the link to the media file.
+    Only the fields a record has are given, so rows carry no empty keys."""
+    details: dict[str, Any] = {"url": file_url(record.get("path"))}
+    shown = printable({"prompt": record.get("prompt"), "top": _label_probabilities(record),
+                       "notes": record.get("notes") or None})
+    details.update(shown)
+    if record.get("audio_missing"):
+        details["audio_missing"] = True
+    if is_cut_off(record):
+        details["cut_off"] = True
+    return {key: value for key, value in details.items() if value is not None}
 
 
 def _created(record: dict[str, Any]) -> datetime | None:
@@ -90,6 +140,7 @@ class SummaryCounter:
         summary.segments += row.get("segment") is not None
         if row.get("error") is not None:
             self._codes[(row.get("error") or {}).get("code", "unknown")] += 1
+        summary.cut_off += is_cut_off(row)
         if row.get("task"):
             self._tasks.add(str(row.get("task")))
         if row.get("model"):
