@@ -9,7 +9,8 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from vl2cli.output.record import Request, build_record
-from vl2cli.report.rows import file_url, is_cut_off, shown_details, summarise
+from vl2cli.output.record import is_cut_off
+from vl2cli.report.rows import file_url, shown_details, summarise
 
 ASK = Request(task="ask", prompt="What colour is the car?", labels=None, model_id="m", revision=None, frames=4,
               modality="auto")

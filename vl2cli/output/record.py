@@ -179,11 +179,21 @@ def generation_facts(finish_reason: str | None, prompt_tokens: int | None,
     return {"finish_reason": finish_reason, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
 
 
+#: The finish reason of an answer cut off at the token budget (the other one is "eos").
+CUT_OFF_REASON = "length"
+
+
+def is_cut_off(record: dict[str, Any]) -> bool:
+    """Whether a (v3) record's answer ended at the token budget rather than on its own."""
+    generation = record.get("generation")
+    return isinstance(generation, dict) and generation.get("finish_reason") == CUT_OFF_REASON
+
+
 def cut_off_at(record: dict[str, Any]) -> int | None:
     """The output token count of a record whose answer the budget cut off (finish_reason "length"),
     else None: what resume keeps per key to apply `needs_rerun` (v1/v2 records never say: None)."""
     generation = record.get("generation")
-    if not isinstance(generation, dict) or generation.get("finish_reason") != "length":
+    if not is_cut_off(record):
         return None
     tokens = generation.get("output_tokens")
     return tokens if isinstance(tokens, int) else None

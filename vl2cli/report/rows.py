@@ -16,10 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from ..output.record import key_of_record, printable
+from ..output.record import is_cut_off, key_of_record, printable
 
-#: The one finish reason that says an answer is incomplete (cut off at the token budget).
-CUT_OFF_REASON = "length"
 
 
 @dataclass
@@ -66,12 +64,6 @@ def file_url(path: Any) -> str | None:
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte: no file has that name
         return None
     return "file://" + quote(raw, safe="/")
-
-
-def is_cut_off(record: dict[str, Any]) -> bool:
-    """Whether the answer stopped at the token budget (v3 records say; older ones never do)."""
-    generation = record.get("generation")
-    return isinstance(generation, dict) and generation.get("finish_reason") == CUT_OFF_REASON
 
 
 def _label_probabilities(record: dict[str, Any]) -> list[list[Any]] | None:
