@@ -37,7 +37,8 @@ def merge_shards(folder: str | Path, out: str | Path, fmt: MergeFormat = "jsonl"
                        f"markers and {LAYOUT_NAME}); write it beside the folder")
     report = report_lines(shard_folder)
     parts = shard_folder.parts()
-    merged = latest_records(parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merged = latest_records(parts, temp_dir=out.parent)  # its sort spills beside the merged file, not to /tmp
     for warning in merged.warnings:
         print(f"vl2: warning: {warning}", file=stderr, flush=True)
     write_merged(merged.records, out, fmt)

@@ -3,9 +3,16 @@ would take for each key — the last one — once, as JSONL or Parquet.
 
 The merged file is a new, derived file: it is written whole to a temporary name and renamed over
 `out`, so a reader never sees half of it.
+
+Memory does not grow with the records' size: the scan keeps a digest and a place per record, then a
+place per kept key (latest.py); the walk order is found by an external sort (spill_sort.py) whose runs
+of path and request strings go to a temporary folder once they pass a bound, leaving a place per kept
+key in that order; records are then read back from their outputs one at a time, for JSONL written a
+line at a time, for Parquet a row group at a time (parquet.py).
 """
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +21,9 @@ from typing import Any, Literal
 from ..atomic_files import replacing
 from ..errors import Vl2Error
 from .latest import LatestRecords
-from .record import key_of_record, printable
+from .parquet import write_parquet
+from .record import key_of_record
+from .spill_sort import RUN_BYTES, RUN_ITEMS, spilling_sorted
 from .writer import encode_record
 
 MergeFormat = Literal["jsonl", "parquet"]
@@ -24,7 +33,7 @@ MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
 class MergedRecords(Sequence):
     """The kept records, read back from their outputs one at a time (never all held in memory)."""
 
-    def __init__(self, latest: LatestRecords, places: list[int]) -> None:
+    def __init__(self, latest: LatestRecords, places: Sequence[int]) -> None:
         self._latest = latest
         self._places = places
 
@@ -59,20 +68,35 @@ def _walk_order(record: dict[str, Any]) -> tuple[str, str]:
     return str(record["path"]).replace("/", "\0"), repr(key[1:] if key is not None else ())
 
 
-def latest_records(paths: Iterable[str | Path]) -> Merged:
+#: What one sort item costs in memory beyond its two strings' characters (tuples, str and int headers).
+_SORT_ITEM_OVERHEAD = 250
+
+
+def _sort_weight(item: tuple[tuple[str, str], int]) -> int:
+    (path, rest), _ = item
+    return len(path) + len(rest) + _SORT_ITEM_OVERHEAD
+
+
+def latest_records(paths: Iterable[str | Path], *, temp_dir: str | Path | None = None,
+                   run_items: int = RUN_ITEMS, run_bytes: int = RUN_BYTES) -> Merged:
     """The last record per resume key over `paths` read in order, as `ResumeIndex` reads an output.
 
     Order: by path, component by component — the order a walk of one folder gives (names sorted per
     folder, depth first) — then by the rest of the key, so equal inputs always merge to equal bytes.
-    Memory: a digest and a place per key, then one sort key (path and request) per kept record.
+    Memory: a digest and a place per record, then a place per kept key; the sort keys (path and
+    request) are sorted in runs of at most `run_items` keys or about `run_bytes` bytes, spilled to a
+    temporary folder under `temp_dir` (default: the system's) when there is more than one run, and
+    removed before this returns.
     """
     latest = LatestRecords.scan(paths)
     warnings = [warning for path, skipped in zip(latest.sources, latest.skipped)
                 if (warning := skipped.describe(path)) is not None]
     foreign = sum(len(skipped) for skipped in latest.skipped)
-    ordered = sorted((_walk_order(record), place) for place, record in latest.placed_records(latest.places)
-                     if record is not None)
-    return Merged(MergedRecords(latest, [place for _, place in ordered]), latest.superseded, foreign, warnings)
+    keyed = ((_walk_order(record), place) for place, record in latest.placed_records(latest.places)
+             if record is not None)
+    ordered = array("q", (place for _, place in spilling_sorted(
+        keyed, weigh=_sort_weight, run_items=run_items, run_bytes=run_bytes, temp_dir=temp_dir)))
+    return Merged(MergedRecords(latest, ordered), latest.superseded, foreign, warnings)
 
 
 def _replace_with(out: Path, write: Any) -> None:
@@ -90,22 +114,6 @@ def write_jsonl(records: Iterable[dict[str, Any]], out: str | Path) -> None:
                 handle.write(encode_record(record))
 
     _replace_with(Path(out), write)
-
-
-def write_parquet(records: Iterable[dict[str, Any]], out: str | Path) -> None:
-    """The records as one Parquet table: one row per record, nested objects as structs (needs pyarrow;
-    the table is built whole in memory, unlike JSONL, which is written a record at a time)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise Vl2Error("Parquet output needs pyarrow, which is not installed: pip install 'vl2[parquet]'") from None
-    # Parquet strings are UTF-8: a non-UTF-8 file name's bytes are kept visible as \xNN escapes
-    try:
-        table = pa.Table.from_pylist([printable(record) for record in records])
-    except (pa.ArrowException, ValueError, TypeError) as exc:  # e.g. one field a number here, text there
-        raise Vl2Error(f"the records do not fit one Parquet table ({exc}); merge to JSONL instead") from None
-    _replace_with(Path(out), lambda temp: pq.write_table(table, temp))
 
 
 def write_merged(records: Iterable[dict[str, Any]], out: str | Path, fmt: MergeFormat = "jsonl") -> None:
