@@ -6,6 +6,9 @@ a page size proportional to the archive. Each row here runs as its own child pro
 synthetic tree (FOLDERS folders of hard links to a clip, with an output holding a record for each file),
 and is set against the bare baseline measured in the same run: wall time and peak memory (ru_maxrss).
 
+`vl2 merge` rows: the output dealt line by line into the part files of a shard folder (PARTS shards, all
+marked complete), merged back into walk order as JSONL and as Parquet.
+
 `VL2_BENCH_ARCHIVE_FILES` sets the sizes (default 100000; `100000,1000000` for the 1M row, which takes
 several minutes to build on 2 cores: hard links and records are made in the benchmark, under /tmp).
 """
@@ -29,6 +32,8 @@ CLIP_BYTES = b"\0" * 4096
 #: The reference fixture whose config.json is the benchmark's checkpoint (only the config is read).
 CHECKPOINT_FIXTURE = "siglip-qwen2-av"
 KIB = 1024
+#: Part files of the shard folder the merge rows read.
+PARTS = 4
 
 #: The floor: walk + stat every file, parse every output line into a set of (path, size, mtime) keys.
 BASELINE = r"""
@@ -93,6 +98,26 @@ def _archive(scratch: Path, files: int, checkpoint: Path) -> tuple[Path, Path]:
     return root, out
 
 
+def _shard_folder(scratch: Path, out: Path) -> Path:
+    """`out`'s records dealt round-robin into PARTS part files of a shard folder, every shard complete."""
+    from vl2cli.runners.shards import Shard, ShardFolder
+
+    folder = ShardFolder(scratch / "parts")
+    folder.claim(PARTS, 0)
+    shards = [Shard(index, PARTS) for index in range(PARTS)]
+    handles = [open(folder.part_path(shard), "wb") for shard in shards]  # noqa: SIM115 (closed below)
+    try:
+        with open(out, "rb") as lines:
+            for number, line in enumerate(lines):
+                handles[number % PARTS].write(line)
+    finally:
+        for handle in handles:
+            handle.close()
+    for shard in shards:
+        folder.mark_complete(shard, {})
+    return folder.root
+
+
 #: Runs the measured command from a small, fresh process and prints its wall time and peak memory: a child
 #: forked straight from the benchmark would count the benchmark's own resident memory (copied at fork).
 _MEASURER = r"""
@@ -138,16 +163,31 @@ def _size(files: int) -> BenchResult:
         report = _measure(_vl2("report", str(out), "--out", str(report_path), "--max-sheets", "0"))
         first_page = report_path.stat().st_size / KIB / KIB
         lines = sum(1 for _ in open(out, "rb"))
-    assert lines == files
+        parts = _shard_folder(scratch, out)
+        merged_jsonl, merged_parquet = scratch / "merged.jsonl", scratch / "merged.parquet"
+        merge_jsonl = _measure(_vl2("merge", str(parts), "--out", str(merged_jsonl)))
+        merge_parquet = _measure(_vl2("merge", str(parts), "--out", str(merged_parquet), "--format", "parquet"))
+        merged_lines = sum(1 for _ in open(merged_jsonl, "rb"))
+        merged_rows = _parquet_rows(merged_parquet)
+    assert lines == files and merged_lines == files and merged_rows == files
     rows = [_row("walk + stat + parse into a set (baseline)", baseline, baseline),
             _row("vl2 caption, all done, first rerun (builds the sidecar)", first, baseline),
             _row("vl2 caption, all done, nightly rerun", nightly, baseline),
             _row("vl2 caption --dry-run", dry, baseline),
-            _row("vl2 report --max-sheets 0", report, baseline, f"first page {first_page:.1f} MB")]
+            _row("vl2 report --max-sheets 0", report, baseline, f"first page {first_page:.1f} MB"),
+            _row(f"vl2 merge, {PARTS} part files, JSONL", merge_jsonl, baseline),
+            _row(f"vl2 merge, {PARTS} part files, Parquet", merge_parquet, baseline)]
     return BenchResult(f"An archive already done ({files} files in {FOLDERS} folders, one record each)",
                        ["run", "s", "peak MB", "time vs baseline", "memory vs baseline", ""], rows,
                        [f"targets: nightly rerun ≤ 2× the baseline's time and ≤ 1.5× its memory; report ≤ 200 MB "
                         f"at 1M records with a first page ≤ 5 MB; machine load {os.getloadavg()[0]:.1f} at the end"])
+
+
+def _parquet_rows(path: Path) -> int:
+    """The merged Parquet file's row count (the Parquet row needs pyarrow, vl2's `parquet` extra)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def run() -> list[BenchResult]:
