@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 #: Default run bounds: what one run may hold in memory before it is sorted and spilled.
-RUN_ITEMS = 250_000
-RUN_BYTES = 64 * 1024 * 1024
+RUN_ITEMS = 100_000
+RUN_BYTES = 32 * 1024 * 1024
 #: Runs merged at once: each holds one block in memory while merging, and one open file.
 MAX_FAN_IN = 64
 #: Items per pickled block of a run file: the unit read back while merging.
