@@ -5,6 +5,9 @@ pass infers each batch's column types as `pa.Table.from_pylist` would for the wh
 them (`pa.unify_schemas`, permissive: null widens to any type, int to float, structs gain the fields
 of later batches); a second pass writes each batch under that one schema (`ParquetWriter`). Records
 whose fields do not fit one schema (a number here, text there) are the same error as for one table.
+The columns are every field any record has, in order of first appearance (`from_pylist` over one table
+took the first record's fields only: a field that only later records have, such as a newer schema
+version's, was dropped).
 """
 from __future__ import annotations
 
