@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,10 +77,25 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+#: Decoders made once (json.loads with hooks builds one a call). The integer hook is needed only where a
+#: line holds a run of more digits than _MAX_INT_DIGITS allows: elsewhere the scanner's own int is used.
+_BOUNDED_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_bounded_int)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_LONG_DIGITS = re.compile(f"[0-9]{{{_MAX_INT_DIGITS + 1}}}")
+
+
+def decode_line(raw: bytes) -> Any:
+    """The JSON value of one line, as json.loads reads bytes (its encoding detected), without NaN or
+    Infinity and without integers past _MAX_INT_DIGITS digits; raises ValueError or RecursionError."""
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    decoder = _BOUNDED_DECODER if _LONG_DIGITS.search(text) else _DECODER
+    return decoder.decode(text)
+
+
 def parse_record_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(the record, None) or (None, why this line is not one)."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+        value = decode_line(raw)
     except RecursionError:
         return None, "nested too deep"
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -132,6 +148,14 @@ def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] 
     not a valid record (SkippedLines collects and describes them). An output that is not a regular
     file (`--out /dev/stdout`, a FIFO) holds no records to read back: it is not read (nor waited on).
     `position`: start there instead of at the top, and track how far the read got."""
+    for record, _raw in read_record_lines(path, on_skipped=on_skipped, position=position):
+        yield record
+
+
+def read_record_lines(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] | None = None,
+                      position: ReadPosition | None = None) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """`read_records`, each record with the very bytes of its line: a reader that comes back to a
+    record later can tell whether the line is still the one checked here."""
     position = position if position is not None else ReadPosition()
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -149,6 +173,6 @@ def read_records(path: str | Path, *, on_skipped: Callable[[SkippedLine], None] 
                 continue
             record, reason = parse_record_line(raw)
             if record is not None:
-                yield record
+                yield record, raw
             elif on_skipped is not None:
                 on_skipped(SkippedLine(number, reason or "not a record"))
