@@ -38,6 +38,10 @@ FILE_ROW_BYTES = 4 * 1024 * 1024
 #: Failures listed by name on the first page of a report of several files (all are counted).
 LISTED_FAILURES = 200
 _DATA_MARK = "/*VL2_REPORT_DATA*/"
+#: The record fields a row shows (besides shown_details'): only these are made printable.
+_SHOWN_FIELDS = ("path", "segment", "modality", "task", "output", "error", "timings_ms")
+#: What encodes each row (json.dumps with options builds an encoder a call).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def _when(segment: dict[str, Any] | None) -> str | None:
@@ -49,7 +53,8 @@ def _when(segment: dict[str, Any] | None) -> str | None:
 
 def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
     details = shown_details(record)  # its link from the path's very bytes, before they are made printable
-    record = printable(record)  # a file name that is not UTF-8: its bytes shown as \xNN
+    # a file name that is not UTF-8: its bytes shown as \xNN (only the fields shown: a row is made per record)
+    record = printable({name: record[name] for name in _SHOWN_FIELDS if name in record})
     path = str(record.get("path", ""))
     error = record.get("error")
     output = record.get("output")
@@ -123,7 +128,7 @@ def report_files(results: str | Path, *, out_name: str = "report.html", max_shee
         else:
             sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (max_sheets)")
         row = _row(index, record, sheet)
-        text = json.dumps(row, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+        text = _ROW_ENCODER.encode(row).replace("<", "\\u003c")
         if rows and (len(rows) >= ROWS_PER_FILE or size + len(text) > FILE_ROW_BYTES):  # this file is full
             if len(files) == 1:
                 first_rows = rows
