@@ -141,7 +141,21 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
                 elif bounds_extras and type(item) in (dict, list) and _too_deep(item, OPEN_VALUE_DEPTH):
                     return [f".{name}"], "nested too deep"
             return None
-        checks.append(check_object)
+
+        if closed or bounds_extras:
+            checks.append(check_object)
+        else:  # a partial schema (an if/then's): look up the few fields it names, not every field of the record
+            def check_named(v: Any) -> Any:
+                if type(v) is not dict:
+                    return None
+                for name in required:
+                    if name not in v:
+                        return [], f"no {name!r}"
+                for name, check in properties.items():
+                    if name in v and check(v[name]) is not None:
+                        return check_object(v)  # the problem the record's own field order finds first
+                return None
+            checks.append(check_named)
     if "items" in schema:
         item_check = _compile(schema["items"])
 
