@@ -20,31 +20,20 @@ OPEN_VALUE_DEPTH = 8
 _Problem = "tuple[list[str], str] | None"
 
 
+#: The Python types json.loads gives for each JSON type (a bool is no integer: its type is bool).
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,), "integer": (int,), "number": (int, float), "string": (str,), "null": (type(None),),
+    "array": (list,), "object": (dict,)}
+
+
+def _python_types(names: list[str]) -> frozenset[type]:
+    return frozenset(kind for name in names for kind in _PYTHON_TYPES.get(name, ()))
+
+
 def _type_test(names: list[str]) -> Any:
     """A test of a value's JSON type (json.loads gives exactly these Python types)."""
-    allowed = set(names)
-    if "number" in allowed:
-        allowed.add("integer")
-
-    def ok(value: Any) -> bool:
-        kind = type(value)
-        if kind is bool:
-            return "boolean" in allowed
-        if kind is int:
-            return "integer" in allowed
-        if kind is float:
-            return "number" in allowed
-        if kind is str:
-            return "string" in allowed
-        if value is None:
-            return "null" in allowed
-        if kind is list:
-            return "array" in allowed
-        if kind is dict:
-            return "object" in allowed
-        return False
-
-    return ok
+    types = _python_types(names)
+    return lambda value: type(value) in types
 
 
 def _kind(value: Any) -> str:
@@ -89,9 +78,9 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
     checks: list[Any] = []
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        ok = _type_test(names)
+        types = _python_types(names)
         text = " or ".join(names)
-        checks.append(lambda v: None if ok(v) else ([], f"expected {text}, got {_kind(v)}"))
+        checks.append(lambda v: None if type(v) in types else ([], f"expected {text}, got {_kind(v)}"))
     if "const" in schema:
         const = schema["const"]
         checks.append(lambda v: None if _same(v, const) else ([], f"must be {json.dumps(const)}"))
@@ -178,6 +167,9 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
         return checks[0]
     if not checks:
         return lambda value: None
+    if len(checks) == 2:  # a problem is a non-empty tuple: `or` goes on to the next check only on None
+        first, second = checks
+        return lambda value: first(value) or second(value)
 
     def check(value: Any) -> Any:
         for each in checks:
