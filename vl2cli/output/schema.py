@@ -66,11 +66,17 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _compile(schema: dict[str, Any] | bool) -> Any:
+def _quiet(value: Any) -> str:
+    """The message of a problem nobody reads (an if/then's condition only says whether it holds)."""
+    return ""
+
+
+def _compile(schema: dict[str, Any] | bool, quiet: bool = False) -> Any:
     """A check(value) -> None, or (path parts innermost first, message), for the keywords the record
     schema uses: type, const, enum, minimum, maximum, exclusiveMinimum, required, properties,
     additionalProperties (false), items, allOf, if/then, and the schemas true and false (a field that
-    only some schema versions allow is `false` in the others)."""
+    only some schema versions allow is `false` in the others). `quiet`: problems without their message
+    (an if's condition, checked for every record and failing for most, is only asked whether it holds)."""
     if schema is True:
         return lambda value: None
     if schema is False:
@@ -80,20 +86,21 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         types = _python_types(names)
         text = " or ".join(names)
-        checks.append(lambda v: None if type(v) in types else ([], f"expected {text}, got {_kind(v)}"))
+        expected = _quiet if quiet else (lambda v: f"expected {text}, got {_kind(v)}")
+        checks.append(lambda v: None if type(v) in types else ([], expected(v)))
     if "const" in schema:
         const = schema["const"]
-        checks.append(lambda v: None if _same(v, const) else ([], f"must be {json.dumps(const)}"))
+        must = f"must be {json.dumps(const)}"
+        checks.append(lambda v: None if _same(v, const) else ([], must))
     if "enum" in schema:
         enum = schema["enum"]
         shown = ", ".join(json.dumps(e) for e in enum)
+        not_one = _quiet if quiet else (lambda v: f"{json.dumps(v)[:40]} is not one of {shown}")
         if all(type(e) is str for e in enum):  # the usual case: a set lookup (JSON equality is str equality)
             names = frozenset(enum)
-            checks.append(lambda v: None if type(v) is str and v in names
-                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+            checks.append(lambda v: None if type(v) is str and v in names else ([], not_one(v)))
         else:
-            checks.append(lambda v: None if any(_same(v, e) for e in enum)
-                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+            checks.append(lambda v: None if any(_same(v, e) for e in enum) else ([], not_one(v)))
     bounds = [(name, schema[name]) for name in ("minimum", "maximum", "exclusiveMinimum") if name in schema]
     if bounds:
         def check_bounds(v: Any) -> Any:
@@ -106,7 +113,7 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
             return None
         checks.append(check_bounds)
     required = tuple(schema.get("required", ()))
-    properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    properties = {name: _compile(sub, quiet) for name, sub in schema.get("properties", {}).items()}
     closed = schema.get("additionalProperties") is False
     # extra fields of a typed, open object (`media`) are bounded in depth; an if/then's partial schema
     # names a few fields and says nothing of the rest
@@ -146,7 +153,7 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
                 return None
             checks.append(check_named)
     if "items" in schema:
-        item_check = _compile(schema["items"])
+        item_check = _compile(schema["items"], quiet)
 
         def check_items(v: Any) -> Any:
             if type(v) is not list:
@@ -158,9 +165,9 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
                     return problem
             return None
         checks.append(check_items)
-    checks.extend(_compile(sub) for sub in schema.get("allOf", ()))
+    checks.extend(_compile(sub, quiet) for sub in schema.get("allOf", ()))
     if "if" in schema and "then" in schema:
-        condition, then = _compile(schema["if"]), _compile(schema["then"])
+        condition, then = _compile(schema["if"], quiet=True), _compile(schema["then"], quiet)
         checks.append(lambda v: then(v) if condition(v) is None else None)
 
     if len(checks) == 1:  # most sub-schemas hold one keyword: no wrapper call per value
