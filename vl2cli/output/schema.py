@@ -20,31 +20,20 @@ OPEN_VALUE_DEPTH = 8
 _Problem = "tuple[list[str], str] | None"
 
 
+#: The Python types json.loads gives for each JSON type (a bool is no integer: its type is bool).
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,), "integer": (int,), "number": (int, float), "string": (str,), "null": (type(None),),
+    "array": (list,), "object": (dict,)}
+
+
+def _python_types(names: list[str]) -> frozenset[type]:
+    return frozenset(kind for name in names for kind in _PYTHON_TYPES.get(name, ()))
+
+
 def _type_test(names: list[str]) -> Any:
     """A test of a value's JSON type (json.loads gives exactly these Python types)."""
-    allowed = set(names)
-    if "number" in allowed:
-        allowed.add("integer")
-
-    def ok(value: Any) -> bool:
-        kind = type(value)
-        if kind is bool:
-            return "boolean" in allowed
-        if kind is int:
-            return "integer" in allowed
-        if kind is float:
-            return "number" in allowed
-        if kind is str:
-            return "string" in allowed
-        if value is None:
-            return "null" in allowed
-        if kind is list:
-            return "array" in allowed
-        if kind is dict:
-            return "object" in allowed
-        return False
-
-    return ok
+    types = _python_types(names)
+    return lambda value: type(value) in types
 
 
 def _kind(value: Any) -> str:
@@ -77,11 +66,17 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _compile(schema: dict[str, Any] | bool) -> Any:
+def _quiet(value: Any) -> str:
+    """The message of a problem nobody reads (an if/then's condition only says whether it holds)."""
+    return ""
+
+
+def _compile(schema: dict[str, Any] | bool, quiet: bool = False) -> Any:
     """A check(value) -> None, or (path parts innermost first, message), for the keywords the record
     schema uses: type, const, enum, minimum, maximum, exclusiveMinimum, required, properties,
     additionalProperties (false), items, allOf, if/then, and the schemas true and false (a field that
-    only some schema versions allow is `false` in the others)."""
+    only some schema versions allow is `false` in the others). `quiet`: problems without their message
+    (an if's condition, checked for every record and failing for most, is only asked whether it holds)."""
     if schema is True:
         return lambda value: None
     if schema is False:
@@ -89,22 +84,23 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
     checks: list[Any] = []
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        ok = _type_test(names)
+        types = _python_types(names)
         text = " or ".join(names)
-        checks.append(lambda v: None if ok(v) else ([], f"expected {text}, got {_kind(v)}"))
+        expected = _quiet if quiet else (lambda v: f"expected {text}, got {_kind(v)}")
+        checks.append(lambda v: None if type(v) in types else ([], expected(v)))
     if "const" in schema:
         const = schema["const"]
-        checks.append(lambda v: None if _same(v, const) else ([], f"must be {json.dumps(const)}"))
+        must = f"must be {json.dumps(const)}"
+        checks.append(lambda v: None if _same(v, const) else ([], must))
     if "enum" in schema:
         enum = schema["enum"]
         shown = ", ".join(json.dumps(e) for e in enum)
+        not_one = _quiet if quiet else (lambda v: f"{json.dumps(v)[:40]} is not one of {shown}")
         if all(type(e) is str for e in enum):  # the usual case: a set lookup (JSON equality is str equality)
             names = frozenset(enum)
-            checks.append(lambda v: None if type(v) is str and v in names
-                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+            checks.append(lambda v: None if type(v) is str and v in names else ([], not_one(v)))
         else:
-            checks.append(lambda v: None if any(_same(v, e) for e in enum)
-                          else ([], f"{json.dumps(v)[:40]} is not one of {shown}"))
+            checks.append(lambda v: None if any(_same(v, e) for e in enum) else ([], not_one(v)))
     bounds = [(name, schema[name]) for name in ("minimum", "maximum", "exclusiveMinimum") if name in schema]
     if bounds:
         def check_bounds(v: Any) -> Any:
@@ -117,7 +113,7 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
             return None
         checks.append(check_bounds)
     required = tuple(schema.get("required", ()))
-    properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    properties = {name: _compile(sub, quiet) for name, sub in schema.get("properties", {}).items()}
     closed = schema.get("additionalProperties") is False
     # extra fields of a typed, open object (`media`) are bounded in depth; an if/then's partial schema
     # names a few fields and says nothing of the rest
@@ -141,9 +137,23 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
                 elif bounds_extras and type(item) in (dict, list) and _too_deep(item, OPEN_VALUE_DEPTH):
                     return [f".{name}"], "nested too deep"
             return None
-        checks.append(check_object)
+
+        if closed or bounds_extras:
+            checks.append(check_object)
+        else:  # a partial schema (an if/then's): look up the few fields it names, not every field of the record
+            def check_named(v: Any) -> Any:
+                if type(v) is not dict:
+                    return None
+                for name in required:
+                    if name not in v:
+                        return [], f"no {name!r}"
+                for name, check in properties.items():
+                    if name in v and check(v[name]) is not None:
+                        return check_object(v)  # the problem the record's own field order finds first
+                return None
+            checks.append(check_named)
     if "items" in schema:
-        item_check = _compile(schema["items"])
+        item_check = _compile(schema["items"], quiet)
 
         def check_items(v: Any) -> Any:
             if type(v) is not list:
@@ -155,15 +165,18 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
                     return problem
             return None
         checks.append(check_items)
-    checks.extend(_compile(sub) for sub in schema.get("allOf", ()))
+    checks.extend(_compile(sub, quiet) for sub in schema.get("allOf", ()))
     if "if" in schema and "then" in schema:
-        condition, then = _compile(schema["if"]), _compile(schema["then"])
+        condition, then = _compile(schema["if"], quiet=True), _compile(schema["then"], quiet)
         checks.append(lambda v: then(v) if condition(v) is None else None)
 
     if len(checks) == 1:  # most sub-schemas hold one keyword: no wrapper call per value
         return checks[0]
     if not checks:
         return lambda value: None
+    if len(checks) == 2:  # a problem is a non-empty tuple: `or` goes on to the next check only on None
+        first, second = checks
+        return lambda value: first(value) or second(value)
 
     def check(value: Any) -> Any:
         for each in checks:

@@ -38,6 +38,8 @@ FILE_ROW_BYTES = 4 * 1024 * 1024
 #: Failures listed by name on the first page of a report of several files (all are counted).
 LISTED_FAILURES = 200
 _DATA_MARK = "/*VL2_REPORT_DATA*/"
+#: What encodes each row (json.dumps with options builds an encoder a call).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def _when(segment: dict[str, Any] | None) -> str | None:
@@ -49,15 +51,14 @@ def _when(segment: dict[str, Any] | None) -> str | None:
 
 def _row(index: int, record: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
     details = shown_details(record)  # its link from the path's very bytes, before they are made printable
-    record = printable(record)  # a file name that is not UTF-8: its bytes shown as \xNN
-    path = str(record.get("path", ""))
+    # a file name that is not UTF-8: its bytes shown as \xNN (each field shown made printable, not the record)
     error = record.get("error")
-    output = record.get("output")
     row = {
-        "i": index, "path": path, "when": _when(record.get("segment")),
-        "modality": record.get("modality"), "task": record.get("task"), "output": output,
-        "error": {"code": error.get("code"), "message": error.get("message")} if error else None,
-        "timings": record.get("timings_ms") or {}, "sheet": sheet.data_uri, "note": sheet.note,
+        "i": index, "path": str(printable(record.get("path", ""))), "when": _when(record.get("segment")),
+        "modality": printable(record.get("modality")), "task": printable(record.get("task")),
+        "output": printable(record.get("output")),
+        "error": {"code": printable(error.get("code")), "message": printable(error.get("message"))} if error else None,
+        "timings": printable(record.get("timings_ms")) or {}, "sheet": sheet.data_uri, "note": sheet.note,
         "indices": sheet.frame_indices, **details,
     }
     return {key: value for key, value in row.items() if value is not None}  # the page reads a missing key as null
@@ -123,7 +124,7 @@ def report_files(results: str | Path, *, out_name: str = "report.html", max_shee
         else:
             sheet = Sheet(None, f"no contact sheet: only the first {max_sheets} rows get one (max_sheets)")
         row = _row(index, record, sheet)
-        text = json.dumps(row, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+        text = _ROW_ENCODER.encode(row).replace("<", "\\u003c")
         if rows and (len(rows) >= ROWS_PER_FILE or size + len(text) > FILE_ROW_BYTES):  # this file is full
             if len(files) == 1:
                 first_rows = rows
