@@ -36,6 +36,35 @@ EXTENSIONS_BY_KIND: dict[str, frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class WalkOptions:
+    """Which files a walk of folders picks up: the walk's settings, declared once.
+
+    `Settings` takes its defaults from here and `vl2cli.run.walk_options` builds one from a run's
+    settings; the run path (`tasks.outcomes.iter_outcomes`, `plan_run`) takes one object instead of
+    repeating the four keywords. Only values live here, so one WalkOptions can be compared, printed
+    and reused for any number of runs. The run's hooks stay keywords of `iter_outcomes`: `listed`
+    (paths read lazily from a list: inputs, and consumed once), `keep` (the shard's predicate,
+    computed per run from where its output goes, not a walk setting) and `on_warning`/`on_walk_end`
+    (who listens to the walk, not what it picks up).
+    """
+
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = MEDIA_KINDS
+
+    def __post_init__(self) -> None:  # lists from settings or a caller: held as tuples, so the object stays frozen
+        for name in ("include", "exclude", "kinds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def iter_media(self, inputs: Sequence[str | Path], *,
+                   on_warning: Callable[[WalkWarning], None] | None = None) -> Iterator[Path]:
+        """`iter_media` with these options."""
+        return iter_media(inputs, recursive=self.recursive, kinds=self.kinds, include=self.include,
+                          exclude=self.exclude, on_warning=on_warning)
+
+
 @dataclass
 class WalkWarning:
     """Something skipped while walking: reported, never fatal."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from .discover import WalkWarning
+from .discover import WalkOptions, WalkWarning
 from .errors import InputError
 from .input_lists import STDIN_NAME, read_path_list, split_stdin_marker
 from .output.lock import OutputLock
@@ -81,6 +81,12 @@ def run_options(settings: Settings) -> RunOptions:
     return RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
                       decode_timeout=settings.decode_timeout, video_backend=settings.video_backend,
                       segmenting=segmenting_of(settings))
+
+
+def walk_options(settings: Settings) -> WalkOptions:
+    """Which files the run's walk picks up, from the input settings (--recursive, --include, --exclude, --kind)."""
+    return WalkOptions(recursive=settings.recursive, include=tuple(settings.include),
+                       exclude=tuple(settings.exclude), kinds=tuple(settings.kinds))
 
 
 def lazy_model(settings: Settings, *, before_load: Callable[[], None] | None = None) -> LazyModel:
@@ -170,6 +176,7 @@ class BatchRun:
         if self.sharded is not None:  # from here on the run's output is the shard's part file
             settings = dataclasses.replace(settings, out=str(self.sharded.part))
         self.settings = settings
+        self.walk = walk_options(settings)
         self.model = model  # None: `lazy_model(settings)` once the run starts
         self.options = dataclasses.replace(options or run_options(settings), on_batch=self.observer.on_batch)
         self.write_jsonl = write_jsonl
@@ -230,9 +237,8 @@ class BatchRun:
         model = self.model if self.model is not None else lazy_model(settings, before_load=self.observer.before_model_load)
         for outcome in iter_outcomes(model, self.paths, self.task, self.options, is_done=is_done,
                                      known_segments=known, on_warning=self._on_walk_warning,
-                                     on_walk_end=self.observer.on_walk_end, recursive=settings.recursive,
-                                     include=settings.include, exclude=settings.exclude, kinds=settings.kinds,
-                                     listed=self.listed, keep=self.sharded.keeps if self.sharded is not None else None,
+                                     on_walk_end=self.observer.on_walk_end, walk=self.walk, listed=self.listed,
+                                     keep=self.sharded.keeps if self.sharded is not None else None,
                                      runner=self._runner):
             self.result.outcomes += 1
             record = outcome.record
@@ -271,4 +277,4 @@ def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
 
 
 __all__ = ["BatchRun", "RunObserver", "RunResult", "lazy_model", "listed_inputs", "run_options", "sampling_of",
-           "segmenting_of", "task_spec"]
+           "segmenting_of", "task_spec", "walk_options"]

@@ -37,14 +37,6 @@ def _subtitle_list_mode(settings: Settings, stdout: TextIO, single: bool) -> boo
     return bool(settings.segment) and settings.out == STDOUT_NAME and not settings.json and (single or stdout.isatty())
 
 
-def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
-    """An error record says which run for this file and request it is (transient errors are retried)."""
-    if record["error"] is not None:
-        key = key_of_record(record)
-        if key is not None:
-            record["error"]["attempt"] = index.next_attempt(key)
-
-
 class _ConsoleObserver(RunObserver):
     """The run's events on the console: walk warnings counted for the summary, notices as `vl2:` lines."""
 
@@ -106,8 +98,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                    write_jsonl=not (single or as_list or readable), stdout=records_to)  # type: ignore[arg-type]
     counter = None
     if listed is None and run.sharded is None:  # (a list is read once, by the run; a shard keeps only some files)
-        counter = CountAhead(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
-                             exclude=settings.exclude, on_count=console.estimate_total).start()
+        counter = CountAhead(inputs, walk=run.walk, on_count=console.estimate_total).start()
     try:
         with library_logs_to(console) as observer.library_logs:
             with run, console.start():

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..discover import MEDIA_KINDS, WalkWarning, iter_media
+from ..discover import WalkOptions, WalkWarning
 from ..errors import Vl2Error
 
 if TYPE_CHECKING:
@@ -51,18 +51,16 @@ def iter_outcomes(
     known_segments: "KnownSegments | None" = None,
     on_warning: "Callable[[WalkWarning], None] | None" = None,
     on_walk_end: Callable[[int], None] | None = None,
-    recursive: bool = True,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    kinds: Sequence[str] = MEDIA_KINDS,
+    walk: WalkOptions | None = None,
     keep: Callable[[Path], bool] | None = None,
     runner: "Runner | None" = None,
     listed: Iterable[str | Path] | None = None,
 ) -> Iterator["FileOutcome"]:
     """The one run path (the CLI wraps it): one outcome per file (and question), streamed as batches finish.
 
-    Folders are walked lazily (the first file is decoded before the walk of a large archive ends);
-    `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
+    Folders are walked lazily (the first file is decoded before the walk of a large archive ends), as
+    `walk` says (default `WalkOptions()`: recursive, every media kind); `listed` adds the paths of a
+    list (`vl2cli.input_lists`, read once, as they come); `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
     problems go to `on_warning` (default: this module's logger); `on_walk_end(n)` hears how many
     files the walk found once it has ended (e.g. a progress bar's total). `keep(path)` drops the
     files it refuses before anything else (a Slurm shard keeps its own, `vl2cli.runners.shards`);
@@ -77,8 +75,8 @@ def iter_outcomes(
 
     options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
     planned, requests = plan_run(model, paths, task, options, is_done=is_done, known_segments=known_segments,
-                                 on_warning=on_warning, on_walk_end=on_walk_end, recursive=recursive,
-                                 include=include, exclude=exclude, kinds=kinds, listed=listed, keep=keep)
+                                 on_warning=on_warning, on_walk_end=on_walk_end, walk=walk, listed=listed,
+                                 keep=keep)
     if runner is not None and len(requests) > 1:
         raise Vl2Error("several questions per file run on the local engine only, not on Ray yet")
     return _outcomes(model, planned, task, options, requests[0], runner)
@@ -94,10 +92,7 @@ def plan_run(
     known_segments: "KnownSegments | None" = None,
     on_warning: "Callable[[WalkWarning], None] | None" = None,
     on_walk_end: Callable[[int], None] | None = None,
-    recursive: bool = True,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    kinds: Sequence[str] = MEDIA_KINDS,
+    walk: WalkOptions | None = None,
     listed: Iterable[str | Path] | None = None,
     keep: Callable[[Path], bool] | None = None,
 ) -> tuple[Iterator["PlannedFile"], tuple["Request", ...]]:
@@ -106,13 +101,14 @@ def plan_run(
     from .plan import build_requests, plan_files
 
     warn = on_warning or _log_walk_warning
-    files = iter_media(as_path_list(paths), recursive=recursive, kinds=kinds, include=include, exclude=exclude,
-                       on_warning=warn)
+    walk = walk or WalkOptions()
+    files = walk.iter_media(as_path_list(paths), on_warning=warn)
     if listed is not None:
         from ..input_lists import each_once, iter_listed
 
-        files = each_once(itertools.chain(files, iter_listed(listed, recursive=recursive, kinds=kinds, include=include,
-                                                         exclude=exclude, on_warning=warn)))
+        files = each_once(itertools.chain(files, iter_listed(listed, recursive=walk.recursive, kinds=walk.kinds,
+                                                             include=walk.include, exclude=walk.exclude,
+                                                             on_warning=warn)))
     if keep is not None:
         files = (file for file in files if keep(file))
     if on_walk_end is not None:
