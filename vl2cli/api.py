@@ -59,6 +59,7 @@ def iter_records(
     `segment_overlap` (fixed windows) or `segment_min`/`segment_max` (scenes) as durations.
     """
     from .run import BatchRun
+    from .tasks.plan import SkippedFiles
     from .tasks.segmenting import Segmenting
     from .tasks.spec import RunOptions
 
@@ -69,7 +70,7 @@ def iter_records(
     settings = Settings(recursive=recursive, include=list(include), exclude=list(exclude), kinds=list(kinds))
     with BatchRun(task, as_path_list(paths), settings, model=model, options=options, write_jsonl=False) as run:
         for outcome in run.outcomes():
-            if outcome.record is not None:
+            if not isinstance(outcome, SkippedFiles) and outcome.record is not None:
                 yield outcome.record
 
 

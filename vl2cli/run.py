@@ -29,7 +29,7 @@ from .output.writer import STDOUT_NAME, JsonlWriter
 from .settings import MAX_LABELS, Settings
 from .tasks.lazy_model import LazyModel
 from .tasks.outcomes import iter_outcomes
-from .tasks.plan import FileOutcome, Runner
+from .tasks.plan import FileOutcome, Runner, SkippedFiles
 from .tasks.prompts import parse_labels
 from .tasks.segmenting import Segmenting
 from .tasks.spec import RunOptions, TaskSpec, sampling_from
@@ -156,7 +156,8 @@ class BatchRun:
 
         with BatchRun(spec, paths, settings, listed=listed, observer=observer) as run:
             for outcome in run.outcomes():
-                ...                      # the CLI prints and counts; the records are already written
+                ...                      # the CLI prints and counts (SkippedFiles: a run of done files);
+                                         # the records are already written
         run.result                       # failed_in_output, shard_complete, ...
 
     `write_jsonl=False` keeps the records out of any file (the CLI's single-answer and subtitle-list
@@ -225,9 +226,10 @@ class BatchRun:
         if self._writer is not None and self._writer.repaired_partial_line:
             notice("warning", f"{settings.out} ended in a partial line (an interrupted run); a newline was appended")
 
-    def outcomes(self) -> Iterator[FileOutcome]:
-        """One outcome per file (and question, and segment), its record already in the output; once
-        they are all out (still under the lock), the shard is marked complete when it is."""
+    def outcomes(self) -> Iterator[FileOutcome | SkippedFiles]:
+        """One outcome per file (and question, and segment), its record already in the output, and the
+        files already done as `SkippedFiles` runs (a count's worth of work each: see `tasks.plan`);
+        once they are all out (still under the lock), the shard is marked complete when it is."""
         settings, index = self.settings, self.index
         is_done = known = None
         if index is not None and not settings.overwrite:
@@ -239,7 +241,14 @@ class BatchRun:
                                      known_segments=known, on_warning=self._on_walk_warning,
                                      on_walk_end=self.observer.on_walk_end, walk=self.walk, listed=self.listed,
                                      keep=self.sharded.keeps if self.sharded is not None else None,
-                                     runner=self._runner):
+                                     runner=self._runner, skipped_runs=True):
+            if isinstance(outcome, SkippedFiles):
+                self.result.outcomes += len(outcome.paths)
+                if self._subtitles is not None:
+                    for path in outcome.paths:
+                        self._subtitles.add(path, None)
+                yield outcome
+                continue
             self.result.outcomes += 1
             record = outcome.record
             if self._subtitles is not None:

@@ -17,6 +17,7 @@ from ..output.subtitles import subtitle_line
 from ..output.writer import STDOUT_NAME
 from ..run import BatchRun, NoticeLevel, RunObserver, lazy_model, listed_inputs, task_spec
 from ..settings import Settings
+from ..tasks.plan import SkippedFiles
 from ..tasks.spec import TaskSpec
 from .console import Console, LibraryLogs, library_logs_to
 from .count_ahead import CountAhead
@@ -105,6 +106,10 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 if settings.engine == "ray":
                     console.stdout = run.stdout  # Ray's private copy of fd 1
                 for outcome in run.outcomes():
+                    if isinstance(outcome, SkippedFiles):  # done earlier: counted, nothing to print
+                        summary.count_skipped(len(outcome.paths))
+                        console.advance(summary, outcome.paths[-1], None)
+                        continue
                     record = outcome.record
                     summary.count(record)
                     if record is not None and record["error"] is not None:

@@ -17,7 +17,7 @@ from ..errors import Vl2Error
 
 if TYPE_CHECKING:
     from ..output.record import Request, ResumeKey
-    from .plan import FileOutcome, KnownSegments, PlannedFile, Runner
+    from .plan import FileOutcome, KnownSegments, Planned, Runner, SkippedFiles
     from .spec import RunOptions, TaskSpec
 
 #: The inputs of a run as the library takes them: one path, or several.
@@ -55,8 +55,9 @@ def iter_outcomes(
     keep: Callable[[Path], bool] | None = None,
     runner: "Runner | None" = None,
     listed: Iterable[str | Path] | None = None,
-) -> Iterator["FileOutcome"]:
-    """The one run path (the CLI wraps it): one outcome per file (and question), streamed as batches finish.
+    skipped_runs: bool = False,
+) -> Iterator["FileOutcome | SkippedFiles"]:
+    """The one run path (the CLI wraps it): one FileOutcome per file (and question), streamed as batches finish.
 
     Folders are walked lazily (the first file is decoded before the walk of a large archive ends), as
     `walk` says (default `WalkOptions()`: recursive, every media kind); `listed` adds the paths of a
@@ -69,17 +70,21 @@ def iter_outcomes(
     `LazyModel`: until a file needs the model, nothing here imports torch, so a rerun where every file
     is done returns in the time the walk takes. With `options.segmenting`, each segment of a long file
     is an outcome of its own; `known_segments(file_key, by)` lists a file's segments from earlier
-    records (`ResumeIndex.known_segments`) so a finished file is not cut again.
+    records (`ResumeIndex.known_segments`) so a finished file is not cut again. `skipped_runs=True`
+    yields the files already done as `SkippedFiles` runs instead of an outcome each, for a caller
+    that only counts them (`vl2cli.run.BatchRun`: a rerun of a done archive then costs a stat and a
+    lookup per file).
     """
     from .spec import RunOptions
 
     options = options or RunOptions()  # checked now, at the call: a missing input or model raises here
     planned, requests = plan_run(model, paths, task, options, is_done=is_done, known_segments=known_segments,
                                  on_warning=on_warning, on_walk_end=on_walk_end, walk=walk, listed=listed,
-                                 keep=keep)
+                                 keep=keep, skipped_runs=True)
     if runner is not None and len(requests) > 1:
         raise Vl2Error("several questions per file run on the local engine only, not on Ray yet")
-    return _outcomes(model, planned, task, options, requests[0], runner)
+    outcomes = _outcomes(model, planned, task, options, requests[0], runner)
+    return outcomes if skipped_runs else _each_file(outcomes)
 
 
 def plan_run(
@@ -95,9 +100,11 @@ def plan_run(
     walk: WalkOptions | None = None,
     listed: Iterable[str | Path] | None = None,
     keep: Callable[[Path], bool] | None = None,
-) -> tuple[Iterator["PlannedFile"], tuple["Request", ...]]:
+    skipped_runs: bool = False,
+) -> tuple[Iterator["Planned"], tuple["Request", ...]]:
     """The front of `iter_outcomes` (walk, stat, resume check; torch-free): the planned files and the
-    run's requests (one per question). `--dry-run` prints this without running it."""
+    run's requests (one per question). `--dry-run` prints this without running it. `skipped_runs`:
+    files already done come as `SkippedFiles` runs (see `plan_files`), else a PlannedFile each."""
     from .plan import build_requests, plan_files
 
     warn = on_warning or _log_walk_warning
@@ -114,12 +121,24 @@ def plan_run(
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
     requests = build_requests(model, task, options)
-    planned = plan_files(files, requests, is_done, segmenting=options.segmenting, known_segments=known_segments)
+    planned = plan_files(files, requests, is_done, segmenting=options.segmenting, known_segments=known_segments,
+                         skipped_runs=skipped_runs)
     return planned, requests
 
 
-def _outcomes(model: Any, planned: Iterator["PlannedFile"], task: "TaskSpec", options: "RunOptions",
-              request: "Request", runner: "Runner | None" = None) -> Iterator["FileOutcome"]:
+def _each_file(outcomes: Iterator["FileOutcome | SkippedFiles"]) -> Iterator["FileOutcome"]:
+    """One outcome per file: runs of skipped files expanded (the library's documented contract)."""
+    from .plan import SkippedFiles
+
+    for outcome in outcomes:
+        if isinstance(outcome, SkippedFiles):
+            yield from outcome.outcomes()
+        else:
+            yield outcome
+
+
+def _outcomes(model: Any, planned: Iterator["Planned"], task: "TaskSpec", options: "RunOptions",
+              request: "Request", runner: "Runner | None" = None) -> Iterator["FileOutcome | SkippedFiles"]:
     for plan in planned:
         if plan.pending:
             if runner is None:
