@@ -10,6 +10,7 @@ import pytest
 from vl2cli.output import FileStamp, JsonlWriter, Request, ResumeIndex, build_record, resume_key
 from vl2cli.output.index_file import index_path_for
 from vl2cli.output.resume import MAX_ATTEMPTS
+from vl2cli.discover import iter_media_paths
 
 REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
 FILES = 6
@@ -198,9 +199,11 @@ def test_done_files_come_as_runs_of_paths_in_walk_order_and_the_rest_as_before(t
     for path in paths:
         path.write_bytes(b"x")
     done = {resume_key(FileStamp.of(path), REQUEST) for path in paths if path.name != "c3.mp4"}
+    walked = list(iter_media_paths([folder]))
     gone = folder / "gone.mp4"  # unreadable: an error entry of its own, after the run before it
+    assert all(isinstance(p, str) for p in walked) and walked == [str(p) for p in paths]  # no Path per file
     entries = list(plan_files([*paths[:4], gone, *paths[4:]], REQUEST, done.__contains__, skipped_runs=True))
-    shapes = [("skipped", [p.name for p in e.paths]) if isinstance(e, SkippedFiles)
+    shapes = [("skipped", [os.path.basename(p) for p in e.paths]) if isinstance(e, SkippedFiles)
               else ("pending" if e.pending else "error", [e.path.name]) for e in entries]
     assert shapes == [("skipped", ["c0.mp4", "c1.mp4"]), ("skipped", ["c2.mp4"]), ("pending", ["c3.mp4"]),
                       ("error", ["gone.mp4"]), ("skipped", ["c4.mp4", "c5.mp4"])]

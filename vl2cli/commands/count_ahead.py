@@ -46,7 +46,7 @@ class CountAhead:
         deadline = monotonic() + self.seconds
         count = 0
         try:
-            for _ in self.walk.iter_media(self.inputs):
+            for _ in self.walk.iter_paths(self.inputs):
                 count += 1
                 if self.stopped.is_set() or count > self.max_files or monotonic() > deadline:
                     return

@@ -108,7 +108,7 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                 for outcome in run.outcomes():
                     if isinstance(outcome, SkippedFiles):  # done earlier: counted, nothing to print
                         summary.count_skipped(len(outcome.paths))
-                        console.advance(summary, outcome.paths[-1], None)
+                        console.advance(summary, Path(outcome.paths[-1]), None)
                         continue
                     record = outcome.record
                     summary.count(record)

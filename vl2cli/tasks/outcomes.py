@@ -33,7 +33,7 @@ def _log_walk_warning(warning: "WalkWarning") -> None:
     log.warning(warning.message)  # a library reports walk problems through logging, not stderr
 
 
-def _counted(files: Iterator[Path], on_end: Callable[[int], None]) -> Iterator[Path]:
+def _counted(files: Iterator[str], on_end: Callable[[int], None]) -> Iterator[str]:
     count = 0
     for file in files:
         count += 1
@@ -109,15 +109,15 @@ def plan_run(
 
     warn = on_warning or _log_walk_warning
     walk = walk or WalkOptions()
-    files = walk.iter_media(as_path_list(paths), on_warning=warn)
+    files: Iterator[str] = walk.iter_paths(as_path_list(paths), on_warning=warn)  # a Path only where work is
     if listed is not None:
         from ..input_lists import each_once, iter_listed
 
-        files = each_once(itertools.chain(files, iter_listed(listed, recursive=walk.recursive, kinds=walk.kinds,
-                                                             include=walk.include, exclude=walk.exclude,
-                                                             on_warning=warn)))
+        files = each_once(itertools.chain(files, map(str, iter_listed(
+            listed, recursive=walk.recursive, kinds=walk.kinds, include=walk.include, exclude=walk.exclude,
+            on_warning=warn))))
     if keep is not None:
-        files = (file for file in files if keep(file))
+        files = (file for file in files if keep(Path(file)))
     if on_walk_end is not None:
         files = _counted(files, on_walk_end)
     requests = build_requests(model, task, options)

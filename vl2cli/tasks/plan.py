@@ -64,7 +64,8 @@ class SkippedFiles:
     skipped FileOutcome per file unless its caller counts runs (`BatchRun`, `--dry-run`).
     """
 
-    paths: tuple[Path, ...]
+    #: absolute paths, as FileStamp holds them (a Path each would cost more than the stat)
+    paths: tuple[str, ...]
     pending: ClassVar[bool] = False
     requests: ClassVar[tuple[Request, ...]] = ()
 
@@ -74,7 +75,7 @@ class SkippedFiles:
 
     def outcomes(self) -> Iterator[FileOutcome]:
         """One skipped outcome per file, as `iter_outcomes` documents them."""
-        return (FileOutcome(path, None) for path in self.paths)
+        return (FileOutcome(Path(path), None) for path in self.paths)
 
 
 #: What the planner yields: a file (or segment, or a file's questions), or a run of files already done.
@@ -135,7 +136,7 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
         raise Vl2Error("several questions per file and segments do not combine yet: ask one question per run "
                        "when cutting files into segments")
     gather = skipped_runs and is_done is not None and not several and segmenting is None
-    skipped: list[Path] = []  # the done files not yet yielded, when gathered
+    skipped: list[str] = []  # the done files not yet yielded, when gathered
     for path in paths:
         try:
             stamp = FileStamp.of(path)
@@ -154,12 +155,9 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
                 record = Record(each, path=str(absolute), stamp=None, vl2_version=__version__, error=error)
                 yield PlannedFile(absolute, None, FileOutcome(absolute, record.as_dict()), requests=(each,))
             continue
-        pending = []
-        # the walk's own Path when it is already the absolute one (no new object per file already done)
-        where = path if isinstance(path, Path) and str(path) == stamp.path else Path(stamp.path)
         if gather:  # the nightly rerun's loop: a stat, a lookup, a list append
             if is_done(resume_key(stamp, requests[0])):  # type: ignore[misc]
-                skipped.append(where)
+                skipped.append(stamp.path)
                 if len(skipped) >= SKIPPED_RUN_FILES:
                     yield SkippedFiles(tuple(skipped))
                     skipped.clear()
@@ -167,6 +165,10 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
             if skipped:
                 yield SkippedFiles(tuple(skipped))
                 skipped.clear()
+        pending = []
+        # the caller's own Path when it is already the absolute one (no new object per file already done)
+        where = path if isinstance(path, Path) and str(path) == stamp.path else Path(stamp.path)
+        if gather:
             yield PlannedFile(where, stamp)
             continue
         for each in requests:
