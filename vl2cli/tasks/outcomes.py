@@ -61,8 +61,8 @@ def iter_outcomes(
 
     Folders are walked lazily (the first file is decoded before the walk of a large archive ends), as
     `walk` says (default `WalkOptions()`: recursive, every media kind); `listed` adds the paths of a
-    list (`vl2cli.input_lists`, read once, as they come); `is_done(key)` marks files an earlier run finished (skipped outcomes, `record is None`); walk
-    problems go to `on_warning` (default: this module's logger); `on_walk_end(n)` hears how many
+    list (`vl2cli.input_lists`, read once, as they come); `is_done(key)` marks files an earlier run
+    finished (skipped outcomes, `record is None`); walk problems go to `on_warning` (default: this module's logger); `on_walk_end(n)` hears how many
     files the walk found once it has ended (e.g. a progress bar's total). `keep(path)` drops the
     files it refuses before anything else (a Slurm shard keeps its own, `vl2cli.runners.shards`);
     `runner` does the model half for the files that need work (default: this process's pipeline,
