@@ -30,6 +30,7 @@ from vl2cli.commands.count_ahead import CountAhead
 from vl2cli.commands.exit_codes import EXIT_OK, EXIT_SOME_FAILED
 from vl2cli.commands.readable import readable_text
 from vl2cli.commands.summary import RunSummary
+from vl2cli.discover import WalkOptions
 
 #: Wide enough that no line of the test wraps (a JSON record is ~1.5k characters).
 SCREEN_COLUMNS, SCREEN_ROWS = 4000, 60
@@ -118,10 +119,10 @@ def test_the_count_ahead_gives_the_total_before_the_walk_and_gives_up_past_its_b
         (tmp_path / f"clip{i}.mp4").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not media")
     heard: list[int] = []
-    counter = CountAhead([tmp_path], recursive=True, kinds=["video"], include=[], exclude=[], on_count=heard.append)
+    counter = CountAhead([tmp_path], walk=WalkOptions(kinds=("video",)), on_count=heard.append)
     counter.start().thread.join(timeout=30)
     assert heard == [5] and counter.total == 5
-    capped = CountAhead([tmp_path], recursive=True, kinds=["video"], include=[], exclude=[], on_count=heard.append,
+    capped = CountAhead([tmp_path], walk=WalkOptions(kinds=("video",)), on_count=heard.append,
                         max_files=3)
     capped.start().thread.join(timeout=30)
     assert heard == [5] and capped.total is None  # past the cap: the run's own walk gives the total

@@ -14,9 +14,11 @@ import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES, have_media
 from reference_fixtures import REPO_ROOT, reference_root
-from vl2cli.discover import discover_media
+from vl2cli.discover import WalkOptions, discover_media
 from vl2cli.errors import InputError
 from vl2cli.input_lists import iter_listed, read_path_list, split_stdin_marker
+from vl2cli.run import walk_options
+from vl2cli.settings import Settings
 
 AV_FIXTURE = "siglip-qwen2-av"
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
@@ -43,6 +45,17 @@ def test_listed_folders_are_walked_with_the_filters_and_each_path_comes_once(tmp
     gone = tmp_path / "gone.mp4"  # listed but absent: kept, its record will say it cannot be read
     found = list(iter_listed([str(folder), str(folder / "A.MP4"), str(gone)], include=["*.mp4"]))
     assert found == [folder / "A.MP4", folder / "sub" / "c.Mp4", gone]
+
+
+def test_walk_options_are_the_settings_walk_and_hold_no_lists(tmp_path: Path) -> None:
+    assert walk_options(Settings()) == WalkOptions()  # the CLI's defaults are the library's
+    walk = walk_options(Settings(recursive=False, include=["*.mp4"], kinds=["video"]))
+    assert walk == WalkOptions(recursive=False, include=("*.mp4",), kinds=("video",))
+    assert WalkOptions(include=["*.mp4"]).include == ("*.mp4",)  # a caller's list is held as a tuple
+    (tmp_path / "sub").mkdir()
+    for name in ("a.mp4", "b.wav", "sub/c.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in walk.iter_media([tmp_path])] == ["a.mp4"]
 
 
 def test_globs_match_whatever_the_case(tmp_path: Path) -> None:

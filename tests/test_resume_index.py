@@ -10,6 +10,7 @@ import pytest
 from vl2cli.output import FileStamp, JsonlWriter, Request, ResumeIndex, build_record, resume_key
 from vl2cli.output.index_file import index_path_for
 from vl2cli.output.resume import MAX_ATTEMPTS
+from vl2cli.discover import iter_media_paths
 
 REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
 FILES = 6
@@ -183,3 +184,30 @@ def test_segments_survive_the_sidecar(tmp_path: Path, clips: list[Path]) -> None
     assert index.known_segments(key, "60s") == segments
     assert all(index.is_done(resume_key(FileStamp.of(clips[0]), REQUEST, s)) for s in segments)
     assert not index.is_done(key)
+
+
+def test_done_files_come_as_runs_of_paths_in_walk_order_and_the_rest_as_before(tmp_path: Path, monkeypatch) -> None:
+    """A rerun's done files cost a stat and a lookup: one SkippedFiles per run of them (issue 25), each
+    at most SKIPPED_RUN_FILES long, between the files that need work, in the walk's order."""
+    from vl2cli.tasks import plan
+    from vl2cli.tasks.plan import PlannedFile, SkippedFiles, plan_files
+
+    monkeypatch.setattr(plan, "SKIPPED_RUN_FILES", 2)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    paths = [folder / f"c{number}.mp4" for number in range(6)]
+    for path in paths:
+        path.write_bytes(b"x")
+    done = {resume_key(FileStamp.of(path), REQUEST) for path in paths if path.name != "c3.mp4"}
+    walked = list(iter_media_paths([folder]))
+    gone = folder / "gone.mp4"  # unreadable: an error entry of its own, after the run before it
+    assert all(isinstance(p, str) for p in walked) and walked == [str(p) for p in paths]  # no Path per file
+    entries = list(plan_files([*paths[:4], gone, *paths[4:]], REQUEST, done.__contains__, skipped_runs=True))
+    shapes = [("skipped", [os.path.basename(p) for p in e.paths]) if isinstance(e, SkippedFiles)
+              else ("pending" if e.pending else "error", [e.path.name]) for e in entries]
+    assert shapes == [("skipped", ["c0.mp4", "c1.mp4"]), ("skipped", ["c2.mp4"]), ("pending", ["c3.mp4"]),
+                      ("error", ["gone.mp4"]), ("skipped", ["c4.mp4", "c5.mp4"])]
+    assert all(e.outcome is e and not e.pending for e in entries if isinstance(e, SkippedFiles))
+    # without skipped_runs (the public plan_run's default), a PlannedFile per done file, as documented
+    each = list(plan_files(paths, REQUEST, done.__contains__))
+    assert all(isinstance(e, PlannedFile) for e in each) and [e.outcome.skipped for e in each if not e.pending] == [True] * 5

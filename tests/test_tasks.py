@@ -238,6 +238,13 @@ def test_done_files_are_skipped_without_decoding(av_model, media_dir: Path, monk
     outcomes = list(run_task(av_model, [target, media_dir / EMPTY], task, RunOptions(workers=1), is_done=done.__contains__))
     assert [o.skipped for o in outcomes] == [True, False]
     assert decoded == [EMPTY], "the done file must not be decoded; the other one must"
+    # the run path plans done files as runs (SkippedFiles), before or after the work the runner does;
+    # the library's iter_outcomes still yields one skipped FileOutcome per file
+    for paths in ([target, media_dir / EMPTY], [media_dir / EMPTY, target]):
+        outcomes = list(api.iter_outcomes(av_model, paths, task, RunOptions(workers=1), is_done=done.__contains__))
+        # (a skipped file is reported as it is met, possibly before the record of a file planned before it)
+        assert sorted((type(o).__name__, o.path.name, o.skipped) for o in outcomes) == sorted(
+            ("FileOutcome", path.name, path == target) for path in paths)
 
 
 def _request(model, task: TaskSpec) -> Request:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discover import MEDIA_KINDS
+from .discover import WalkOptions
 from .loading import convert_model, load_model
 from .settings import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOP_K, Settings
 from .tasks.outcomes import PathsArg, as_path_list, iter_outcomes, plan_run
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from .tasks.plan import Runner
     from .tasks.spec import TaskSpec
 
-__all__ = ["ask", "caption", "chat", "classify", "convert_model", "iter_outcomes", "iter_records",
+#: The walk's defaults, which the keywords below take: plain keywords for callers, one declaration.
+_WALK = WalkOptions()
+
+__all__ = ["WalkOptions", "ask", "caption", "chat", "classify", "convert_model", "iter_outcomes", "iter_records",
            "load_model", "plan_run"]
 
 
@@ -40,10 +43,10 @@ def iter_records(
     workers: int | None = None,
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT_S,
     video_backend: str = "decord",
-    recursive: bool = True,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    kinds: Sequence[str] = MEDIA_KINDS,
+    recursive: bool = _WALK.recursive,
+    include: Sequence[str] = _WALK.include,
+    exclude: Sequence[str] = _WALK.exclude,
+    kinds: Sequence[str] = _WALK.kinds,
     segment: str | None = None,
     segment_overlap: str | None = None,
     segment_min: str | None = None,
@@ -51,10 +54,12 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """Stream records as batches finish (files and folders expanded as the CLI does).
 
-    `segment` ("60s", "1m30s", "scenes", ...) cuts long files into segments, one record each, with
+    `recursive`, `include`, `exclude` and `kinds` say which files of a folder are picked up (see
+    `vl2cli.discover.WalkOptions`, whose defaults these are). `segment` ("60s", "1m30s", "scenes", ...) cuts long files into segments, one record each, with
     `segment_overlap` (fixed windows) or `segment_min`/`segment_max` (scenes) as durations.
     """
     from .run import BatchRun
+    from .tasks.plan import SkippedFiles
     from .tasks.segmenting import Segmenting
     from .tasks.spec import RunOptions
 
@@ -62,10 +67,10 @@ def iter_records(
                   if segment else None)
     options = RunOptions(modality=modality, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
                          video_backend=video_backend, segmenting=segmenting)
-    walk = Settings(recursive=recursive, include=list(include), exclude=list(exclude), kinds=list(kinds))
-    with BatchRun(task, as_path_list(paths), walk, model=model, options=options, write_jsonl=False) as run:
+    settings = Settings(recursive=recursive, include=list(include), exclude=list(exclude), kinds=list(kinds))
+    with BatchRun(task, as_path_list(paths), settings, model=model, options=options, write_jsonl=False) as run:
         for outcome in run.outcomes():
-            if outcome.record is not None:
+            if not isinstance(outcome, SkippedFiles) and outcome.record is not None:
                 yield outcome.record
 
 

@@ -36,6 +36,40 @@ EXTENSIONS_BY_KIND: dict[str, frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class WalkOptions:
+    """Which files a walk of folders picks up: the walk's settings, declared once.
+
+    `Settings` takes its defaults from here and `vl2cli.run.walk_options` builds one from a run's
+    settings; the run path (`tasks.outcomes.iter_outcomes`, `plan_run`) takes one object instead of
+    repeating the four keywords. Only values live here, so one WalkOptions can be compared, printed
+    and reused for any number of runs. The run's hooks stay keywords of `iter_outcomes`: `listed`
+    (paths read lazily from a list: inputs, and consumed once), `keep` (the shard's predicate,
+    computed per run from where its output goes, not a walk setting) and `on_warning`/`on_walk_end`
+    (who listens to the walk, not what it picks up).
+    """
+
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = MEDIA_KINDS
+
+    def __post_init__(self) -> None:  # lists from settings or a caller: held as tuples, so the object stays frozen
+        for name in ("include", "exclude", "kinds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def iter_media(self, inputs: Sequence[str | Path], *,
+                   on_warning: Callable[[WalkWarning], None] | None = None) -> Iterator[Path]:
+        """`iter_media` with these options."""
+        return map(Path, self.iter_paths(inputs, on_warning=on_warning))
+
+    def iter_paths(self, inputs: Sequence[str | Path], *,
+                   on_warning: Callable[[WalkWarning], None] | None = None) -> Iterator[str]:
+        """`iter_media_paths` with these options (path strings: no object per file beyond the walk's own)."""
+        return iter_media_paths(inputs, recursive=self.recursive, kinds=self.kinds, include=self.include,
+                                exclude=self.exclude, on_warning=on_warning)
+
+
 @dataclass
 class WalkWarning:
     """Something skipped while walking: reported, never fatal."""
@@ -83,7 +117,7 @@ def _selected(relative: str, include: Sequence[str], exclude: Sequence[str]) -> 
 
 
 def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include: Sequence[str],
-                 exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[Path]:
+                 exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[str]:
     """Every matching file under `root`, streamed in path order (names sorted per folder, depth first).
 
     Follows symlinked folders but never into one seen before. Only the folders on the way down are
@@ -92,7 +126,7 @@ def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include:
     seen_folders: set[tuple[int, int]] = set()
     root_prefix = len(os.path.join(str(root), ""))
 
-    def visit(folder: Path) -> Iterator[Path]:
+    def visit(folder: Path) -> Iterator[str]:
         try:
             stat = folder.stat()
         except OSError as exc:
@@ -127,7 +161,7 @@ def _walk_folder(root: Path, *, recursive: bool, kinds: frozenset[str], include:
                 # string operations, not pathlib: this runs for every file of an archive, done or not
                 if _kind_of_name(name) in kinds and (not (include or exclude) or _selected(
                         entry.path[root_prefix:].replace(os.sep, "/"), include, exclude)):
-                    yield Path(entry.path)
+                    yield entry.path  # absolute, normalised: the root is, and names are joined to it
             elif entry.is_symlink():
                 warn(WalkWarning(entry.path, "broken_symlink", f"{entry.path}: broken symlink; skipped"))
 
@@ -143,7 +177,23 @@ def iter_media(
     exclude: Sequence[str] = (),
     on_warning: Callable[[WalkWarning], None] | None = None,
 ) -> Iterator[Path]:
-    """Expand files and folders into media files, lazily: the first file comes before the walk ends.
+    """`iter_media_paths` as Paths (see there)."""
+    return map(Path, iter_media_paths(inputs, recursive=recursive, kinds=kinds, include=include, exclude=exclude,
+                                      on_warning=on_warning))
+
+
+def iter_media_paths(
+    inputs: Sequence[str | Path],
+    *,
+    recursive: bool = True,
+    kinds: Iterable[str] = MEDIA_KINDS,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    on_warning: Callable[[WalkWarning], None] | None = None,
+) -> Iterator[str]:
+    """Expand files and folders into media files, lazily: the first file comes before the walk ends; as
+    absolute, normalised path strings (a Path each costs more than the stat: the run path makes one only
+    for the files that need work, so a rerun of a done archive makes none).
 
     Files named explicitly are always kept (probing decides what they are); files found in folders
     must have a known extension of one of `kinds` and pass the globs (`include`: any must match,
@@ -187,15 +237,15 @@ def _is_readable_dir(path: Path) -> bool:
 
 
 def _expand(paths: list[Path], *, recursive: bool, kinds: frozenset[str], include: Sequence[str],
-            exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[Path]:
+            exclude: Sequence[str], warn: Callable[[WalkWarning], None]) -> Iterator[str]:
     # Duplicates can only come from overlapping inputs, so a lone input needs no memory of what it saw.
-    seen: set[Path] | None = set() if len(paths) > 1 else None
+    seen: set[str] | None = set() if len(paths) > 1 else None
     for path in paths:
         if _is_readable_dir(path):
-            found: Iterable[Path] = _walk_folder(path, recursive=recursive, kinds=kinds, include=include,
-                                                 exclude=exclude, warn=warn)
+            found: Iterable[str] = _walk_folder(path, recursive=recursive, kinds=kinds, include=include,
+                                                exclude=exclude, warn=warn)
         else:
-            found = [path]
+            found = [str(path)]
         for file in found:
             if seen is not None:
                 if file in seen:

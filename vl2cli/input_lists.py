@@ -18,11 +18,13 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from .bounded_files import LIST_FILE_MAX_BYTES, open_regular, reason
 from .discover import MEDIA_KINDS, WalkWarning, iter_media, kind_from_extension
 from .errors import InputError
+
+_PathT = TypeVar("_PathT", str, Path)
 
 #: The name that means "read the list from standard input" (as an input or as `--files-from -`).
 STDIN_NAME = "-"
@@ -87,9 +89,9 @@ def looks_like_input(text: str) -> bool:
     return not any(char.isspace() for char in text) and kind_from_extension(text) is not None
 
 
-def each_once(files: Iterable[Path]) -> Iterator[Path]:
-    """Each path once, when named inputs and a list may name the same file."""
-    seen: set[Path] = set()
+def each_once(files: Iterable[_PathT]) -> Iterator[_PathT]:
+    """Each path (a Path, or a path string) once, when named inputs and a list may name the same file."""
+    seen: set[_PathT] = set()
     for file in files:
         if file not in seen:
             seen.add(file)

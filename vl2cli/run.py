@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from .discover import WalkWarning
+from .discover import WalkOptions, WalkWarning
 from .errors import InputError
 from .input_lists import STDIN_NAME, read_path_list, split_stdin_marker
 from .output.lock import OutputLock
@@ -29,7 +29,7 @@ from .output.writer import STDOUT_NAME, JsonlWriter
 from .settings import MAX_LABELS, Settings
 from .tasks.lazy_model import LazyModel
 from .tasks.outcomes import iter_outcomes
-from .tasks.plan import FileOutcome, Runner
+from .tasks.plan import FileOutcome, Runner, SkippedFiles
 from .tasks.prompts import parse_labels
 from .tasks.segmenting import Segmenting
 from .tasks.spec import RunOptions, TaskSpec, sampling_from
@@ -81,6 +81,12 @@ def run_options(settings: Settings) -> RunOptions:
     return RunOptions(modality=settings.modality, batch_size=settings.batch_size, workers=settings.workers,
                       decode_timeout=settings.decode_timeout, video_backend=settings.video_backend,
                       segmenting=segmenting_of(settings))
+
+
+def walk_options(settings: Settings) -> WalkOptions:
+    """Which files the run's walk picks up, from the input settings (--recursive, --include, --exclude, --kind)."""
+    return WalkOptions(recursive=settings.recursive, include=tuple(settings.include),
+                       exclude=tuple(settings.exclude), kinds=tuple(settings.kinds))
 
 
 def lazy_model(settings: Settings, *, before_load: Callable[[], None] | None = None) -> LazyModel:
@@ -150,7 +156,8 @@ class BatchRun:
 
         with BatchRun(spec, paths, settings, listed=listed, observer=observer) as run:
             for outcome in run.outcomes():
-                ...                      # the CLI prints and counts; the records are already written
+                ...                      # the CLI prints and counts (SkippedFiles: a run of done files);
+                                         # the records are already written
         run.result                       # failed_in_output, shard_complete, ...
 
     `write_jsonl=False` keeps the records out of any file (the CLI's single-answer and subtitle-list
@@ -170,6 +177,7 @@ class BatchRun:
         if self.sharded is not None:  # from here on the run's output is the shard's part file
             settings = dataclasses.replace(settings, out=str(self.sharded.part))
         self.settings = settings
+        self.walk = walk_options(settings)
         self.model = model  # None: `lazy_model(settings)` once the run starts
         self.options = dataclasses.replace(options or run_options(settings), on_batch=self.observer.on_batch)
         self.write_jsonl = write_jsonl
@@ -218,9 +226,10 @@ class BatchRun:
         if self._writer is not None and self._writer.repaired_partial_line:
             notice("warning", f"{settings.out} ended in a partial line (an interrupted run); a newline was appended")
 
-    def outcomes(self) -> Iterator[FileOutcome]:
-        """One outcome per file (and question, and segment), its record already in the output; once
-        they are all out (still under the lock), the shard is marked complete when it is."""
+    def outcomes(self) -> Iterator[FileOutcome | SkippedFiles]:
+        """One outcome per file (and question, and segment), its record already in the output, and the
+        files already done as `SkippedFiles` runs (a count's worth of work each: see `tasks.plan`);
+        once they are all out (still under the lock), the shard is marked complete when it is."""
         settings, index = self.settings, self.index
         is_done = known = None
         if index is not None and not settings.overwrite:
@@ -230,10 +239,16 @@ class BatchRun:
         model = self.model if self.model is not None else lazy_model(settings, before_load=self.observer.before_model_load)
         for outcome in iter_outcomes(model, self.paths, self.task, self.options, is_done=is_done,
                                      known_segments=known, on_warning=self._on_walk_warning,
-                                     on_walk_end=self.observer.on_walk_end, recursive=settings.recursive,
-                                     include=settings.include, exclude=settings.exclude, kinds=settings.kinds,
-                                     listed=self.listed, keep=self.sharded.keeps if self.sharded is not None else None,
-                                     runner=self._runner):
+                                     on_walk_end=self.observer.on_walk_end, walk=self.walk, listed=self.listed,
+                                     keep=self.sharded.keeps if self.sharded is not None else None,
+                                     runner=self._runner, skipped_runs=True):
+            if isinstance(outcome, SkippedFiles):
+                self.result.outcomes += len(outcome.paths)
+                if self._subtitles is not None:
+                    for path in outcome.paths:
+                        self._subtitles.add(path, None)
+                yield outcome
+                continue
             self.result.outcomes += 1
             record = outcome.record
             if self._subtitles is not None:
@@ -271,4 +286,4 @@ def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
 
 
 __all__ = ["BatchRun", "RunObserver", "RunResult", "lazy_model", "listed_inputs", "run_options", "sampling_of",
-           "segmenting_of", "task_spec"]
+           "segmenting_of", "task_spec", "walk_options"]

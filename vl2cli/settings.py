@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .constants import FRAMES_LIMIT
+from .discover import MEDIA_KINDS, WalkOptions
 from .errors import ConfigFileError, Vl2Error
 
 #: The audio-visual checkpoint: it answers about sound as well as pictures.
@@ -120,6 +121,9 @@ def _setting(default: Any, help: str, *flags: str, group: str, choices: tuple[st
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
+#: The walk's defaults, which the input settings take (one declaration for the CLI and the library).
+_WALK = WalkOptions()
+
 
 @dataclass
 class Settings:
@@ -192,13 +196,14 @@ class Settings:
                            group=OUTPUT, choices=("jsonl", "srt", "vtt"))
     out_dir: str | None = _setting(None, "folder for subtitle files", "--out-dir", group=OUTPUT,
                                    unset="beside each input")
-    include: list[str] = _setting([], "globs a file in a folder must match", "--include", group=INPUTS,
+    # the walk's settings: their defaults are the library's (discover.WalkOptions), declared there
+    include: list[str] = _setting(list(_WALK.include), "globs a file in a folder must match", "--include", group=INPUTS,
                                   hint=" (repeatable)")
-    exclude: list[str] = _setting([], "globs that drop a file in a folder", "--exclude", group=INPUTS,
+    exclude: list[str] = _setting(list(_WALK.exclude), "globs that drop a file in a folder", "--exclude", group=INPUTS,
                                   hint=" (repeatable)")
-    kinds: list[str] = _setting(["video", "image", "audio"], "media kinds picked up in folders", "--kind",
+    kinds: list[str] = _setting(list(_WALK.kinds), "media kinds picked up in folders", "--kind",
                                 group=INPUTS, hint=": video|image|audio (repeatable)")
-    recursive: bool = _setting(True, "walk sub-folders", "--recursive/--no-recursive", group=INPUTS)
+    recursive: bool = _setting(_WALK.recursive, "walk sub-folders", "--recursive/--no-recursive", group=INPUTS)
     out: str = _setting("-", "JSONL file; - for stdout; DIR/: a part per shard", "--out", "-o",
                         group=OUTPUT)
     overwrite: bool = _setting(False, "redo files already in the output",
@@ -410,9 +415,9 @@ def _validate(settings: Settings) -> None:
         raise Vl2Error("out: must name a file, or - for stdout")
     _validate_sampling(settings)
     _validate_combinations(settings)
-    bad_kinds = set(settings.kinds) - {"video", "image", "audio"}
+    bad_kinds = set(settings.kinds) - set(MEDIA_KINDS)
     if bad_kinds:
-        raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from video, image, audio")
+        raise Vl2Error(f"kinds: unknown {sorted(bad_kinds)}; choose from {', '.join(MEDIA_KINDS)}")
     bad_components = set(settings.components) - set(EXPORT_COMPONENTS)
     if bad_components:
         raise Vl2Error(f"components: unknown {sorted(bad_components)}; choose from {', '.join(EXPORT_COMPONENTS)}")

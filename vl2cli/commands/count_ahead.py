@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import monotonic
 
-from ..discover import iter_media
+from ..discover import WalkOptions
 from ..errors import Vl2Error
 
 #: Files counted at most; past it the total waits for the run's own walk.
@@ -25,11 +25,10 @@ COUNT_AHEAD_SECONDS = 10.0
 class CountAhead:
     """Counts in a daemon thread; `on_count(n)` hears the total once, if it is counted within the bounds."""
 
-    def __init__(self, inputs: Sequence[Path], *, recursive: bool, kinds: Sequence[str], include: Sequence[str],
-                 exclude: Sequence[str], on_count: Callable[[int], None],
+    def __init__(self, inputs: Sequence[Path], *, walk: WalkOptions, on_count: Callable[[int], None],
                  max_files: int = COUNT_AHEAD_MAX_FILES, seconds: float = COUNT_AHEAD_SECONDS) -> None:
         self.inputs, self.on_count = list(inputs), on_count
-        self.rules = dict(recursive=recursive, kinds=kinds, include=include, exclude=exclude)
+        self.walk = walk  # the run's own: the count walks by the same rules
         self.max_files, self.seconds = max_files, seconds
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._count, name="vl2-count-ahead", daemon=True)
@@ -47,7 +46,7 @@ class CountAhead:
         deadline = monotonic() + self.seconds
         count = 0
         try:
-            for _ in iter_media(self.inputs, **self.rules):
+            for _ in self.walk.iter_paths(self.inputs):
                 count += 1
                 if self.stopped.is_set() or count > self.max_files or monotonic() > deadline:
                     return

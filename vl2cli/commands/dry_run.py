@@ -20,8 +20,9 @@ from ..discover import WalkWarning
 from ..output.resume import ResumeIndex
 from ..output.writer import STDOUT_NAME
 from ..settings import Settings
-from ..run import run_options
+from ..run import run_options, walk_options
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
+from ..tasks.plan import SkippedFiles
 from ..tasks.spec import TaskSpec
 
 
@@ -52,9 +53,13 @@ def dry_run(inputs: list[Path], listed: Iterable[str] | None, spec: TaskSpec, se
                                          max_new_tokens=settings.max_new_tokens)) if index is not None else None
     several = len(spec.prompts) > 1
     planned, requests = plan_run(model, inputs, spec, run_options(settings), is_done=is_done, on_warning=on_warning,
-                                 recursive=settings.recursive, include=settings.include, exclude=settings.exclude,
-                                 kinds=settings.kinds, listed=listed, keep=keep)
+                                 walk=walk_options(settings), listed=listed, keep=keep, skipped_runs=True)
     for plan in planned:
+        if isinstance(plan, SkippedFiles):  # a run of done files: counted, and printed in one write
+            counts["skip"] += len(plan.paths)
+            stdout.write("".join(_line("skip", path, None, False) + "\n" for path in plan.paths))
+            stdout.flush()
+            continue
         action = "process" if plan.pending else "skip" if plan.outcome.skipped else "error"
         for request in plan.requests or requests[:1]:
             counts[action] += 1

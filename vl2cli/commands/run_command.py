@@ -17,6 +17,7 @@ from ..output.subtitles import subtitle_line
 from ..output.writer import STDOUT_NAME
 from ..run import BatchRun, NoticeLevel, RunObserver, lazy_model, listed_inputs, task_spec
 from ..settings import Settings
+from ..tasks.plan import SkippedFiles
 from ..tasks.spec import TaskSpec
 from .console import Console, LibraryLogs, library_logs_to
 from .count_ahead import CountAhead
@@ -35,14 +36,6 @@ def _single_answer_mode(task: str, inputs: list[Path], settings: Settings, spec:
 def _subtitle_list_mode(settings: Settings, stdout: TextIO, single: bool) -> bool:
     """`vl2 caption long.mp4 --segment 60s` on a terminal: a subtitle-like list instead of JSON lines."""
     return bool(settings.segment) and settings.out == STDOUT_NAME and not settings.json and (single or stdout.isatty())
-
-
-def _count_attempt(record: dict[str, Any], index: ResumeIndex) -> None:
-    """An error record says which run for this file and request it is (transient errors are retried)."""
-    if record["error"] is not None:
-        key = key_of_record(record)
-        if key is not None:
-            record["error"]["attempt"] = index.next_attempt(key)
 
 
 class _ConsoleObserver(RunObserver):
@@ -106,14 +99,17 @@ def execute(task: str, inputs: list[Path], settings: Settings, *, prompt: str | 
                    write_jsonl=not (single or as_list or readable), stdout=records_to)  # type: ignore[arg-type]
     counter = None
     if listed is None and run.sharded is None:  # (a list is read once, by the run; a shard keeps only some files)
-        counter = CountAhead(inputs, recursive=settings.recursive, kinds=settings.kinds, include=settings.include,
-                             exclude=settings.exclude, on_count=console.estimate_total).start()
+        counter = CountAhead(inputs, walk=run.walk, on_count=console.estimate_total).start()
     try:
         with library_logs_to(console) as observer.library_logs:
             with run, console.start():
                 if settings.engine == "ray":
                     console.stdout = run.stdout  # Ray's private copy of fd 1
                 for outcome in run.outcomes():
+                    if isinstance(outcome, SkippedFiles):  # done earlier: counted, nothing to print
+                        summary.count_skipped(len(outcome.paths))
+                        console.advance(summary, Path(outcome.paths[-1]), None)
+                        continue
                     record = outcome.record
                     summary.count(record)
                     if record is not None and record["error"] is not None:

@@ -38,6 +38,10 @@ class RunSummary:
         else:
             self.done += 1
 
+    def count_skipped(self, files: int) -> None:
+        """Count a run of files skipped as already done."""
+        self.skipped += files
+
     @property
     def total(self) -> int:
         return self.done + self.skipped + self.failed

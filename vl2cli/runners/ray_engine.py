@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from .. import __version__
 from ..errors import ModelError, Vl2Error, WorkerLostError, record_error
 from ..output.record import FileStamp, Record, Request
-from ..tasks.plan import FileOutcome, PlannedFile
+from ..tasks.plan import FileOutcome, Planned, PlannedFile, SkippedFiles
 from ..tasks.spec import RunOptions, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -281,13 +281,14 @@ class RayRunner:
             self._temp_dir = None
 
     # ------------------------------------------------------------ the run
-    def __call__(self, model: Any, planned: Iterator[PlannedFile], task: TaskSpec, options: RunOptions,
-                 request: Request) -> Iterator[FileOutcome]:
-        """Yield settled files as they come, then one record per pending file from the actor pool."""
+    def __call__(self, model: Any, planned: Iterator[Planned], task: TaskSpec, options: RunOptions,
+                 request: Request) -> Iterator[FileOutcome | SkippedFiles]:
+        """Yield settled files (and SkippedFiles runs) as they come, then one record per pending file from
+        the actor pool."""
         pending: list[PlannedFile] = []
         for plan in planned:
             if plan.pending:
-                pending.append(plan)
+                pending.append(plan)  # type: ignore[arg-type]
             else:
                 yield plan.outcome  # type: ignore[misc]
         if not pending:

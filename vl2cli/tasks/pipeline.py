@@ -27,7 +27,7 @@ from ..media.workers import DecodePool, InlineDecoder
 from ..output.record import Request, ResumeKey
 from ..settings import default_workers
 from .pipeline_parts import PipelineParts, pipeline_parts
-from .plan import FileOutcome, PlannedFile, build_request, plan_files
+from .plan import FileOutcome, Planned, PlannedFile, SkippedFiles, build_request, plan_files
 from .spec import RunOptions, TaskSpec
 from .work_item import WorkItem
 
@@ -62,9 +62,9 @@ def run_task(
                            task, options, request)
 
 
-def _look_ahead(planned: Iterator[PlannedFile]) -> tuple[list[PlannedFile], bool]:
-    """The first planned files, until two need work (or INLINE_LOOKAHEAD files); and whether that was all."""
-    head: list[PlannedFile] = []
+def _look_ahead(planned: Iterator[Planned]) -> tuple[list[Planned], bool]:
+    """The first planned files, until two need work (or INLINE_LOOKAHEAD entries); and whether that was all."""
+    head: list[Planned] = []
     pending = 0
     for item in planned:
         head.append(item)
@@ -74,9 +74,10 @@ def _look_ahead(planned: Iterator[PlannedFile]) -> tuple[list[PlannedFile], bool
     return head, True
 
 
-def run_planned(model: Any, planned: Iterable[PlannedFile], task: TaskSpec, options: RunOptions,
-                request: Request) -> Iterator[FileOutcome]:
-    """The model half of `run_task`, for planned files (see `vl2cli.tasks.plan`)."""
+def run_planned(model: Any, planned: Iterable[Planned], task: TaskSpec, options: RunOptions,
+                request: Request) -> Iterator[FileOutcome | SkippedFiles]:
+    """The model half of `run_task`, for planned files (see `vl2cli.tasks.plan`); settled entries (a
+    SkippedFiles run among them) come out as they went in."""
     planned = iter(planned)
     while True:
         head, ended = _look_ahead(planned)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import __version__
 from ..output.record import FileStamp, Record, Request, ResumeKey, missing_file_key, resume_key
@@ -48,9 +48,43 @@ class PlannedFile:
         return self.outcome is None
 
 
-#: The model half of a run: (model, planned files, task, options, request) -> one outcome per file; the
-#: local pipeline (`pipeline.run_planned`) and `vl2cli.runners.ray_engine.RayRunner` are the two.
-Runner = Callable[[Any, Iterator[PlannedFile], TaskSpec, RunOptions, Request], Iterator[FileOutcome]]
+#: The most files one SkippedFiles holds: a long stretch of done files reaches a progress line in steps.
+SKIPPED_RUN_FILES = 512
+
+
+@dataclass(frozen=True)
+class SkippedFiles:
+    """Whole files an earlier run finished, consecutive in the walk, as one entry.
+
+    Why (issue 25): a rerun of a done archive should cost a stat and an index lookup per file, not a
+    PlannedFile, a FileOutcome and a trip through every generator of the run path for each. Only
+    `plan_files(..., skipped_runs=True)` makes them, for a run of one request without segments (the
+    other runs keep a PlannedFile per skipped entry). It is settled and is its own outcome, so a runner
+    passes it on as it passes any settled file's outcome; `iter_outcomes` expands it back into one
+    skipped FileOutcome per file unless its caller counts runs (`BatchRun`, `--dry-run`).
+    """
+
+    #: absolute paths, as FileStamp holds them (a Path each would cost more than the stat)
+    paths: tuple[str, ...]
+    pending: ClassVar[bool] = False
+    requests: ClassVar[tuple[Request, ...]] = ()
+
+    @property
+    def outcome(self) -> "SkippedFiles":
+        return self
+
+    def outcomes(self) -> Iterator[FileOutcome]:
+        """One skipped outcome per file, as `iter_outcomes` documents them."""
+        return (FileOutcome(Path(path), None) for path in self.paths)
+
+
+#: What the planner yields: a file (or segment, or a file's questions), or a run of files already done.
+Planned = PlannedFile | SkippedFiles
+
+#: The model half of a run: (model, planned files, task, options, request) -> one outcome per file (a
+#: SkippedFiles passed on as it came); the local pipeline (`pipeline.run_planned`) and
+#: `vl2cli.runners.ray_engine.RayRunner` are the two.
+Runner = Callable[[Any, Iterator[Planned], TaskSpec, RunOptions, Request], Iterator["FileOutcome | SkippedFiles"]]
 
 
 def towers_of(model: Any) -> ModelTowers:
@@ -86,23 +120,30 @@ KnownSegments = Callable[[ResumeKey, str], "list[dict[str, Any]] | None"]
 def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request],
                is_done: Callable[[ResumeKey], bool] | None = None, *,
                segmenting: Segmenting | None = None,
-               known_segments: KnownSegments | None = None) -> Iterator[PlannedFile]:
+               known_segments: KnownSegments | None = None, skipped_runs: bool = False) -> Iterator[Planned]:
     """Stat each path as it comes (streaming: the walk is never collected) and settle what needs no model.
 
     With several requests (questions) a file yields one settled entry per request already done (or
     per request, when it cannot be read), then one pending entry holding the requests left to do.
     With `segmenting`, each video or audio file becomes one planned item per segment (see `plan_segments`);
-    the two do not combine yet (several questions about each segment): that is refused.
+    the two do not combine yet (several questions about each segment): that is refused. With
+    `skipped_runs`, a run of one request without segments yields the done files as `SkippedFiles`
+    (at most SKIPPED_RUN_FILES each, in walk order with the other entries).
     """
     requests = (request,) if isinstance(request, Request) else tuple(request)
     several = len(requests) > 1
     if several and segmenting is not None:
         raise Vl2Error("several questions per file and segments do not combine yet: ask one question per run "
                        "when cutting files into segments")
+    gather = skipped_runs and is_done is not None and not several and segmenting is None
+    skipped: list[str] = []  # the done files not yet yielded, when gathered
     for path in paths:
         try:
             stamp = FileStamp.of(path)
         except OSError as exc:
+            if skipped:
+                yield SkippedFiles(tuple(skipped))
+                skipped.clear()
             absolute = Path(path).absolute()
             for each in requests:
                 if (isinstance(exc, (FileNotFoundError, NotADirectoryError)) and is_done is not None
@@ -114,9 +155,22 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
                 record = Record(each, path=str(absolute), stamp=None, vl2_version=__version__, error=error)
                 yield PlannedFile(absolute, None, FileOutcome(absolute, record.as_dict()), requests=(each,))
             continue
+        if gather:  # the nightly rerun's loop: a stat, a lookup, a list append
+            if is_done(resume_key(stamp, requests[0])):  # type: ignore[misc]
+                skipped.append(stamp.path)
+                if len(skipped) >= SKIPPED_RUN_FILES:
+                    yield SkippedFiles(tuple(skipped))
+                    skipped.clear()
+                continue
+            if skipped:
+                yield SkippedFiles(tuple(skipped))
+                skipped.clear()
         pending = []
-        # the walk's own Path when it is already the absolute one (no new object per file already done)
+        # the caller's own Path when it is already the absolute one (no new object per file already done)
         where = path if isinstance(path, Path) and str(path) == stamp.path else Path(stamp.path)
+        if gather:
+            yield PlannedFile(where, stamp)
+            continue
         for each in requests:
             if is_done is not None and is_done(resume_key(stamp, each)):
                 yield PlannedFile(where, stamp, FileOutcome(where, None), requests=(each,))
@@ -128,6 +182,8 @@ def plan_files(paths: Iterable[str | Path], request: Request | Sequence[Request]
             yield from plan_segments(stamp, requests[0], segmenting, is_done, known_segments)
             continue
         yield PlannedFile(where, stamp, requests=tuple(pending) if several else ())
+    if skipped:
+        yield SkippedFiles(tuple(skipped))
 
 
 def plan_segments(stamp: FileStamp, request: Request, segmenting: Segmenting,
