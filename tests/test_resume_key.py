@@ -1,6 +1,6 @@
-"""Resume keys: equality and hashing, and digests that never change.
+"""The typed resume key: named parts, tuple equality and hashing, and digests that never change.
 
-The digests are pinned as hex computed by the code of this commit (keys as plain tuples): the
+The digests are pinned as hex computed by the code from before keys were typed (plain tuples): the
 `<out>.index` sidecars on users' disks hold them, and a changed digest would make every file they list
 look undone on the next run.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from vl2cli.output.latest import key_digest
-from vl2cli.output.record import (FileStamp, Request, ResumeKey, Sampling, build_record, key_of_record,
-                                  missing_file_key, resume_key)
+from vl2cli.output.record import (FileKey, FileStamp, Request, ResumeKey, Sampling, SegmentKey, build_record,
+                                  key_of_record, missing_file_key, resume_key)
+from vl2cli.output.resume import ResumeIndex
 
 STAMP = FileStamp("/data/clips/a.mp4", 1234, 1700000000123456789)
 GREEDY = Request("caption", None, None, "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV", None, 8, "auto")
@@ -44,3 +45,42 @@ def test_a_record_read_back_has_the_key_and_digest_of_the_work_it_is_about(reque
     key = key_of_record(record)
     assert key == resume_key(STAMP, request_, segment) and hash(key) == hash(resume_key(STAMP, request_, segment))
     assert key_digest(key) == key_digest(resume_key(STAMP, request_, segment))
+
+
+def test_the_parts_have_names() -> None:
+    key = resume_key(STAMP, SAMPLED, SEGMENT)
+    assert isinstance(key.file, FileKey) and key.file.path == STAMP.path and key.file.mtime_ns == STAMP.mtime_ns
+    assert (key.file.task, key.file.prompt, key.file.model_id, key.file.revision) == ("ask", "what happens?", "m",
+                                                                                      "abc123")
+    assert key.file.sampling == (0.7, 1.0, 42) and (key.file.frames, key.file.modality) == (16, "av")
+    assert key.segment == SegmentKey("60s", 2, 120.0, 180.5)
+    assert resume_key(STAMP, GREEDY).segment is None and resume_key(STAMP, GREEDY).file.sampling is None
+    missing = missing_file_key("/gone.mp4", GREEDY).file
+    assert (missing.size_bytes, missing.mtime_ns) == (None, None) and missing.task == "caption"
+
+
+def test_a_segments_whole_file_is_the_files_key() -> None:
+    whole = resume_key(STAMP, GREEDY)
+    assert resume_key(STAMP, GREEDY, SEGMENT).whole_file == whole and whole.whole_file is whole
+    assert resume_key(STAMP, GREEDY, SEGMENT) != whole
+
+
+def test_the_flat_form_is_the_plain_tuple_keys_were() -> None:
+    file_part = ("/data/clips/a.mp4", 1234, 1700000000123456789, "caption", None, None,
+                 "DAMO-NLP-SG/VideoLLaMA2.1-7B-AV", None, 8, "auto", None)
+    assert resume_key(STAMP, GREEDY).flat() == file_part and type(resume_key(STAMP, GREEDY).flat()) is tuple
+    assert resume_key(STAMP, GREEDY, SEGMENT).flat() == (*file_part, "segment", "60s", 2, 120.0, 180.5)
+
+
+def test_keys_that_json_spells_differently_are_one_key_in_sets_and_indexes() -> None:
+    """A float JSON wrote as an integer (60 for 60.0, 1 for 1.0) is the same value, as tuples compare."""
+    spelled = build_record(LABELLED, path=STAMP.path, stamp=STAMP, vl2_version="x", segment=SEGMENT)
+    spelled["sampling"]["temperature"] = 1
+    spelled["segment"]["start_s"] = 120
+    key = key_of_record(spelled)
+    assert key in {resume_key(STAMP, LABELLED, SEGMENT)} and key_digest(key) == key_digest(resume_key(STAMP, LABELLED,
+                                                                                                      SEGMENT))
+    index = ResumeIndex()
+    index.add(spelled)
+    assert index.is_done(resume_key(STAMP, LABELLED, SEGMENT)) and not index.is_done(resume_key(STAMP, LABELLED))
+    assert index.known_segments(resume_key(STAMP, LABELLED), "60s") is None  # 1 of the 5 segments only
