@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from .reader import MAX_LINE_BYTES, ReadPosition, SkippedLines, decode_line, parse_record_line, read_record_lines
-from .record import FILE_KEY_LENGTH, ResumeKey, key_of_record
+from .record import ResumeKey, key_of_record
 
 DIGEST_BYTES = 16
 #: A line's digest: keyed with a secret of this process, so no line can be made to match another's.
 LINE_DIGEST_BYTES = 8
 _LINE_KEY = os.urandom(32)
-#: Where a key holds the sampling part (record.resume_key): a tuple of floats, or None.
-_SAMPLING_PART = 10
+#: A FileKey's text as the plain tuple it stands for (`ResumeKey.flat`), without copying it.
+_plain_repr = tuple.__repr__
 #: A place packs (which output, byte offset) in one signed 64-bit integer: offsets below 2**40 (1 TiB).
 _OFFSET_BITS = 40
 
@@ -43,11 +43,15 @@ def _canonical(value: Any) -> Any:
 
 
 def key_digest(key: ResumeKey) -> bytes:
-    """A fixed-size digest of a resume key: what indexes hold instead of the key itself."""
-    if key[_SAMPLING_PART] is not None or len(key) > FILE_KEY_LENGTH:  # the parts that may hold floats
-        key = _canonical(key)
-    text = repr(key).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=DIGEST_BYTES).digest()
+    """A fixed-size digest of a resume key: what indexes hold instead of the key itself. It digests the
+    repr of the key's flat form, as before keys were typed: sidecars on disk hold these digests, and any
+    change to that text would make every file they list look undone."""
+    file = key.file
+    if key.segment is None and file.sampling is None:  # no part that may hold floats: the common case, kept cheap
+        text = _plain_repr(file)
+    else:
+        text = repr(_canonical(key.flat()))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
 
 
 def line_digest(raw: bytes) -> int:

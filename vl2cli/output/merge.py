@@ -65,7 +65,7 @@ def _walk_order(record: dict[str, Any]) -> tuple[str, str]:
     """Sorts as (path components, rest of the key) do: "/" made the lowest character, so a folder's
     files come before a sibling name that merely starts with the folder's name (a/b.png before a.png)."""
     key = key_of_record(record)
-    return str(record["path"]).replace("/", "\0"), repr(key[1:] if key is not None else ())
+    return str(record["path"]).replace("/", "\0"), repr(key.flat()[1:] if key is not None else ())
 
 
 #: What one sort item costs in memory beyond its two strings' characters (tuples, str and int headers).

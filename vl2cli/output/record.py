@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 #: 2 added the optional `segment` and `sampling` objects (v1 records read back as whole-file greedy ones);
 #: 3 appended `generation` (how the answer ended) and `runtime` (what made it), after `created_at`.
@@ -27,9 +27,6 @@ TASKS: tuple[TaskName, ...] = ("caption", "ask", "classify")
 MEDIA_FIELDS = ("kind", "container", "duration_s", "has_video", "has_audio", "width", "height", "avg_fps",
                 "num_frames", "video_codec", "audio_codec", "audio_sample_rate", "audio_channels")
 
-ResumeKey = tuple
-#: Fields of a whole file's resume key (a segment's key adds its own after them).
-FILE_KEY_LENGTH = 11
 #: The record's `segment` object: `by` (how the file was cut, e.g. "60s" or "scenes 2s-60s"), `index`
 #: of `count`, and the window [start_s, end_s) in seconds.
 SEGMENT_FIELDS = ("index", "start_s", "end_s", "count", "by")
@@ -83,29 +80,85 @@ class FileStamp:
         return cls(absolute, stat.st_size, stat.st_mtime_ns)
 
 
-def _segment_part(segment: dict[str, Any] | None) -> tuple:
+class FileKey(NamedTuple):
+    """The resume key of a whole file: the file's identity and the request's fields that change the work.
+
+    A tuple underneath (cheap to build for every file of a million-file walk, hashed and compared as one),
+    so keys sit in sets and dicts; the field order is the order of the plain tuple `ResumeKey.flat` gives."""
+
+    path: str
+    #: None with mtime_ns for a file that could not be stat'ed (`missing_file_key`)
+    size_bytes: int | None
+    mtime_ns: int | None
+    task: str
+    prompt: str | None
+    labels: tuple[str, ...] | None
+    model_id: str
+    revision: str | None
+    frames: int
+    modality: str
+    #: `Sampling.key()`: (temperature, top_p, seed) as a plain tuple; None when greedy (as in v1 records)
+    sampling: tuple[float, float, int | None] | None
+
+
+class SegmentKey(NamedTuple):
+    """Which window of a file a segment's key is about: how the file was cut, and the window's place."""
+
+    by: str
+    index: int
+    start_s: float
+    end_s: float
+
+
+#: What a segment's part follows in the flat form (`ResumeKey.flat`).
+_SEGMENT_TAG = "segment"
+
+
+class ResumeKey(NamedTuple):
+    """The identity of one unit of work: a whole file (`segment` None) or one segment of it."""
+
+    file: FileKey
+    segment: SegmentKey | None = None
+
+    @property
+    def whole_file(self) -> "ResumeKey":
+        """The key of the whole file this key is about (a whole file's key is its own)."""
+        return self if self.segment is None else ResumeKey(self.file)
+
+    def flat(self) -> tuple[Any, ...]:
+        """The key as one plain tuple: the file's fields, then for a segment "segment" and the segment's.
+        It is the form keys had before they were typed, and the text of digests (`latest.key_digest`)
+        and merge's order are made from it: sidecars already on disk hold those digests."""
+        if self.segment is None:
+            return tuple(self.file)
+        return (*self.file, _SEGMENT_TAG, *self.segment)
+
+
+def _segment_key(segment: dict[str, Any] | None) -> SegmentKey | None:
+    """The key part of a record's `segment` object (the window as floats: JSON may spell 60.0 as 60)."""
     if segment is None:
-        return ()
-    return ("segment", segment["by"], segment["index"], float(segment["start_s"]), float(segment["end_s"]))
+        return None
+    return SegmentKey(segment["by"], segment["index"], float(segment["start_s"]), float(segment["end_s"]))
+
+
+#: Builds a key without the NamedTuple's generated (Python-level) `__new__`: `resume_key` runs for every
+#: file of a rerun's walk, and this keeps it close to what a plain tuple cost.
+_tuple_new = tuple.__new__
 
 
 def resume_key(stamp: FileStamp, request: Request, segment: dict[str, Any] | None = None) -> ResumeKey:
     """The identity of one unit of work: a whole file, or one `segment` (the record's object) of it
     (greedy: the sampling part is None, as in v1 records)."""
-    return (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt, request.labels,
-            request.model_id, request.revision, request.frames, request.modality,
-            request.sampling.key() if request.sampling is not None else None) + _segment_part(segment)
+    file = _tuple_new(FileKey, (stamp.path, stamp.size_bytes, stamp.mtime_ns, request.task, request.prompt,
+                                request.labels, request.model_id, request.revision, request.frames, request.modality,
+                                request.sampling.key() if request.sampling is not None else None))
+    return _tuple_new(ResumeKey, (file, _segment_key(segment) if segment is not None else None))
 
 
 def missing_file_key(path: str, request: Request) -> ResumeKey:
     """The key of a file that could not be stat'ed (its record has `file: null`): the path and the
     request, no size or mtime. Once the file exists its stamp gives it an ordinary key again."""
-    return (path, None, None) + resume_key(FileStamp(path, 0, 0), request)[3:]
-
-
-def file_key(key: ResumeKey) -> ResumeKey:
-    """The whole file's key of a segment's key (a whole file's key is its own)."""
-    return key[:FILE_KEY_LENGTH]
+    return ResumeKey(resume_key(FileStamp(path, 0, 0), request).file._replace(size_bytes=None, mtime_ns=None))
 
 
 def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
@@ -118,9 +171,10 @@ def key_of_record(record: dict[str, Any]) -> ResumeKey | None:
         labels = record["labels"]
         sampling = record.get("sampling")  # absent in v1 records: greedy
         sampling_key = (sampling["temperature"], sampling["top_p"], sampling["seed"]) if sampling is not None else None
-        return (record["path"], file["size_bytes"], file["mtime_ns"], record["task"], record["prompt"],
-                tuple(labels) if labels is not None else None, model["id"], model["revision"],
-                record["frames"], record["modality_requested"], sampling_key) + _segment_part(record.get("segment"))
+        return ResumeKey(FileKey(record["path"], file["size_bytes"], file["mtime_ns"], record["task"],
+                                 record["prompt"], tuple(labels) if labels is not None else None, model["id"],
+                                 model["revision"], record["frames"], record["modality_requested"], sampling_key),
+                         _segment_key(record.get("segment")))
     except (KeyError, TypeError, AttributeError):
         return None
 

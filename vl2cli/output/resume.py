@@ -19,7 +19,7 @@ from .index_file import (Coverage, IndexFile, coverage_of, index_path_for, pack_
                          unpack_entries, write_index)
 from .latest import key_digest
 from .reader import NAMED_LINES, ReadPosition, SkippedLine, SkippedLines, read_records
-from .record import ResumeKey, cut_off_at, file_key, key_of_record, needs_rerun
+from .record import ResumeKey, cut_off_at, key_of_record, needs_rerun
 
 #: Runs that may try a transiently failing file before its error is taken as final.
 MAX_ATTEMPTS = 3
@@ -146,7 +146,7 @@ class ResumeIndex:
         digest = key_digest(key)
         segment = record.get("segment")
         if segment is not None:
-            file_digest = key_digest(file_key(key))
+            file_digest = key_digest(key.whole_file)
             self.segments.setdefault((file_digest, segment["by"]), {})[segment["index"]] = segment
             self._segment_of[digest] = (file_digest, segment)
         self.latest[digest] = _state_of(record)
@@ -167,7 +167,7 @@ class ResumeIndex:
         """Every segment of the file (`key`: its whole-file key) cut `by` this rule, from earlier records —
         or None unless all `count` of them have a record (then the file need not be cut again to know
         what is left to do)."""
-        seen = self.segments.get((key_digest(file_key(key)), by))
+        seen = self.segments.get((key_digest(key.whole_file), by))
         if not seen:
             return None
         count = next(iter(seen.values()))["count"]
