@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vl2cli.output import Request, build_record
 from vl2cli.output.latest import LatestRecords
+from vl2cli.output.merge import latest_records
 from vl2cli.output.reader import decode_line
 
 REQUEST = Request(task="caption", prompt=None, labels=None, model_id="m", revision=None, frames=4, modality="auto")
@@ -55,12 +56,13 @@ def test_a_line_changed_to_another_record_after_the_scan_is_read_as_it_is_now(tm
     assert [record["output"] for record in latest] == ["after!", "same"]
 
 
-def test_records_at_checks_every_line_again(tmp_path: Path) -> None:
+def test_a_merge_reads_back_unchanged_lines_and_checks_changed_ones(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    _write(out, [_record("a", "one"), _record("b", "two")])
-    latest = LatestRecords.scan([out])
-    _replace_in_place(out, b'"notes": [], "output": "two"', b'"notes": {}, "output": "two"')
-    assert [record["output"] for record in latest.records_at(latest.places)] == ["one"]
+    _write(out, [_record("a", "one"), _record("b", "two"), _record("c", "six")])
+    merged = latest_records([out])
+    _replace_in_place(out, b'"notes": [], "output": "two"', b'"notes": {}, "output": "two"')  # no longer a record
+    _replace_in_place(out, b'"output": "six"', b'"output": "ten"')  # another record now
+    assert [record["output"] for record in merged.records] == ["one", "ten"]
 
 
 def test_decode_line_bounds_integers_as_the_checked_read_does() -> None:

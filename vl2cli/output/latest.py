@@ -145,10 +145,6 @@ class LatestRecords:
             for handle in handles.values():
                 handle.close()
 
-    def records_at(self, places: Iterable[int]) -> Iterator[dict[str, Any]]:
-        """The records at these places (a line changed since the scan is left out), each checked again."""
-        return (record for _, record in self.placed_records(places) if record is not None)
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """The latest record of each key, in order of the key's first appearance."""
         placed = self.placed_records(self.places, self.line_digests)

@@ -31,20 +31,24 @@ MERGE_FORMATS: tuple[MergeFormat, ...] = ("jsonl", "parquet")
 
 
 class MergedRecords(Sequence):
-    """The kept records, read back from their outputs one at a time (never all held in memory)."""
+    """The kept records, read back from their outputs one at a time (never all held in memory). Each place
+    comes with the digest of the line the scan checked there, so a line still unchanged is only parsed."""
 
-    def __init__(self, latest: LatestRecords, places: Sequence[int]) -> None:
+    def __init__(self, latest: LatestRecords, places: Sequence[int], line_digests: Sequence[int]) -> None:
         self._latest = latest
         self._places = places
+        self._line_digests = line_digests
 
     def __len__(self) -> int:
         return len(self._places)
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
-        return next(iter(self._latest.records_at([self._places[index]])))
+        placed = self._latest.placed_records([self._places[index]], [self._line_digests[index]])
+        return next(record for _, record in placed if record is not None)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._latest.records_at(self._places)
+        placed = self._latest.placed_records(self._places, self._line_digests)
+        return (record for _, record in placed if record is not None)
 
     def __eq__(self, other: object) -> bool:
         return list(self) == list(other) if isinstance(other, Iterable) else NotImplemented
@@ -72,8 +76,8 @@ def _walk_order(record: dict[str, Any]) -> tuple[str, str]:
 _SORT_ITEM_OVERHEAD = 250
 
 
-def _sort_weight(item: tuple[tuple[str, str], int]) -> int:
-    (path, rest), _ = item
+def _sort_weight(item: tuple[tuple[str, str], int, int]) -> int:
+    (path, rest), _, _ = item
     return len(path) + len(rest) + _SORT_ITEM_OVERHEAD
 
 
@@ -83,7 +87,8 @@ def latest_records(paths: Iterable[str | Path], *, temp_dir: str | Path | None =
 
     Order: by path, component by component — the order a walk of one folder gives (names sorted per
     folder, depth first) — then by the rest of the key, so equal inputs always merge to equal bytes.
-    Memory: a digest and a place per record, then a place per kept key; the sort keys (path and
+    Memory: a key digest, a place and a line digest per record, then a place and a line digest per
+    kept key (a line read back unchanged is parsed, not checked again); the sort keys (path and
     request) are sorted in runs of at most `run_items` keys or about `run_bytes` bytes, spilled to a
     temporary folder under `temp_dir` (default: the system's) when there is more than one run, and
     removed before this returns.
@@ -92,11 +97,17 @@ def latest_records(paths: Iterable[str | Path], *, temp_dir: str | Path | None =
     warnings = [warning for path, skipped in zip(latest.sources, latest.skipped)
                 if (warning := skipped.describe(path)) is not None]
     foreign = sum(len(skipped) for skipped in latest.skipped)
-    keyed = ((_walk_order(record), place) for place, record in latest.placed_records(latest.places)
+    # (walk order, place, line digest): keys are unique, so the digest never decides the order
+    keyed = ((_walk_order(record), place, int(digest))
+             for (place, record), digest in zip(latest.placed_records(latest.places, latest.line_digests),
+                                                latest.line_digests)
              if record is not None)
-    ordered = array("q", (place for _, place in spilling_sorted(
-        keyed, weigh=_sort_weight, run_items=run_items, run_bytes=run_bytes, temp_dir=temp_dir)))
-    return Merged(MergedRecords(latest, ordered), latest.superseded, foreign, warnings)
+    places, line_digests = array("q"), array("Q")
+    for _, place, digest in spilling_sorted(keyed, weigh=_sort_weight, run_items=run_items, run_bytes=run_bytes,
+                                            temp_dir=temp_dir):
+        places.append(place)
+        line_digests.append(digest)
+    return Merged(MergedRecords(latest, places, line_digests), latest.superseded, foreign, warnings)
 
 
 def _replace_with(out: Path, write: Any) -> None:
