@@ -24,7 +24,7 @@ import pytest
 
 from media_helpers.fixtures import MEDIA_FIXTURES
 from reference_fixtures import reference_root
-from test_cli import AV_FIXTURE, BROKEN, IMAGE, RUN_TIMEOUT_S, TINY_VIDEO, needs_fixtures, vl2
+from test_cli import AV_FIXTURE, BROKEN, IMAGE, RUN_TIMEOUT_S, TINY_VIDEO, needs_model_and, vl2
 from vl2cli.commands.console import Console, library_logs_to
 from vl2cli.commands.count_ahead import CountAhead
 from vl2cli.commands.exit_codes import EXIT_OK, EXIT_SOME_FAILED
@@ -164,7 +164,7 @@ def test_the_summary_line_is_stamped_in_utc() -> None:
 
 
 # ------------------------------------------------------------------ with the tiny AV model
-@needs_fixtures
+@needs_model_and(TINY_VIDEO, IMAGE)
 def test_on_a_terminal_results_print_above_the_progress_line(tmp_path: Path) -> None:
     folder = copy_media(tmp_path / "clips", TINY_VIDEO, IMAGE)
     code, rows, written = run_on_terminal("caption", str(folder), "--json", "--workers", "1", *model_args())
@@ -182,7 +182,7 @@ def test_on_a_terminal_results_print_above_the_progress_line(tmp_path: Path) -> 
     assert SUMMARY_STAMP.match(rows[-1]), rows
 
 
-@needs_fixtures
+@needs_model_and(TINY_VIDEO)
 def test_on_a_terminal_one_answer_is_on_its_own_line(tmp_path: Path) -> None:
     clip = copy_media(tmp_path, TINY_VIDEO) / TINY_VIDEO
     code, rows, _ = run_on_terminal("ask", str(clip), "what sound is heard?", "--json", *model_args())
@@ -196,7 +196,7 @@ def test_on_a_terminal_one_answer_is_on_its_own_line(tmp_path: Path) -> None:
         line.rstrip() for line in answer.split("\n") if line.strip()], rows
 
 
-@needs_fixtures
+@needs_model_and(IMAGE, BROKEN[0])
 def test_cron_quiet_says_nothing_on_a_good_run_and_old_permanent_failures_exit_0(tmp_path: Path) -> None:
     folder = copy_media(tmp_path / "clips", IMAGE)
     out = tmp_path / "out.jsonl"
