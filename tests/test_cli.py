@@ -25,8 +25,14 @@ IMAGE = "img_smptehdbars_500x300.png"
 SPEECH = "speech_espeak_16k_mono_5s.wav"
 BROKEN = ("broken_empty.mp4", "broken_text_renamed.mp4")
 RUN_TIMEOUT_S = 300
-needs_fixtures = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO, IMAGE, SPEECH),
-                                    reason="reference or media fixtures not found")
+
+
+def needs_model_and(*media: str):
+    """A skip marker for a test that runs the tiny AV model on exactly these media files; the reason names
+    what is missing (a fixture set swapped in may hold only some of them)."""
+    missing = [] if (reference_root() / AV_FIXTURE).is_dir() else [AV_FIXTURE]
+    missing += [name for name in media if not have_media(name)]
+    return pytest.mark.skipif(bool(missing), reason=f"fixtures not found: {', '.join(missing)}")
 
 
 def _vl2_command() -> list[str]:
@@ -119,7 +125,7 @@ def test_config_show_reports_precedence(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ with the tiny AV model
 @pytest.mark.slow
-@needs_fixtures
+@needs_model_and(TINY_VIDEO, IMAGE, SPEECH, *BROKEN)
 def test_caption_folder_with_bad_files_gives_every_file_a_record(tmp_path: Path) -> None:
     folder = _copy(tmp_path / "videos", TINY_VIDEO, IMAGE, *BROKEN)
     _copy(folder / "sub", SPEECH)
@@ -138,7 +144,7 @@ def test_caption_folder_with_bad_files_gives_every_file_a_record(tmp_path: Path)
     assert sum("vl2: failed:" in line for line in first.stderr.splitlines()) == 2
 
 
-@needs_fixtures
+@needs_model_and(TINY_VIDEO)
 def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = _copy(tmp_path, TINY_VIDEO) / TINY_VIDEO
     run = vl2_in_process("ask", str(clip), "what sound is heard?", *_model_args())
@@ -150,7 +156,7 @@ def test_ask_one_file_prints_just_the_answer(tmp_path: Path, monkeypatch: pytest
     assert run.stdout == expected[0]["output"] + "\n"
 
 
-@needs_fixtures
+@needs_model_and(TINY_VIDEO, IMAGE)
 def test_classify_folder_to_stdout(tmp_path: Path) -> None:
     folder = _copy(tmp_path / "clips", TINY_VIDEO, IMAGE)
     labels = tmp_path / "labels.txt"
@@ -178,7 +184,7 @@ def _wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout_s
 
 
 @pytest.mark.slow
-@needs_fixtures
+@needs_model_and(TINY_VIDEO, IMAGE)
 def test_sigkill_mid_run_then_rerun_leaves_each_file_once_and_lock_refuses_a_second_run(tmp_path: Path) -> None:
     folder = tmp_path / "archive"
     names = [f"clip{i:02d}.mp4" for i in range(10)] + [f"still{i:02d}.png" for i in range(2)]
@@ -229,7 +235,7 @@ def test_an_output_that_cannot_be_written_is_one_error_line(tmp_path: Path, caps
 
 
 @pytest.mark.slow
-@needs_fixtures
+@needs_model_and(TINY_VIDEO)
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_run_is_one_line_and_its_exit_code(tmp_path: Path, sent: signal.Signals) -> None:
     from vl2cli.commands.exit_codes import EXIT_SIGNAL_BASE

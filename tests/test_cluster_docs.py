@@ -37,8 +37,9 @@ pytestmark = [
     pytest.mark.skipif(not all(shutil.which(name) or Path(f"/usr/sbin/{name}").exists() for name in DAEMONS),
                        reason="Slurm (slurm-wlm) or munge not installed"),
     pytest.mark.skipif(os.geteuid() != 0, reason="the test's slurmd runs jobs as root"),
-    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not (MEDIA_FIXTURES / BROKEN).is_file(),
-                       reason="reference or media fixtures not found"),
+    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir()
+                       or not all((MEDIA_FIXTURES / m).is_file() for m in (IMAGE, BROKEN)),
+                       reason=f"fixtures not found: {AV_FIXTURE}, {IMAGE} or {BROKEN}"),
 ]
 
 

@@ -83,6 +83,8 @@ def test_a_worker_frozen_right_after_sending_costs_at_most_one_later_file(tmp_pa
         restarts = pool.restarts
     assert sorted(results) == ["freeze.mp4", "ok1.mp4", "ok2.mp4"]
     assert isinstance(results["freeze.mp4"], LoadedMedia)
+    # Which later file the frozen worker takes down with it depends on when the freeze lands (a fast
+    # decode of ok1 inside that half second leaves it holding ok2): any one, never two, nothing else.
     assert sum(isinstance(r, DecodeTimeoutError) for r in results.values()) <= 1
-    assert isinstance(results["ok2.mp4"], LoadedMedia)
+    assert all(isinstance(r, (LoadedMedia, DecodeTimeoutError)) for r in results.values()), results
     assert restarts <= 1

@@ -31,6 +31,17 @@ def one_line(message: str) -> str:
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
+#: C0 and C1 control characters but newline and tab: on a terminal they move the cursor, clear the screen or
+#: retitle the window, and a random-weight (or any) model's answer may hold them.
+_TERMINAL_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\n\t"}
+
+
+def terminal_safe(text: str) -> str:
+    """Text a terminal shows rather than obeys (control characters escaped, lines kept): an answer that
+    holds ESC or CR must not overwrite the screen or the results above it."""
+    return text.translate(_TERMINAL_CONTROLS)
+
+
 def log_level_of(log_level: str | None, *, quiet: bool) -> int:
     """The level below which stderr lines are dropped: the setting, else (auto) info, error when quiet."""
     if log_level in (None, "auto"):
@@ -83,8 +94,11 @@ class Console:
 
     def result(self, text: str) -> None:
         """A result for stdout (an answer, a caption, a JSON record), printed above the progress line
-        when that line shares stdout's terminal; elsewhere (a pipe, a file) written as is."""
+        when that line shares stdout's terminal (control characters escaped on a terminal); elsewhere (a
+        pipe, a file) written as is."""
         stdout = self.stdout
+        if stdout is not None and stdout.isatty():
+            text = terminal_safe(text)
         if self.progress is not None and stdout is not None and same_terminal(stdout, self.stderr):
             self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
         else:
@@ -249,4 +263,5 @@ def library_logs_to(console: Console) -> Iterator[LibraryLogs]:
         logs.restore()
 
 
-__all__ = ["Console", "ConsoleLogHandler", "LibraryLogs", "library_logs_to", "log_level_of", "one_line", "same_terminal"]
+__all__ = ["Console", "ConsoleLogHandler", "LibraryLogs", "library_logs_to", "log_level_of", "one_line", "same_terminal",
+           "terminal_safe"]
