@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
 from reference_fixtures import reference_root
 from vl2cli.cli import app
 from vl2cli.errors import InputError
@@ -69,8 +69,7 @@ def test_a_nul_line_after_paths_is_still_only_skipped_later() -> None:
     assert list(read_path_list("-", stdin=stdin)) == ["/a.mp4", "/b\0.mp4", "/c.mp4"]  # iter_listed warns on it
 
 
-@pytest.mark.skipif(not have_media(TINY_VIDEO) or not (reference_root() / AV_FIXTURE).is_dir(),
-                    reason="media or reference fixtures not found")
+@needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO,))
 @pytest.mark.parametrize("errors", ["strict", "surrogateescape"])
 def test_cat_clip_into_ask_is_one_clear_error(errors: str, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("vl2")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
-from reference_fixtures import REPO_ROOT, load_reference, reference_root
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
+from reference_fixtures import REPO_ROOT, load_reference
 from vl2cli.commands.chat import terminal_safe
 from vl2cli.commands.chat_lines import HISTORY_LINES, TerminalLines, history_path
 
@@ -28,8 +28,7 @@ pyte = pytest.importorskip("pyte")
 AV_FIXTURE = "siglip-qwen2-av"
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
 IMAGE = "img_smptehdbars_500x300.png"
-pytestmark = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO, IMAGE),
-                                reason="reference or media fixtures not found")
+pytestmark = needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO, IMAGE))
 TOKENS = 6
 QUESTION = "what is shown?"
 #: Wide enough that no answer of TOKENS tokens wraps; tall enough that nothing scrolls away.

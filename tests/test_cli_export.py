@@ -5,15 +5,14 @@ import json
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
 from reference_fixtures import reference_root
 from test_cli import AV_FIXTURE, TINY_VIDEO, vl2, vl2_in_process
 from vl2cli.commands.exit_codes import EXIT_OK
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO),
-                       reason="reference or media fixtures not found"),
+    needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO,)),
 ]
 
 

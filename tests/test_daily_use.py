@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
-from reference_fixtures import REPO_ROOT, offline_fixture_hub, reference_root
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
+from reference_fixtures import REPO_ROOT, offline_fixture_hub
 from vl2cli import api
 from vl2cli.output import load_schema
 from vl2cli.output.record import Sampling
@@ -29,9 +29,7 @@ from vl2cli.tasks.spec import RunOptions, TaskSpec
 AV_FIXTURE = "siglip-qwen2-av"
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
 IMAGE = "img_smptehdbars_500x300.png"
-needs_fixtures = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO, IMAGE),
-                                    reason="reference or media fixtures not found")
-pytestmark = needs_fixtures
+pytestmark = needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO, IMAGE))
 TOKENS = 4
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from media_helpers.fixtures import needs_fixtures
 from reference_fixtures import REPO_ROOT, reference_root
 from vl2cli.errors import CheckpointError, ConfigFileError, InputError, Vl2Error
 from vl2cli.settings import RANGES, resolve_settings
@@ -91,7 +92,7 @@ def _checkpoint_copy(tmp_path: Path, **changes) -> Path:
     return folder
 
 
-@pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
+@needs_fixtures(reference=(AV_FIXTURE,))
 def test_a_model_config_json_is_range_checked_too(tmp_path: Path) -> None:
     from vl2cli.model.config import Vl2Config
     from vl2cli.model.identity import CheckpointIdentity
@@ -147,7 +148,7 @@ def test_settings_that_do_nothing_without_another_are_refused() -> None:
     resolve_settings({"out_dir": "subs", "format": "srt", "segment": "60s", "segment_overlap": "5s"}, env={})
 
 
-@pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
+@needs_fixtures(reference=(AV_FIXTURE,))
 @pytest.mark.parametrize("junk", ['{"model": [1, {"b": "x"', "[" * 100000])
 def test_a_junk_tokenizer_file_is_a_checkpoint_error(tmp_path: Path, junk: str) -> None:
     import shutil

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
 from reference_fixtures import REPO_ROOT, reference_root
 from vl2cli.discover import WalkOptions, discover_media
 from vl2cli.errors import InputError
@@ -22,8 +22,7 @@ from vl2cli.settings import Settings
 
 AV_FIXTURE = "siglip-qwen2-av"
 TINY_VIDEO = "av_tiny_128x96_30fps_h264_aac_6frames.mp4"
-needs_fixtures = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO),
-                                    reason="reference or media fixtures not found")
+needs_model_and_video = needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO,))
 
 
 def test_a_list_is_read_line_by_line_keeping_spaces_and_skipping_blank_lines(tmp_path: Path) -> None:
@@ -101,7 +100,7 @@ def _probe(*args: str, stdin: str = "") -> tuple[dict, str, str]:
     return report, run.stdout, run.stderr
 
 
-@needs_fixtures
+@needs_model_and_video
 def test_dry_run_lists_work_and_resume_skips_without_loading_the_model(tmp_path: Path) -> None:
     folder = tmp_path / "archive"
     folder.mkdir()
@@ -131,7 +130,7 @@ def test_dry_run_lists_work_and_resume_skips_without_loading_the_model(tmp_path:
     assert out.read_text().count("\n") == 1  # a dry run writes nothing
 
 
-@needs_fixtures
+@needs_model_and_video
 def test_dry_run_of_several_questions_has_a_line_per_file_and_question(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes((MEDIA_FIXTURES / TINY_VIDEO).read_bytes())

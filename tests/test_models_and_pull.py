@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixture_pack import reference_root, reference_v1_root
+from media_helpers.fixtures import needs_fixtures
 from vl2cli.cli import app
 from vl2cli.errors import HubResolutionError
 from vl2cli.model.cache_inventory import cached_models
@@ -24,8 +25,8 @@ MODEL_ID = "DAMO-NLP-SG/tiny-test-model"
 V1_ID = "DAMO-NLP-SG/Video-LLaMA-2-7B-Finetuned"
 TOWER_ID = "google/siglip-so400m-patch14-384"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-needs_fixtures = pytest.mark.skipif(not (reference_root() / FIXTURE).is_dir(), reason="reference fixtures not found")
-needs_v1 = pytest.mark.skipif(not (reference_v1_root() / V1_FIXTURE).is_dir(), reason="v1 fixtures not found")
+needs_checkpoint = needs_fixtures(reference=(FIXTURE,))
+needs_v1 = needs_fixtures(v1=(V1_FIXTURE,))
 runner = CliRunner()
 
 
@@ -62,7 +63,7 @@ def _v1() -> Path:
     return reference_v1_root() / V1_FIXTURE
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_a_cached_model_with_its_tower_is_complete(hub: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     add_repo(hub, TOWER_ID, _tower_source(), commit="f" * 40)
@@ -72,7 +73,7 @@ def test_a_cached_model_with_its_tower_is_complete(hub: Path) -> None:
     check_offline_requirements(MODEL_ID)  # nothing raised
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_a_missing_tower_is_named_before_anything_loads(hub: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     with pytest.raises(HubResolutionError) as caught:
@@ -92,13 +93,13 @@ def test_a_model_not_in_the_cache_is_named_with_how_to_get_it(hub: Path) -> None
     assert str(hub) in str(caught.value)
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_online_the_check_leaves_fetching_to_the_loaders(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
     check_offline_requirements(MODEL_ID)  # nothing cached, but online the loader downloads it
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_an_interrupted_download_lacks_its_weights(hub: Path) -> None:
     snapshot = add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     add_repo(hub, TOWER_ID, _tower_source(), commit="f" * 40)
@@ -107,7 +108,7 @@ def test_an_interrupted_download_lacks_its_weights(hub: Path) -> None:
     assert not needs.complete and needs.missing_repos[0].lacks == ("model.safetensors",)
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_a_local_folder_needs_only_its_tower(hub: Path, tmp_path: Path) -> None:
     needs = model_requirements(str(reference_root() / FIXTURE / "checkpoint"))
     assert [repo.repo_id for repo in needs.repos] == [TOWER_ID] and not needs.complete
@@ -141,7 +142,7 @@ def test_video_llama_names_bert_and_both_lavis_files_at_once(hub: Path, monkeypa
     assert CheckpointIdentity.resolve(V1_ID, lavis_dir=lavis).revision == COMMIT
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_vl2_models_lists_the_cache_with_sizes_revisions_and_what_is_missing(hub: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     add_repo(hub, TOWER_ID, _tower_source(), commit="f" * 40)
@@ -170,7 +171,7 @@ def test_vl2_models_on_an_empty_cache_says_so(hub: Path) -> None:
     assert json.loads(runner.invoke(app, ["models", "--json"]).stdout) == []
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_vl2_pull_offline_names_what_is_missing_and_is_fatal(hub: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     result = runner.invoke(app, ["pull", MODEL_ID])
@@ -178,7 +179,7 @@ def test_vl2_pull_offline_names_what_is_missing_and_is_fatal(hub: Path) -> None:
     assert f"missing {TOWER_ID} (its vision tower)" in result.stderr
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_vl2_pull_of_a_complete_model_says_it_is_ready(hub: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     add_repo(hub, TOWER_ID, _tower_source(), commit="f" * 40)
@@ -187,7 +188,7 @@ def test_vl2_pull_of_a_complete_model_says_it_is_ready(hub: Path) -> None:
     assert f"{MODEL_ID}: ready ({MODEL_ID}, {TOWER_ID} in {hub})" in result.stdout
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_vl2_pull_online_with_everything_cached_downloads_nothing(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
@@ -196,7 +197,7 @@ def test_vl2_pull_online_with_everything_cached_downloads_nothing(hub: Path, mon
     assert result.exit_code == EXIT_OK and "fetching" not in result.output
 
 
-@needs_fixtures
+@needs_checkpoint
 def test_a_dry_run_offline_names_the_missing_tower(hub: Path, tmp_path: Path) -> None:
     add_repo(hub, MODEL_ID, reference_root() / FIXTURE / "checkpoint")
     clip = tmp_path / "videos" / "clip.mp4"

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES, have_media
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
 from reference_fixtures import REPO_ROOT, reference_root
 from vl2cli.output import FileStamp, JsonlWriter, Request, ResumeIndex, build_record, load_schema, resume_key
 from vl2cli.output.merge import latest_records
@@ -133,8 +133,7 @@ def test_merge_report_and_shards_read_past_hostile_lines(tmp_path: Path, media: 
     assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not have_media(TINY_VIDEO),
-                    reason="reference or media fixtures not found")
+@needs_fixtures(reference=(AV_FIXTURE,), media=(TINY_VIDEO,))
 def test_a_dry_run_over_a_hostile_output_warns_and_plans(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes((MEDIA_FIXTURES / TINY_VIDEO).read_bytes())

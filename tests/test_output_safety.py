@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from media_helpers.fixtures import needs_fixtures
 from reference_fixtures import load_reference, reference_root, use_fixture_hub
 from vl2cli.errors import OutputReplacedError
 from vl2cli.settings import resolve_settings
 from vl2cli.commands.run_command import execute
 
 AV_FIXTURE = "siglip-qwen2-av"
-needs_checkpoint = pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir(), reason="reference fixture not found")
+needs_checkpoint = needs_fixtures(reference=(AV_FIXTURE,))
 
 
 def _settings(out: Path | str, **more):

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from media_helpers.fixtures import MEDIA_FIXTURES
-from reference_fixtures import offline_fixture_hub, reference_root
+from media_helpers.fixtures import MEDIA_FIXTURES, needs_fixtures
+from reference_fixtures import offline_fixture_hub
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -35,8 +35,7 @@ IMAGE = "img_smptehdbars_500x300.png"
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.ray, pytest.mark.slow,
-    pytest.mark.skipif(not (reference_root() / AV_FIXTURE).is_dir() or not (MEDIA_FIXTURES / IMAGE).is_file(),
-                       reason="reference or media fixtures not found"),
+    needs_fixtures(reference=(AV_FIXTURE,), media=(IMAGE,)),
 ]
 
 

@@ -65,3 +65,23 @@ def needs_media(*names: str):
     import pytest
 
     return pytest.mark.skipif(not have_media(*names), reason=f"media fixtures not found: {', '.join(names)}")
+
+
+def missing_fixtures(*, reference: tuple[str, ...] = (), v1: tuple[str, ...] = (),
+                     media: tuple[str, ...] = ()) -> list[str]:
+    """The named reference checkpoints (VideoLLaMA 2 and v1) and media files that the fixture sets in use
+    do not hold."""
+    from fixture_pack import reference_root, reference_v1_root
+
+    missing = [f"reference {name}" for name in reference if not (reference_root() / name).is_dir()]
+    missing += [f"reference-v1 {name}" for name in v1 if not (reference_v1_root() / name).is_dir()]
+    return missing + [f"media {name}" for name in media if not (MEDIA_FIXTURES / name).is_file()]
+
+
+def needs_fixtures(*, reference: tuple[str, ...] = (), v1: tuple[str, ...] = (), media: tuple[str, ...] = ()):
+    """A skip marker for a test that uses exactly these reference checkpoints and media files; its reason
+    names each one missing (a set swapped in through VL2_*_FIXTURES may hold only some of them)."""
+    import pytest
+
+    missing = missing_fixtures(reference=reference, v1=v1, media=media)
+    return pytest.mark.skipif(bool(missing), reason=f"fixtures not found: {', '.join(missing)}")
